@@ -1,0 +1,307 @@
+//! Acknowledgement tracking: the per-file watermark. A tailer registers every chunk it reads
+//! (its end offset and record count) before sending it; senders acknowledge records as the
+//! destination accepts them. A file's watermark moves over a chunk only when that chunk and every
+//! chunk before it are fully acknowledged, so a checkpoint never passes a record still being
+//! retried, however batches complete.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use crate::record::Origin;
+
+/// Identity of a file on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+#[derive(Debug)]
+struct PendingChunk {
+    end: u64,
+    remaining: u64,
+}
+
+#[derive(Debug)]
+struct FileProgress {
+    flow: Arc<str>,
+    path: PathBuf,
+    id: FileId,
+    watermark: u64,
+    /// Sequence number of `chunks[0]`.
+    first_seq: u64,
+    chunks: VecDeque<PendingChunk>,
+    /// The tailer is done with the file (deleted and drained): forget it once fully acknowledged.
+    retired: bool,
+}
+
+/// Files whose tracking ended (deleted and fully acknowledged): drop their checkpoints.
+pub type Forgotten = Vec<(Arc<str>, FileId)>;
+
+/// What the checkpoint store needs to know about one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Watermark {
+    pub flow: Arc<str>,
+    pub path: PathBuf,
+    pub id: FileId,
+    pub offset: u64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    files: HashMap<u64, FileProgress>,
+    next_file: u64,
+    /// Some watermark moved, or a file was added or dropped, since the last `snapshot`.
+    dirty: bool,
+    /// Files retired and fully acknowledged since the last snapshot, to drop from checkpoints.
+    forgotten: Forgotten,
+}
+
+/// Shared by every tailer and sender of the agent; every call holds the lock briefly.
+#[derive(Debug, Clone, Default)]
+pub struct AckTracker {
+    inner: Arc<Mutex<Inner>>,
+}
+
+impl AckTracker {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Start tracking a file whose records begin at `offset`. Returns its handle for `Origin`.
+    pub fn register_file(&self, flow: Arc<str>, path: PathBuf, id: FileId, offset: u64) -> u64 {
+        let mut g = self.inner.lock().unwrap();
+        let handle = g.next_file;
+        g.next_file += 1;
+        g.files.insert(
+            handle,
+            FileProgress { flow, path, id, watermark: offset, first_seq: 0, chunks: VecDeque::new(), retired: false },
+        );
+        g.dirty = true;
+        handle
+    }
+
+    /// The file now lives at `path` (renamed while tailed).
+    pub fn set_path(&self, file: u64, path: PathBuf) {
+        let mut g = self.inner.lock().unwrap();
+        if let Some(f) = g.files.get_mut(&file)
+            && f.path != path
+        {
+            f.path = path;
+            g.dirty = true;
+        }
+    }
+
+    /// The file was truncated and will be read again from 0: nothing before can be pending any
+    /// more (the tailer only restarts once its earlier chunks are acknowledged or abandoned), and
+    /// the watermark goes back to `offset`.
+    pub fn restart_file(&self, file: u64, offset: u64) {
+        let mut g = self.inner.lock().unwrap();
+        if let Some(f) = g.files.get_mut(&file) {
+            f.first_seq += f.chunks.len() as u64;
+            f.chunks.clear();
+            f.watermark = offset;
+            g.dirty = true;
+        }
+    }
+
+    /// Register the next chunk of `file`, ending at `end` and holding `records` records.
+    /// Returns the chunk's sequence number.
+    pub fn add_chunk(&self, file: u64, end: u64, records: u64) -> u64 {
+        let mut g = self.inner.lock().unwrap();
+        let g = &mut *g;
+        let f = g.files.get_mut(&file).expect("chunk of an unregistered file");
+        let seq = f.first_seq + f.chunks.len() as u64;
+        f.chunks.push_back(PendingChunk { end, remaining: records });
+        if records == 0 && advance(f) {
+            g.dirty = true;
+        }
+        seq
+    }
+
+    /// Acknowledge `count` records of one chunk.
+    pub fn ack(&self, origin: Origin, count: u64) {
+        self.ack_runs(&[(origin, count)]);
+    }
+
+    /// Acknowledge several runs of records at once (one lock for a whole response).
+    pub fn ack_runs(&self, runs: &[(Origin, u64)]) {
+        let mut g = self.inner.lock().unwrap();
+        let g = &mut *g;
+        for &(origin, count) in runs {
+            let Some(f) = g.files.get_mut(&origin.file) else { continue };
+            let Some(idx) = origin.chunk.checked_sub(f.first_seq) else { continue };
+            let Some(c) = f.chunks.get_mut(idx as usize) else { continue };
+            debug_assert!(c.remaining >= count, "more acknowledgements than records");
+            c.remaining = c.remaining.saturating_sub(count);
+            if c.remaining == 0 && idx == 0 && advance(f) {
+                g.dirty = true;
+            }
+        }
+        forget_finished(g);
+    }
+
+    /// The tailer is done with `file`; drop it from checkpoints once everything is acknowledged.
+    pub fn retire(&self, file: u64) {
+        let mut g = self.inner.lock().unwrap();
+        if let Some(f) = g.files.get_mut(&file) {
+            f.retired = true;
+        }
+        forget_finished(&mut g);
+    }
+
+    /// Stop tracking `file` without waiting (its tailer is gone and will be restarted from the
+    /// checkpoint if the file is found again).
+    pub fn drop_file(&self, file: u64) {
+        let mut g = self.inner.lock().unwrap();
+        g.files.remove(&file);
+    }
+
+    /// Current watermark of `file`.
+    pub fn watermark(&self, file: u64) -> Option<u64> {
+        self.inner.lock().unwrap().files.get(&file).map(|f| f.watermark)
+    }
+
+    /// True when every registered record of `file` is acknowledged.
+    pub fn is_settled(&self, file: u64) -> bool {
+        self.inner.lock().unwrap().files.get(&file).is_none_or(|f| f.chunks.is_empty())
+    }
+
+    /// All watermarks and the files to forget, if anything changed since the last call.
+    pub fn snapshot_if_dirty(&self) -> Option<(Vec<Watermark>, Forgotten)> {
+        let mut g = self.inner.lock().unwrap();
+        if !g.dirty {
+            return None;
+        }
+        g.dirty = false;
+        let marks = g
+            .files
+            .values()
+            .map(|f| Watermark { flow: f.flow.clone(), path: f.path.clone(), id: f.id, offset: f.watermark })
+            .collect();
+        Some((marks, std::mem::take(&mut g.forgotten)))
+    }
+
+    /// Make the next `snapshot_if_dirty` return a snapshot (a write failed and must be retried).
+    pub fn mark_dirty(&self) {
+        self.inner.lock().unwrap().dirty = true;
+    }
+
+    /// Records registered but not yet acknowledged, over all files.
+    pub fn pending_records(&self) -> u64 {
+        let g = self.inner.lock().unwrap();
+        g.files.values().flat_map(|f| f.chunks.iter()).map(|c| c.remaining).sum()
+    }
+}
+
+/// Pop fully acknowledged chunks off the front; returns whether the watermark moved.
+fn advance(f: &mut FileProgress) -> bool {
+    let mut moved = false;
+    while let Some(c) = f.chunks.front() {
+        if c.remaining != 0 {
+            break;
+        }
+        f.watermark = c.end;
+        f.chunks.pop_front();
+        f.first_seq += 1;
+        moved = true;
+    }
+    moved
+}
+
+fn forget_finished(g: &mut Inner) {
+    let done: Vec<u64> = g.files.iter().filter(|(_, f)| f.retired && f.chunks.is_empty()).map(|(k, _)| *k).collect();
+    for k in done {
+        if let Some(f) = g.files.remove(&k) {
+            g.forgotten.push((f.flow, f.id));
+            g.dirty = true;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn tracker() -> (AckTracker, u64) {
+        let t = AckTracker::new();
+        let f = t.register_file("flow".into(), "/x".into(), FileId { dev: 1, ino: 2 }, 100);
+        (t, f)
+    }
+
+    #[test]
+    fn watermark_waits_for_earlier_chunks() {
+        let (t, f) = tracker();
+        let a = t.add_chunk(f, 200, 2);
+        let b = t.add_chunk(f, 300, 1);
+        t.ack(Origin { file: f, chunk: b }, 1);
+        assert_eq!(t.watermark(f), Some(100));
+        t.ack(Origin { file: f, chunk: a }, 1);
+        assert_eq!(t.watermark(f), Some(100));
+        t.ack(Origin { file: f, chunk: a }, 1);
+        assert_eq!(t.watermark(f), Some(300));
+        assert!(t.is_settled(f));
+    }
+
+    #[test]
+    fn empty_chunks_move_the_watermark_when_in_front() {
+        let (t, f) = tracker();
+        t.add_chunk(f, 150, 0);
+        assert_eq!(t.watermark(f), Some(150));
+        let a = t.add_chunk(f, 200, 1);
+        t.add_chunk(f, 250, 0);
+        assert_eq!(t.watermark(f), Some(150));
+        t.ack(Origin { file: f, chunk: a }, 1);
+        assert_eq!(t.watermark(f), Some(250));
+    }
+
+    #[test]
+    fn retired_files_are_forgotten_once_settled() {
+        let (t, f) = tracker();
+        let a = t.add_chunk(f, 200, 1);
+        t.retire(f);
+        assert!(t.snapshot_if_dirty().unwrap().1.is_empty());
+        t.ack(Origin { file: f, chunk: a }, 1);
+        let (marks, forgotten) = t.snapshot_if_dirty().unwrap();
+        assert!(marks.is_empty());
+        assert_eq!(forgotten.len(), 1);
+    }
+
+    proptest! {
+        /// Whatever order records are acknowledged in, the watermark is exactly the end of the
+        /// longest fully acknowledged prefix of chunks: it never passes an unacknowledged record.
+        #[test]
+        fn watermark_never_passes_an_unacknowledged_record(
+            sizes in proptest::collection::vec(0u64..5, 1..30),
+            order_seed in any::<u64>(),
+        ) {
+            let (t, f) = tracker();
+            let mut records = Vec::new(); // (chunk seq, chunk index)
+            let mut ends = Vec::new();
+            let mut end = 100;
+            for (i, &n) in sizes.iter().enumerate() {
+                end += 10;
+                let seq = t.add_chunk(f, end, n);
+                ends.push(end);
+                for _ in 0..n { records.push((seq, i)); }
+            }
+            // Deterministic shuffle.
+            let mut s = order_seed | 1;
+            for i in (1..records.len()).rev() {
+                s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+                records.swap(i, (s % (i as u64 + 1)) as usize);
+            }
+            let mut acked = vec![0u64; sizes.len()];
+            for &(seq, idx) in &records {
+                t.ack(Origin { file: f, chunk: seq }, 1);
+                acked[idx] += 1;
+                let prefix = sizes.iter().zip(&acked).take_while(|(n, a)| *n == *a).count();
+                let expected = if prefix == 0 { 100 } else { ends[prefix - 1] };
+                prop_assert_eq!(t.watermark(f), Some(expected));
+            }
+            prop_assert_eq!(t.watermark(f), Some(*ends.last().unwrap()));
+        }
+    }
+}

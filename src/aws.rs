@@ -1,0 +1,156 @@
+//! AWS SDK set-up: region, credentials and endpoints from agent.json over the SDK's default chain.
+//! The SDK's own retries are off: the sender owns retries (one layer, see `sink::sender`).
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{AppName, BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::Credentials;
+use aws_credential_types::provider::SharedCredentialsProvider;
+
+use crate::config::{AgentConfig, Destination};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AwsSetupError {
+    #[error(
+        "no AWS region for {service}: set `{key}` in the configuration, or AWS_REGION in the environment, or run on EC2"
+    )]
+    NoRegion { service: &'static str, key: &'static str },
+    #[error("`{key}` is set but `{other}` is not: static credentials need both")]
+    HalfCredentials { key: &'static str, other: &'static str },
+}
+
+/// Clients for the destinations the flows use.
+#[derive(Clone)]
+pub struct Clients {
+    pub kinesis: Option<aws_sdk_kinesis::Client>,
+    pub kinesis_region: Option<String>,
+    pub firehose: Option<aws_sdk_firehose::Client>,
+    pub firehose_region: Option<String>,
+}
+
+/// `kinesis.endpoint` may be a bare host (`kinesis.eu-west-1.amazonaws.com`), as in Java.
+pub fn endpoint_url(endpoint: &str) -> String {
+    if endpoint.contains("://") { endpoint.to_string() } else { format!("https://{endpoint}") }
+}
+
+/// The region in an AWS endpoint host such as `kinesis.eu-west-1.amazonaws.com`.
+pub fn region_from_endpoint(endpoint: &str) -> Option<String> {
+    let host = endpoint.split("://").last()?.split(['/', ':']).next()?;
+    let mut parts = host.split('.');
+    let _service = parts.next()?;
+    let region = parts.next()?;
+    let rest: Vec<&str> = parts.collect();
+    let aws = rest.first().is_some_and(|p| *p == "amazonaws" || *p == "api");
+    (aws && region.contains('-')).then(|| region.to_string())
+}
+
+pub async fn build(cfg: &AgentConfig) -> Result<Clients, AwsSetupError> {
+    let aws = &cfg.aws;
+    let mut loader =
+        aws_config::defaults(BehaviorVersion::latest()).retry_config(RetryConfig::disabled()).timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(aws.connection_timeout)
+                .operation_attempt_timeout(aws.socket_timeout)
+                .build(),
+        );
+    match (&aws.access_key_id, &aws.secret_access_key) {
+        (Some(id), Some(secret)) => {
+            loader = loader.credentials_provider(Credentials::new(id, &secret.0, None, None, "agent.json"));
+        }
+        (Some(_), None) => {
+            return Err(AwsSetupError::HalfCredentials { key: "awsAccessKeyId", other: "awsSecretAccessKey" });
+        }
+        (None, Some(_)) => {
+            return Err(AwsSetupError::HalfCredentials { key: "awsSecretAccessKey", other: "awsAccessKeyId" });
+        }
+        (None, None) => {}
+    }
+    if let Some(app) = aws.user_agent.as_deref().and_then(|ua| AppName::new(ua.to_string()).ok()) {
+        loader = loader.app_name(app);
+    }
+    let mut base = loader.load().await;
+
+    if let Some(arn) = &aws.assume_role_arn {
+        base = assume_role(base, arn, cfg).await;
+    }
+
+    let uses_kinesis = cfg.flows.iter().any(|f| matches!(f.destination, Destination::Kinesis { .. }));
+    let uses_firehose = cfg.flows.iter().any(|f| matches!(f.destination, Destination::Firehose { .. }));
+    let default_region = base.region().map(|r| r.to_string());
+
+    let mut clients = Clients { kinesis: None, kinesis_region: None, firehose: None, firehose_region: None };
+    if uses_kinesis {
+        let region = aws
+            .kinesis_region
+            .clone()
+            .or_else(|| aws.kinesis_endpoint.as_deref().and_then(region_from_endpoint))
+            .or_else(|| default_region.clone())
+            .or_else(|| aws.kinesis_endpoint.as_ref().map(|_| "us-east-1".to_string()))
+            .ok_or(AwsSetupError::NoRegion { service: "Kinesis", key: "kinesis.region" })?;
+        let mut b = aws_sdk_kinesis::config::Builder::from(&base).region(Region::new(region.clone()));
+        if let Some(ep) = &aws.kinesis_endpoint {
+            b = b.endpoint_url(endpoint_url(ep));
+        }
+        clients.kinesis = Some(aws_sdk_kinesis::Client::from_conf(b.build()));
+        clients.kinesis_region = Some(region);
+    }
+    if uses_firehose {
+        // Java uses us-east-1 unless `firehose.endpoint` is set (its issue #207); we honour the
+        // region chain first and keep us-east-1 as the last resort.
+        let region = aws
+            .firehose_region
+            .clone()
+            .or_else(|| aws.firehose_endpoint.as_deref().and_then(region_from_endpoint))
+            .or_else(|| default_region.clone())
+            .unwrap_or_else(|| "us-east-1".to_string());
+        let mut b = aws_sdk_firehose::config::Builder::from(&base).region(Region::new(region.clone()));
+        if let Some(ep) = &aws.firehose_endpoint {
+            b = b.endpoint_url(endpoint_url(ep));
+        }
+        clients.firehose = Some(aws_sdk_firehose::Client::from_conf(b.build()));
+        clients.firehose_region = Some(region);
+    }
+    Ok(clients)
+}
+
+/// Wrap the credentials of `base` in STS AssumeRole (session `AWSKinesisAgent`, as in Java).
+async fn assume_role(base: SdkConfig, arn: &str, cfg: &AgentConfig) -> SdkConfig {
+    let aws = &cfg.aws;
+    let mut sts = base.clone().into_builder();
+    if let Some(ep) = &aws.sts_endpoint {
+        sts = sts.endpoint_url(endpoint_url(ep));
+    }
+    if base.region().is_none() {
+        let region = aws
+            .kinesis_region
+            .clone()
+            .or_else(|| aws.sts_endpoint.as_deref().and_then(region_from_endpoint))
+            .unwrap_or_else(|| "us-east-1".to_string());
+        sts = sts.region(Region::new(region));
+    }
+    let sts = sts.build();
+    let mut builder = aws_config::sts::AssumeRoleProvider::builder(arn).session_name("AWSKinesisAgent").configure(&sts);
+    if let Some(ext) = &aws.assume_role_external_id {
+        builder = builder.external_id(ext);
+    }
+    let provider = match base.credentials_provider() {
+        Some(p) => builder.build_from_provider(p).await,
+        None => builder.build().await,
+    };
+    base.into_builder().credentials_provider(SharedCredentialsProvider::new(provider)).build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_and_regions() {
+        assert_eq!(endpoint_url("kinesis.eu-west-1.amazonaws.com"), "https://kinesis.eu-west-1.amazonaws.com");
+        assert_eq!(endpoint_url("http://127.0.0.1:4567"), "http://127.0.0.1:4567");
+        assert_eq!(region_from_endpoint("https://kinesis.eu-west-1.amazonaws.com").as_deref(), Some("eu-west-1"));
+        assert_eq!(region_from_endpoint("firehose.us-east-2.amazonaws.com").as_deref(), Some("us-east-2"));
+        assert_eq!(region_from_endpoint("http://127.0.0.1:4567"), None);
+        assert_eq!(region_from_endpoint("http://localhost:4567"), None);
+    }
+}

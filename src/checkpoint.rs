@@ -1,0 +1,303 @@
+//! The checkpoint store: one versioned JSON file holding, per flow and file identity, the offset
+//! up to which every record was acknowledged. Written atomically (temp file, fsync, rename,
+//! directory fsync); the directory is locked so two agents never share it.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::ack::{FileId, Watermark};
+
+const VERSION: u32 = 1;
+const SQLITE_MAGIC: &[u8] = b"SQLite format 3\0";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error(
+        "cannot create the checkpoint directory {path}: {source} (set `checkpointFile` to a writable place, or give the agent's user write access)"
+    )]
+    CreateDir { path: PathBuf, source: io::Error },
+    #[error("cannot open the lock file {path}: {source}")]
+    Lock { path: PathBuf, source: io::Error },
+    #[error(
+        "another kinesis-agent already uses the checkpoint file {path} (lock {lock} is held); stop it or give this one its own `checkpointFile`"
+    )]
+    Locked { path: PathBuf, lock: PathBuf },
+    #[error("cannot read the checkpoint file {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error(
+        "the checkpoint file {path} is not valid: {message}; move it away to start over (files are then read according to `initialPosition`)"
+    )]
+    Invalid { path: PathBuf, message: String },
+    #[error("cannot write the checkpoint file {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+}
+
+/// One file's checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub flow: String,
+    /// Where the file was last seen (informational: files are found again by identity).
+    pub path: PathBuf,
+    pub dev: u64,
+    pub ino: u64,
+    /// Every byte before this offset was delivered.
+    pub offset: u64,
+    /// Unix milliseconds of the last change, for `checkpointTimeToLiveDays`.
+    pub updated_ms: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct FileFormat {
+    version: u32,
+    checkpoints: Vec<Entry>,
+}
+
+pub struct CheckpointStore {
+    path: PathBuf,
+    entries: HashMap<(String, FileId), Entry>,
+    ttl: Duration,
+    _lock: File,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl CheckpointStore {
+    /// Open (creating the directory) and lock the store at `path`. A Java agent SQLite database at
+    /// that path is left alone: ours is then kept beside it as `<path>.json`.
+    pub fn open(path: &Path, ttl_days: u32) -> Result<(CheckpointStore, Vec<String>), CheckpointError> {
+        let mut notes = Vec::new();
+        let mut path = path.to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::create_dir_all(dir).map_err(|source| CheckpointError::CreateDir { path: dir.to_path_buf(), source })?;
+        }
+        if is_sqlite(&path) {
+            let ours = PathBuf::from(format!("{}.json", path.display()));
+            notes.push(format!(
+                "{} is a Java agent (SQLite) checkpoint database; it is left untouched and checkpoints are kept in {}",
+                path.display(),
+                ours.display()
+            ));
+            path = ours;
+        }
+        let lock_path = PathBuf::from(format!("{}.lock", path.display()));
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| CheckpointError::Lock { path: lock_path.clone(), source })?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(CheckpointError::Locked { path, lock: lock_path }),
+            Err(fs::TryLockError::Error(source)) => return Err(CheckpointError::Lock { path: lock_path, source }),
+        }
+        let ttl = Duration::from_secs(u64::from(ttl_days) * 86_400);
+        let mut store = CheckpointStore { path, entries: HashMap::new(), ttl, _lock: lock };
+        store.read()?;
+        let pruned = store.prune();
+        if pruned > 0 {
+            notes.push(format!("dropped {pruned} checkpoint(s) older than {ttl_days} day(s)"));
+        }
+        Ok((store, notes))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn read(&mut self) -> Result<(), CheckpointError> {
+        let text = match fs::read(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => return Err(CheckpointError::Read { path: self.path.clone(), source }),
+        };
+        let parsed: FileFormat = serde_json::from_slice(&text)
+            .map_err(|e| CheckpointError::Invalid { path: self.path.clone(), message: e.to_string() })?;
+        if parsed.version != VERSION {
+            return Err(CheckpointError::Invalid {
+                path: self.path.clone(),
+                message: format!("version {} is not supported (this agent writes version {VERSION})", parsed.version),
+            });
+        }
+        for e in parsed.checkpoints {
+            self.entries.insert((e.flow.clone(), FileId { dev: e.dev, ino: e.ino }), e);
+        }
+        Ok(())
+    }
+
+    fn prune(&mut self) -> usize {
+        let cutoff = now_ms().saturating_sub(self.ttl.as_millis() as u64);
+        let before = self.entries.len();
+        self.entries.retain(|_, e| e.updated_ms >= cutoff);
+        before - self.entries.len()
+    }
+
+    /// The checkpoint of one file of one flow.
+    pub fn get(&self, flow: &str, id: FileId) -> Option<&Entry> {
+        self.entries.get(&(flow.to_string(), id))
+    }
+
+    /// Whether the flow has any checkpoint (it ran here before).
+    pub fn has_flow(&self, flow: &str) -> bool {
+        self.entries.keys().any(|(f, _)| f == flow)
+    }
+
+    /// Every entry (for `--check-config` and tests).
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.values()
+    }
+
+    /// Fold in the tracker's watermarks; returns whether anything changed.
+    pub fn update(&mut self, marks: &[Watermark], forgotten: &[(Arc<str>, FileId)]) -> bool {
+        let now = now_ms();
+        let mut changed = false;
+        for m in marks {
+            let key = (m.flow.to_string(), m.id);
+            match self.entries.get_mut(&key) {
+                Some(e) if e.offset == m.offset && e.path == m.path => {}
+                Some(e) => {
+                    e.offset = m.offset;
+                    e.path = m.path.clone();
+                    e.updated_ms = now;
+                    changed = true;
+                }
+                None => {
+                    self.entries.insert(
+                        key,
+                        Entry {
+                            flow: m.flow.to_string(),
+                            path: m.path.clone(),
+                            dev: m.id.dev,
+                            ino: m.id.ino,
+                            offset: m.offset,
+                            updated_ms: now,
+                        },
+                    );
+                    changed = true;
+                }
+            }
+        }
+        for (flow, id) in forgotten {
+            changed |= self.entries.remove(&(flow.to_string(), *id)).is_some();
+        }
+        changed
+    }
+
+    /// Write the store atomically: temp file, fsync, rename over the old one, fsync the directory.
+    pub fn write(&mut self) -> Result<(), CheckpointError> {
+        self.prune();
+        let mut checkpoints: Vec<Entry> = self.entries.values().cloned().collect();
+        checkpoints.sort_by(|a, b| (&a.flow, &a.path, a.ino).cmp(&(&b.flow, &b.path, b.ino)));
+        let body = serde_json::to_vec_pretty(&FileFormat { version: VERSION, checkpoints }).expect("serializable");
+        let err = |source| CheckpointError::Write { path: self.path.clone(), source };
+        let tmp = PathBuf::from(format!("{}.tmp", self.path.display()));
+        let mut f = File::create(&tmp).map_err(err)?;
+        f.write_all(&body).and_then(|_| f.write_all(b"\n")).and_then(|_| f.sync_all()).map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            err(e)
+        })?;
+        drop(f);
+        fs::rename(&tmp, &self.path).map_err(err)?;
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            File::open(dir).and_then(|d| d.sync_all()).map_err(err)?;
+        }
+        Ok(())
+    }
+}
+
+fn is_sqlite(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 16];
+    File::open(path).and_then(|mut f| f.read_exact(&mut head)).is_ok() && head == SQLITE_MAGIC
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mark(flow: &str, ino: u64, offset: u64) -> Watermark {
+        Watermark { flow: flow.into(), path: format!("/f{ino}").into(), id: FileId { dev: 1, ino }, offset }
+    }
+
+    #[test]
+    fn round_trip_and_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/checkpoints.json");
+        {
+            let (mut s, _) = CheckpointStore::open(&path, 7).unwrap();
+            assert!(s.update(&[mark("a", 5, 42)], &[]));
+            assert!(!s.update(&[mark("a", 5, 42)], &[]));
+            s.write().unwrap();
+            match CheckpointStore::open(&path, 7) {
+                Err(CheckpointError::Locked { .. }) => {}
+                other => panic!("expected Locked, got {:?}", other.map(|_| ())),
+            }
+        }
+        let (s, _) = CheckpointStore::open(&path, 7).unwrap();
+        assert_eq!(s.get("a", FileId { dev: 1, ino: 5 }).unwrap().offset, 42);
+        assert!(s.has_flow("a"));
+        assert!(!s.has_flow("b"));
+    }
+
+    #[test]
+    fn forgotten_files_are_removed_and_old_entries_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.json");
+        let old = Entry { flow: "a".into(), path: "/old".into(), dev: 1, ino: 9, offset: 1, updated_ms: 1_000 };
+        fs::write(&path, serde_json::to_vec(&FileFormat { version: 1, checkpoints: vec![old] }).unwrap()).unwrap();
+        let (mut s, notes) = CheckpointStore::open(&path, 7).unwrap();
+        assert_eq!(s.entries().count(), 0);
+        assert!(notes[0].contains("older than 7"));
+        s.update(&[mark("a", 5, 42)], &[]);
+        assert!(s.update(&[], &[("a".into(), FileId { dev: 1, ino: 5 })]));
+        assert_eq!(s.entries().count(), 0);
+    }
+
+    #[test]
+    fn invalid_and_future_files_are_refused_with_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.json");
+        fs::write(&path, b"{not json").unwrap();
+        let e = CheckpointStore::open(&path, 7).err().unwrap().to_string();
+        assert!(e.contains("c.json") && e.contains("not valid"), "{e}");
+        fs::write(&path, br#"{"version":9,"checkpoints":[]}"#).unwrap();
+        let e = CheckpointStore::open(&path, 7).err().unwrap().to_string();
+        assert!(e.contains("version 9"), "{e}");
+    }
+
+    #[test]
+    fn java_sqlite_database_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("checkpoints");
+        fs::write(&path, b"SQLite format 3\0rest").unwrap();
+        let (mut s, notes) = CheckpointStore::open(&path, 7).unwrap();
+        assert!(notes[0].contains("SQLite"));
+        s.update(&[mark("a", 1, 1)], &[]);
+        s.write().unwrap();
+        assert!(dir.path().join("checkpoints.json").exists());
+        assert!(fs::read(&path).unwrap().starts_with(SQLITE_MAGIC));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn unwritable_directory_is_a_clear_error() {
+        use std::os::unix::fs::PermissionsExt;
+        if unsafe { libc::geteuid() } == 0 {
+            return; // root ignores permissions
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let ro = dir.path().join("ro");
+        fs::create_dir(&ro).unwrap();
+        fs::set_permissions(&ro, fs::Permissions::from_mode(0o555)).unwrap();
+        let e = CheckpointStore::open(&ro.join("x/c.json"), 7).err().unwrap().to_string();
+        assert!(e.contains("ro/x"), "{e}");
+    }
+}

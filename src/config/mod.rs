@@ -1,0 +1,236 @@
+//! Configuration: the Java agent's `agent.json` (plus `agent.d/*.json` drop-ins) parsed with its
+//! types, coercions and defaults, then validated into the structs below. `parse.rs` owns the key
+//! table and the raw JSON handling; everything else in the agent only sees these validated types.
+
+mod parse;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use parse::{KeyInfo, KeyStatus, Scope, known_keys};
+
+/// Default location of the main configuration file (as in the Java agent).
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/aws-kinesis/agent.json";
+/// Default checkpoint file. The Java default (`/var/run/...`) is wiped on reboot (Java issue #129).
+pub const DEFAULT_CHECKPOINT_FILE: &str = "/var/lib/kinesis-agent/checkpoints.json";
+
+/// Kinesis Data Streams limits.
+pub const KINESIS_MAX_RECORDS: usize = 500;
+pub const KINESIS_MAX_BATCH_BYTES: usize = 5 * 1024 * 1024;
+/// Data plus partition key of one record.
+pub const KINESIS_MAX_RECORD_BYTES: usize = 1024 * 1024;
+/// Firehose limits.
+pub const FIREHOSE_MAX_RECORDS: usize = 500;
+pub const FIREHOSE_MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+pub const FIREHOSE_MAX_RECORD_BYTES: usize = 1_024_000;
+
+/// One problem found in the configuration. `location` is the JSON path of the key
+/// (`flows[1].maxBufferAgeMillis`), or empty for the file as a whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub location: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.location.is_empty() {
+            write!(f, "{}: {}", self.file.display(), self.message)
+        } else {
+            write!(f, "{}: {}: {}", self.file.display(), self.location, self.message)
+        }
+    }
+}
+
+/// All the problems of one load, reported together.
+#[derive(Debug, Clone)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// A secret that never prints itself.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Where a flow sends its records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    /// `kinesisStream`: Kinesis Data Streams, PutRecords.
+    Kinesis { stream: String },
+    /// `deliveryStream`: Kinesis Data Firehose, PutRecordBatch (wins when both keys are given, as in Java).
+    Firehose { stream: String },
+}
+
+impl Destination {
+    pub fn name(&self) -> &str {
+        match self {
+            Destination::Kinesis { stream } | Destination::Firehose { stream } => stream,
+        }
+    }
+    /// Largest record (data plus partition key for Kinesis) the destination accepts.
+    pub fn max_record_bytes(&self) -> usize {
+        match self {
+            Destination::Kinesis { .. } => KINESIS_MAX_RECORD_BYTES,
+            Destination::Firehose { .. } => FIREHOSE_MAX_RECORD_BYTES,
+        }
+    }
+}
+
+impl fmt::Display for Destination {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Destination::Kinesis { stream } => write!(f, "kinesis stream {stream}"),
+            Destination::Firehose { stream } => write!(f, "firehose delivery stream {stream}"),
+        }
+    }
+}
+
+/// `partitionKeyOption`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartitionKeyOption {
+    /// A random ASCII key per record (default).
+    Random,
+    /// Lower-case hex MD5 of the record's own bytes (fixes the Java agent's whole-buffer hash).
+    Deterministic,
+}
+
+/// `initialPosition`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitialPosition {
+    StartOfFile,
+    /// Default: start after the last complete line of files present at the first start.
+    EndOfFile,
+}
+
+/// A validated flow.
+#[derive(Debug, Clone)]
+pub struct FlowConfig {
+    /// Position in the merged flow list (main file first, then drop-ins in name order).
+    pub index: usize,
+    /// The file this flow was read from.
+    pub source: PathBuf,
+    /// Java-compatible flow id: `kinesis:<stream>:<pattern>` or `fh:<stream>:<pattern>`.
+    /// Checkpoints are keyed by it.
+    pub id: String,
+    /// `filePattern`: absolute glob (relative patterns are resolved against the working directory).
+    pub file_pattern: String,
+    pub destination: Destination,
+    /// `partitionKeyOption` (default RANDOM).
+    pub partition_key: PartitionKeyOption,
+    /// `initialPosition` (default END_OF_FILE).
+    pub initial_position: InitialPosition,
+    /// `maxBufferAgeMillis` (default 60,000; 1,000–900,000).
+    pub max_buffer_age: Duration,
+    /// `maxBufferSizeRecords` (default 500; 1–500).
+    pub max_buffer_size_records: usize,
+    /// `maxBufferSizeBytes` (default 5 MiB Kinesis / 4 MiB Firehose; 1–that).
+    pub max_buffer_size_bytes: usize,
+    /// `publishQueueCapacity` (default 100): full batches that may wait for a sender slot.
+    pub publish_queue_capacity: usize,
+    /// `retryInitialBackoffMillis` (default 100).
+    pub retry_initial_backoff: Duration,
+    /// `retryMaxBackoffMillis` (default 10,000).
+    pub retry_max_backoff: Duration,
+    /// `minTimeBetweenFilePollsMillis` (default 100): poll interval of an idle file when no
+    /// file-system notification arrives.
+    pub min_time_between_file_polls: Duration,
+    /// `maxTimeBetweenFileTrackerRefreshMillis` (default 10,000 in Java; we re-glob every 1 s
+    /// regardless, and this caps that interval).
+    pub max_time_between_file_tracker_refresh: Duration,
+    /// `skipHeaderLines` (default 0): lines skipped at the start of every file read from offset 0.
+    pub skip_header_lines: u64,
+    /// `truncatedRecordTerminator` (default "\n").
+    pub truncated_record_terminator: Vec<u8>,
+    /// `multiLineStartPattern` (not yet supported: parsed and validated only).
+    pub multi_line_start_pattern: Option<String>,
+    /// `aggregatedRecordSizeBytes` (Firehose; not yet supported).
+    pub aggregated_record_size_bytes: usize,
+    /// `dataProcessingOptions`, kept raw (not yet supported).
+    pub data_processing_options: Option<serde_json::Value>,
+}
+
+/// AWS endpoints, regions and credentials (global keys).
+#[derive(Debug, Clone, Default)]
+pub struct AwsSettings {
+    /// `kinesis.endpoint`: URL (`http://127.0.0.1:4567`) or bare host (https is assumed).
+    pub kinesis_endpoint: Option<String>,
+    /// `kinesis.region`.
+    pub kinesis_region: Option<String>,
+    /// `firehose.endpoint`.
+    pub firehose_endpoint: Option<String>,
+    /// `firehose.region` (new; Java has none and uses us-east-1 without an endpoint).
+    pub firehose_region: Option<String>,
+    /// `sts.endpoint`.
+    pub sts_endpoint: Option<String>,
+    /// `awsAccessKeyId`.
+    pub access_key_id: Option<String>,
+    /// `awsSecretAccessKey`.
+    pub secret_access_key: Option<Secret>,
+    /// `assumeRoleARN`.
+    pub assume_role_arn: Option<String>,
+    /// `assumeRoleExternalId`.
+    pub assume_role_external_id: Option<String>,
+    /// `userAgent`: put before our own user agent.
+    pub user_agent: Option<String>,
+    /// `userAgentOverride`.
+    pub user_agent_override: Option<String>,
+    /// `connectionTimeoutMillis` (default 10,000).
+    pub connection_timeout: Duration,
+    /// `socketTimeoutMillis` (default 50,000): time allowed for one request attempt.
+    pub socket_timeout: Duration,
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Every file that contributed (main file first).
+    pub sources: Vec<PathBuf>,
+    pub flows: Vec<FlowConfig>,
+    /// `checkpointFile` (default `/var/lib/kinesis-agent/checkpoints.json`).
+    pub checkpoint_file: PathBuf,
+    /// `checkpointTimeToLiveDays` (default 7).
+    pub checkpoint_ttl_days: u32,
+    /// `shutdownTimeoutMillis` (default 10,000).
+    pub shutdown_timeout: Duration,
+    /// `maxSendingThreads` (default max(2, 12 × CPUs) as in Java): here, the most requests in
+    /// flight at once across all flows.
+    pub max_sending_threads: usize,
+    /// `log.statusReportingPeriodSeconds` (default 30).
+    pub status_period: Duration,
+    pub aws: AwsSettings,
+    /// Keys that are accepted but not implemented yet, or mean nothing here: one line per key
+    /// and file, already phrased for the user (`/etc/aws-kinesis/agent.json:
+    /// flows[0].multiLineStartPattern (also flows[2]): accepted but not yet supported (...)`).
+    pub notices: Vec<String>,
+}
+
+/// Load `main` plus every `*.json` in `dropin_dir` (sorted by name; only their `flows` are used).
+/// A missing drop-in directory is fine; a missing main file is an error.
+pub fn load(main: &Path, dropin_dir: Option<&Path>) -> Result<AgentConfig, ConfigErrors> {
+    parse::load(main, dropin_dir)
+}
+
+/// Parse one configuration text (tests and `--check-config` of a single file).
+pub fn load_str(name: &Path, text: &str) -> Result<AgentConfig, ConfigErrors> {
+    parse::load_str(name, text)
+}

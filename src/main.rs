@@ -1,0 +1,151 @@
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::Parser;
+use kinesis_agent::agent::{self, Mode};
+use kinesis_agent::config::{self, AgentConfig, DEFAULT_CONFIG_FILE, Destination};
+use tokio_util::sync::CancellationToken;
+
+/// Exit codes (documented in the README).
+const EXIT_OK: u8 = 0;
+/// Fatal: invalid configuration when starting, checkpoint store unusable, or a permission /
+/// missing-stream error in `--once`.
+const EXIT_FATAL: u8 = 1;
+/// `--check-config` found problems; `--once` left records undelivered.
+const EXIT_INCOMPLETE: u8 = 2;
+
+/// Ships lines of local files to Amazon Kinesis Data Streams and Firehose.
+#[derive(Parser, Debug)]
+#[command(name = "kinesis-agent", version, about)]
+struct Cli {
+    /// The configuration file (the Java agent's agent.json format).
+    #[arg(short = 'c', long = "configuration", value_name = "PATH", default_value = DEFAULT_CONFIG_FILE)]
+    configuration: PathBuf,
+    /// Directory of drop-in files whose `flows` are added [default: agent.d beside the configuration file].
+    #[arg(long = "config-dir", value_name = "DIR")]
+    config_dir: Option<PathBuf>,
+    /// Ship what the files hold now, wait for every acknowledgement, write checkpoints, exit.
+    #[arg(long)]
+    once: bool,
+    /// Parse and validate the configuration, print the effective flows, exit.
+    #[arg(long = "check-config")]
+    check_config: bool,
+    /// Log level (error, warn, info, debug, trace) or a tracing filter; RUST_LOG also works.
+    #[arg(short = 'L', long = "log-level", value_name = "LEVEL")]
+    log_level: Option<String>,
+}
+
+fn init_logging(level: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match level {
+        Some(l) => EnvFilter::try_new(l).unwrap_or_else(|_| EnvFilter::new("info")),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).with_target(false).init();
+}
+
+fn dropin_dir(cli: &Cli) -> PathBuf {
+    cli.config_dir
+        .clone()
+        .unwrap_or_else(|| cli.configuration.parent().unwrap_or_else(|| Path::new(".")).join("agent.d"))
+}
+
+fn print_config(cfg: &AgentConfig) {
+    println!("configuration: {}", cfg.sources.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
+    println!("checkpoints: {} (kept {} days)", cfg.checkpoint_file.display(), cfg.checkpoint_ttl_days);
+    for f in &cfg.flows {
+        let dest = match &f.destination {
+            Destination::Kinesis { stream } => {
+                format!("kinesisStream {stream}, partitionKeyOption {:?}", f.partition_key)
+            }
+            Destination::Firehose { stream } => format!("deliveryStream {stream}"),
+        };
+        println!("flows[{}] from {}", f.index, f.source.display());
+        println!("  filePattern {}", f.file_pattern);
+        println!("  {dest}");
+        println!("  initialPosition {:?}, skipHeaderLines {}", f.initial_position, f.skip_header_lines);
+        println!(
+            "  batches of up to {} records / {} bytes, or {} ms old; retry backoff {}..{} ms",
+            f.max_buffer_size_records,
+            f.max_buffer_size_bytes,
+            f.max_buffer_age.as_millis(),
+            f.retry_initial_backoff.as_millis(),
+            f.retry_max_backoff.as_millis()
+        );
+    }
+    for n in &cfg.notices {
+        println!("note: {n}");
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_level.as_deref());
+    let dir = dropin_dir(&cli);
+    let cfg = match config::load(&cli.configuration, Some(&dir)) {
+        Ok(c) => c,
+        Err(errs) => {
+            for e in &errs.0 {
+                eprintln!("error: {e}");
+            }
+            eprintln!("{} problem(s) in the configuration", errs.0.len());
+            return ExitCode::from(if cli.check_config { EXIT_INCOMPLETE } else { EXIT_FATAL });
+        }
+    };
+    if cli.check_config {
+        print_config(&cfg);
+        return ExitCode::from(EXIT_OK);
+    }
+    for n in &cfg.notices {
+        tracing::warn!("{n}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(std::thread::available_parallelism().map_or(2, |n| n.get()).min(4))
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_FATAL);
+        }
+    };
+    let mode = if cli.once { Mode::Once } else { Mode::Daemon };
+    let code = runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        if let Err(e) = kinesis_agent::service::install(shutdown.clone()) {
+            tracing::error!("cannot install signal handlers: {e}");
+            return EXIT_FATAL;
+        }
+        tracing::info!("kinesis-agent {} starting with {} flow(s)", env!("CARGO_PKG_VERSION"), cfg.flows.len());
+        let outcome = match agent::run(cfg, mode, shutdown).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::error!("{e}");
+                return EXIT_FATAL;
+            }
+        };
+        for f in &outcome.flows {
+            let m = &f.metrics;
+            if f.undelivered > 0 {
+                tracing::error!(
+                    "{}: {} record(s) read, {} sent, {} NOT delivered{}",
+                    f.label,
+                    m.records_read,
+                    m.records_sent,
+                    f.undelivered,
+                    if f.fatal { " (fatal error, see above)" } else { "" }
+                );
+            } else {
+                tracing::info!("{}: {} record(s) read, {} sent", f.label, m.records_read, m.records_sent);
+            }
+        }
+        match mode {
+            Mode::Daemon => EXIT_OK,
+            Mode::Once if outcome.all_delivered() => EXIT_OK,
+            Mode::Once if outcome.any_fatal() => EXIT_FATAL,
+            Mode::Once => EXIT_INCOMPLETE,
+        }
+    });
+    ExitCode::from(code)
+}

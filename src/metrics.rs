@@ -1,0 +1,76 @@
+//! Counters per flow, read by the status logger (and later by metric publishers). Updated with
+//! relaxed atomics: never per-record locking on the data path.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+#[derive(Debug, Default)]
+pub struct FlowMetrics {
+    /// Records produced by the tailers.
+    pub records_read: AtomicU64,
+    /// File bytes consumed (complete lines, headers included).
+    pub bytes_read: AtomicU64,
+    /// Records the destination accepted.
+    pub records_sent: AtomicU64,
+    /// Data bytes the destination accepted.
+    pub bytes_sent: AtomicU64,
+    /// Record send attempts that failed (one record retried twice counts twice).
+    pub record_errors: AtomicU64,
+    /// Of those, the ones throttled.
+    pub records_throttled: AtomicU64,
+    /// Requests that failed as a whole.
+    pub request_errors: AtomicU64,
+    /// Requests sent.
+    pub requests: AtomicU64,
+    /// Records given up on (`--once` after a fatal error, or shutdown timeout).
+    pub records_undelivered: AtomicU64,
+    /// Lines cut to the record limit.
+    pub records_truncated: AtomicU64,
+    /// Header lines skipped (`skipHeaderLines`).
+    pub header_lines_skipped: AtomicU64,
+    /// Unread bytes of the flow's files at the last discovery pass.
+    pub bytes_behind: AtomicU64,
+    /// Files being tailed.
+    pub files: AtomicU64,
+}
+
+/// A plain copy of the counters.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Snapshot {
+    pub records_read: u64,
+    pub bytes_read: u64,
+    pub records_sent: u64,
+    pub bytes_sent: u64,
+    pub record_errors: u64,
+    pub records_throttled: u64,
+    pub request_errors: u64,
+    pub requests: u64,
+    pub records_undelivered: u64,
+    pub records_truncated: u64,
+    pub header_lines_skipped: u64,
+    pub bytes_behind: u64,
+    pub files: u64,
+}
+
+impl FlowMetrics {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            records_read: self.records_read.load(Relaxed),
+            bytes_read: self.bytes_read.load(Relaxed),
+            records_sent: self.records_sent.load(Relaxed),
+            bytes_sent: self.bytes_sent.load(Relaxed),
+            record_errors: self.record_errors.load(Relaxed),
+            records_throttled: self.records_throttled.load(Relaxed),
+            request_errors: self.request_errors.load(Relaxed),
+            requests: self.requests.load(Relaxed),
+            records_undelivered: self.records_undelivered.load(Relaxed),
+            records_truncated: self.records_truncated.load(Relaxed),
+            header_lines_skipped: self.header_lines_skipped.load(Relaxed),
+            bytes_behind: self.bytes_behind.load(Relaxed),
+            files: self.files.load(Relaxed),
+        }
+    }
+}

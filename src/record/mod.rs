@@ -1,0 +1,30 @@
+//! Records: what a tailer produces from file bytes and a sender ships.
+
+pub mod key;
+pub mod split;
+
+/// Which tracked file and which chunk of it a record came from; acknowledgements use it to
+/// move that file's watermark (see `ack.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Origin {
+    pub file: u64,
+    pub chunk: u64,
+}
+
+/// One record: the line's bytes (with its trailing newline, as the Java agent sends them).
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub data: Vec<u8>,
+    pub origin: Origin,
+}
+
+/// A contiguous byte range of one file, read in one go, and the records it produced.
+/// `end` is the offset just after the last complete line; the tailer registers the chunk with the
+/// ack tracker before sending it, so chunks of a file cover its bytes without gaps.
+#[derive(Debug)]
+pub struct Chunk {
+    pub file: u64,
+    pub seq: u64,
+    pub records: Vec<Record>,
+    pub bytes: usize,
+}

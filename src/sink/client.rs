@@ -1,0 +1,133 @@
+//! One request to a destination: PutRecords (Kinesis) or PutRecordBatch (Firehose).
+
+use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_kinesis::primitives::Blob;
+use rand::rngs::SmallRng;
+
+use super::retry::{ErrorClass, Failure, classify};
+use crate::config::PartitionKeyOption;
+use crate::record::Record;
+use crate::record::key::partition_key;
+
+/// A destination client bound to one stream.
+#[derive(Clone)]
+pub enum SinkClient {
+    Kinesis { client: aws_sdk_kinesis::Client, stream: String, key: PartitionKeyOption },
+    Firehose { client: aws_sdk_firehose::Client, stream: String },
+}
+
+/// The failed entries of a request that was answered: (index in the request, failure).
+pub type EntryFailures = Vec<(usize, Failure)>;
+
+impl SinkClient {
+    /// Send `records` in one request. `Ok` holds the entries that failed (empty: all accepted);
+    /// `Err` means the request as a whole failed and nothing is known to have been accepted.
+    pub async fn put(&self, records: &[Record], rng: &mut SmallRng) -> Result<EntryFailures, Failure> {
+        match self {
+            SinkClient::Kinesis { client, stream, key } => {
+                let entries = records
+                    .iter()
+                    .map(|r| {
+                        aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
+                            .data(Blob::new(r.data.clone()))
+                            .partition_key(partition_key(*key, &r.data, rng))
+                            .build()
+                            .expect("data and key are set")
+                    })
+                    .collect();
+                let out = client.put_records().stream_name(stream).set_records(Some(entries)).send().await;
+                match out {
+                    Ok(resp) => entry_failures(
+                        records.len(),
+                        resp.records().iter().map(|e| (e.error_code(), e.error_message())),
+                    ),
+                    Err(e) => Err(request_failure(e)),
+                }
+            }
+            SinkClient::Firehose { client, stream } => {
+                let entries = records
+                    .iter()
+                    .map(|r| {
+                        aws_sdk_firehose::types::Record::builder()
+                            .data(aws_sdk_firehose::primitives::Blob::new(r.data.clone()))
+                            .build()
+                            .expect("data is set")
+                    })
+                    .collect();
+                let out =
+                    client.put_record_batch().delivery_stream_name(stream).set_records(Some(entries)).send().await;
+                match out {
+                    Ok(resp) => entry_failures(
+                        records.len(),
+                        resp.request_responses().iter().map(|e| (e.error_code(), e.error_message())),
+                    ),
+                    Err(e) => Err(request_failure(e)),
+                }
+            }
+        }
+    }
+}
+
+fn entry_failures<'a>(
+    sent: usize,
+    results: impl ExactSizeIterator<Item = (Option<&'a str>, Option<&'a str>)>,
+) -> Result<EntryFailures, Failure> {
+    if results.len() != sent {
+        return Err(Failure {
+            class: ErrorClass::Transient,
+            code: "InvalidResponse".into(),
+            message: format!("the response holds {} results for {sent} records", results.len()),
+        });
+    }
+    Ok(results
+        .enumerate()
+        .filter_map(|(i, (code, message))| {
+            let code = code.filter(|c| !c.is_empty())?;
+            Some((i, Failure { class: classify(code, None), code: code.into(), message: message.unwrap_or("").into() }))
+        })
+        .collect())
+}
+
+fn request_failure<E, R>(e: SdkError<E, R>) -> Failure
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + HttpStatus,
+{
+    let text = DisplayErrorContext(&e).to_string();
+    match &e {
+        SdkError::ServiceError(se) => {
+            let status = se.raw().status_code();
+            let code = e.code().unwrap_or("").to_string();
+            let message = e.message().map(str::to_string).unwrap_or(text);
+            Failure { class: classify(&code, Some(status)), code, message }
+        }
+        SdkError::TimeoutError(_) => Failure { class: ErrorClass::Transient, code: "Timeout".into(), message: text },
+        SdkError::DispatchFailure(d) if d.is_timeout() => {
+            Failure { class: ErrorClass::Transient, code: "Timeout".into(), message: text }
+        }
+        SdkError::DispatchFailure(d) if d.is_io() => {
+            Failure { class: ErrorClass::Transient, code: "ConnectionError".into(), message: text }
+        }
+        SdkError::ResponseError(_) => {
+            Failure { class: ErrorClass::Transient, code: "ResponseError".into(), message: text }
+        }
+        _ if text.contains("credentials") || text.contains("Credentials") => {
+            Failure { class: ErrorClass::Fatal, code: "CredentialsError".into(), message: text }
+        }
+        SdkError::DispatchFailure(_) => {
+            Failure { class: ErrorClass::Transient, code: "DispatchFailure".into(), message: text }
+        }
+        _ => Failure { class: ErrorClass::Fatal, code: "RequestError".into(), message: text },
+    }
+}
+
+/// The HTTP status of a raw response, whatever its type.
+pub trait HttpStatus {
+    fn status_code(&self) -> u16;
+}
+
+impl HttpStatus for aws_smithy_runtime_api::http::Response {
+    fn status_code(&self) -> u16 {
+        self.status().as_u16()
+    }
+}

@@ -1,0 +1,7 @@
+//! The sending side: a batcher per flow packs records into requests within the destination's
+//! limits; each request is delivered by a sender task that retries only what failed.
+
+pub mod batcher;
+pub mod client;
+pub mod retry;
+pub mod sender;

@@ -1,0 +1,237 @@
+//! The tailer of one file: reads from an offset, splits lines, registers each chunk with the ack
+//! tracker, and sends it to the flow's batcher over a bounded channel (a full channel stops the
+//! reading: back-pressure). At end of file it waits for a file-system wake-up or the poll interval,
+//! and notices truncation (read again from 0), deletion (drain, then stop) and a file moved out of
+//! the pattern's reach (drain, then stop after a grace period).
+
+use std::fs::File;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::ack::{AckTracker, FileId};
+use crate::metrics::FlowMetrics;
+use crate::record::split::{LineSplitter, SplitStats};
+use crate::record::{Chunk, Origin, Record};
+
+/// Bytes read per system call: big enough to amortise the call, small enough to stay fair
+/// between files and keep memory low.
+pub const READ_SIZE: usize = 256 * 1024;
+/// How long a file that no longer matches the pattern stays open after it was drained.
+pub const UNMATCHED_GRACE: Duration = Duration::from_secs(5);
+
+/// What discovery and the tailer share about one tailed file.
+#[derive(Debug)]
+pub struct TailHandle {
+    pub id: FileId,
+    pub path: Mutex<PathBuf>,
+    /// Woken by file-system events on the file.
+    pub wake: Notify,
+    /// The pattern matched the file at the last scan.
+    pub matched: AtomicBool,
+    /// Offset of the next read (for "bytes behind").
+    pub read_offset: AtomicU64,
+    /// End of the last complete line handed on: where a new tailer of this file resumes.
+    pub committed: AtomicU64,
+    /// The tailer has stopped.
+    pub done: AtomicBool,
+    /// The tailer stopped for good (the file was deleted and drained).
+    pub retired: AtomicBool,
+    /// The file's handle in the ack tracker.
+    pub slot: u64,
+}
+
+impl TailHandle {
+    pub fn new(id: FileId, path: PathBuf, offset: u64, slot: u64) -> Self {
+        TailHandle {
+            id,
+            path: Mutex::new(path),
+            wake: Notify::new(),
+            matched: AtomicBool::new(true),
+            read_offset: AtomicU64::new(offset),
+            committed: AtomicU64::new(offset),
+            done: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
+            slot,
+        }
+    }
+}
+
+/// Per-flow settings a tailer needs.
+#[derive(Debug, Clone)]
+pub struct TailSettings {
+    pub flow_id: Arc<str>,
+    pub record_limit: usize,
+    pub terminator: Vec<u8>,
+    pub skip_header_lines: u64,
+    pub poll: Duration,
+    /// `--once`: stop at end of file.
+    pub once: bool,
+}
+
+pub struct Tailer {
+    pub settings: TailSettings,
+    pub file: File,
+    pub handle: Arc<TailHandle>,
+    pub offset: u64,
+    pub tx: mpsc::Sender<Chunk>,
+    pub tracker: AckTracker,
+    pub metrics: Arc<FlowMetrics>,
+    pub shutdown: CancellationToken,
+}
+
+enum Next {
+    Continue,
+    Stop,
+}
+
+impl Tailer {
+    pub async fn run(mut self) {
+        let path = self.path();
+        let slot = self.handle.slot;
+        self.handle.done.store(false, Ordering::Relaxed);
+        let skip = if self.offset == 0 { self.settings.skip_header_lines } else { 0 };
+        let mut splitter = LineSplitter::new(self.settings.record_limit, self.settings.terminator.clone(), skip);
+        let mut buf = vec![0u8; READ_SIZE];
+        let mut read_pos = self.offset;
+        let mut idle_since: Option<Instant> = None;
+        let mut read_error_logged = false;
+        let mut retire = false;
+        tracing::debug!("tailing {} from offset {}", path.display(), read_pos);
+        loop {
+            if self.shutdown.is_cancelled() {
+                break;
+            }
+            let n = match self.file.read_at(&mut buf, read_pos) {
+                Ok(n) => {
+                    read_error_logged = false;
+                    n
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    if !read_error_logged {
+                        tracing::warn!("cannot read {}: {e}; retrying", self.path().display());
+                        read_error_logged = true;
+                    }
+                    0
+                }
+            };
+            if n > 0 {
+                idle_since = None;
+                let start = read_pos;
+                read_pos += n as u64;
+                self.handle.read_offset.store(read_pos, Ordering::Relaxed);
+                let mut stats = SplitStats::default();
+                let mut records = Vec::with_capacity(n / 64 + 1);
+                let consumed = splitter.feed(&buf[..n], &mut stats, |data| {
+                    records.push(Record { data, origin: Origin { file: slot, chunk: 0 } })
+                });
+                if consumed > 0 {
+                    let end = start + consumed as u64;
+                    if let Next::Stop = self.send_chunk(slot, end, records, &stats, consumed).await {
+                        break;
+                    }
+                }
+                tokio::task::yield_now().await;
+                continue;
+            }
+            // End of file.
+            if self.settings.once {
+                break;
+            }
+            let meta = match self.file.metadata() {
+                Ok(m) => m,
+                Err(_) => break,
+            };
+            if meta.len() < read_pos {
+                tracing::warn!(
+                    "{} was truncated ({} bytes, we had read {}): reading it again from the start",
+                    self.path().display(),
+                    meta.len(),
+                    read_pos
+                );
+                self.tracker.restart_file(slot, 0);
+                splitter.restart(self.settings.skip_header_lines);
+                read_pos = 0;
+                self.handle.read_offset.store(0, Ordering::Relaxed);
+                self.handle.committed.store(0, Ordering::Relaxed);
+                continue;
+            }
+            if meta.nlink() == 0 {
+                // Deleted and drained: its last line will never be completed.
+                let mut stats = SplitStats::default();
+                if let Some(data) = splitter.take_partial(&mut stats) {
+                    let records = vec![Record { data, origin: Origin { file: slot, chunk: 0 } }];
+                    let _ = self.send_chunk(slot, read_pos, records, &stats, 0).await;
+                }
+                tracing::debug!("{} was deleted and is drained", self.path().display());
+                retire = true;
+                break;
+            }
+            if !self.handle.matched.load(Ordering::Relaxed) {
+                let since = *idle_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= UNMATCHED_GRACE && splitter.pending_bytes() == 0 {
+                    tracing::debug!("{} no longer matches the pattern and is drained", self.path().display());
+                    break;
+                }
+            }
+            tokio::select! {
+                _ = self.handle.wake.notified() => {}
+                _ = tokio::time::sleep(self.settings.poll) => {}
+                _ = self.shutdown.cancelled() => break,
+            }
+        }
+        if retire {
+            self.tracker.retire(slot);
+            self.handle.retired.store(true, Ordering::Relaxed);
+        }
+        self.handle.done.store(true, Ordering::Relaxed);
+    }
+
+    fn path(&self) -> PathBuf {
+        self.handle.path.lock().unwrap().clone()
+    }
+
+    async fn send_chunk(
+        &mut self,
+        slot: u64,
+        end: u64,
+        mut records: Vec<Record>,
+        stats: &SplitStats,
+        consumed: usize,
+    ) -> Next {
+        let seq = self.tracker.add_chunk(slot, end, records.len() as u64);
+        self.handle.committed.store(end, Ordering::Relaxed);
+        for r in &mut records {
+            r.origin.chunk = seq;
+        }
+        let m = &self.metrics;
+        FlowMetrics::add(&m.records_read, records.len() as u64);
+        FlowMetrics::add(&m.bytes_read, consumed as u64);
+        FlowMetrics::add(&m.records_truncated, stats.truncated);
+        FlowMetrics::add(&m.header_lines_skipped, stats.header_lines_skipped);
+        if stats.truncated > 0 {
+            tracing::warn!(
+                "{}: {} line(s) longer than {} bytes were truncated",
+                self.path().display(),
+                stats.truncated,
+                self.settings.record_limit
+            );
+        }
+        if records.is_empty() {
+            return Next::Continue;
+        }
+        let bytes = records.iter().map(|r| r.data.len()).sum();
+        let chunk = Chunk { file: slot, seq, records, bytes };
+        tokio::select! {
+            r = self.tx.send(chunk) => if r.is_err() { Next::Stop } else { Next::Continue },
+            _ = self.shutdown.cancelled() => Next::Stop,
+        }
+    }
+}

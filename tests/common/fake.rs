@@ -1,0 +1,982 @@
+//! `FakeKinesis`: an in-repo, fault-injecting HTTP endpoint speaking the AWS JSON 1.1 protocol
+//! of Kinesis Data Streams (`Kinesis_20131202.*`) and Firehose (`Firehose_20150804.*`).
+//!
+//! It runs on its own thread with its own tokio runtime, so it works from sync and async tests
+//! alike, and every knob is settable at runtime through `&self`.
+//!
+//! Operations: Kinesis `PutRecords`, `PutRecord`, `DescribeStreamSummary`, `DescribeStream`,
+//! `ListShards`; Firehose `PutRecordBatch`, `PutRecord`, `DescribeDeliveryStream`. Anything else
+//! gets `UnknownOperationException` (HTTP 400).
+//!
+//! Order of fault evaluation for each request: down mode → delay → HTTP 500 fraction →
+//! whole-request error (`set_request_error` / `fail_next_requests`) → unknown stream →
+//! limit validation → per-entry failures.
+//!
+//! Limits enforced by default (`set_enforce_limits(false)` turns them off), each answered with
+//! HTTP 400 `ValidationException` for the whole request:
+//! - PutRecords: 1..=500 entries; partition key 1..=256 chars; data+key ≤ 1 MiB per entry;
+//!   data+keys ≤ 5 MiB per request (real Kinesis says `InvalidArgumentException` for that one).
+//! - Firehose PutRecordBatch: 1..=500 entries; data ≤ 1,000 KiB per entry; ≤ 4 MiB per request.
+//!
+//! Errors carry the code both in the `x-amzn-ErrorType` header and in the JSON `__type` field
+//! (the Rust SDK reads the header first, then `__type`).
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use md5::{Digest, Md5};
+use serde_json::{Value, json};
+
+pub const MAX_RECORDS_PER_REQUEST: usize = 500;
+pub const MAX_RECORD_BYTES: usize = 1024 * 1024; // data + partition key
+pub const MAX_REQUEST_BYTES: usize = 5 * 1024 * 1024; // data + partition keys
+pub const MAX_PARTITION_KEY_CHARS: usize = 256;
+pub const FIREHOSE_MAX_RECORD_BYTES: usize = 1_024_000;
+pub const FIREHOSE_MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
+
+const ACCOUNT: &str = "123456789012";
+const JSON_11: &str = "application/x-amz-json-1.1";
+
+/// How the fake behaves while "down".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DownMode {
+    /// Accept connections and close them at once (TCP RST), and close kept-alive connections
+    /// on their next request without answering.
+    Reset,
+    /// Stop listening: new connections are refused. The same port is bound again when the
+    /// fake comes back up. Kept-alive connections are closed on their next request.
+    Refuse,
+    /// Accept and read requests but never answer (until the mode changes).
+    Hang,
+}
+
+/// Every fault knob. Read/modify with `FakeKinesis::update_faults`.
+#[derive(Clone, Debug)]
+pub struct Faults {
+    /// Fraction (0..=1) of PutRecords / PutRecordBatch entries failed individually.
+    pub entry_fail_fraction: f64,
+    /// ErrorCode for failed Kinesis entries (default `ProvisionedThroughputExceededException`).
+    pub entry_fail_code: String,
+    /// ErrorCode for failed Firehose entries (default `ServiceUnavailableException`).
+    pub firehose_entry_fail_code: String,
+    /// Fraction (0..=1) of requests answered with HTTP 500 `InternalFailure`.
+    pub http500_fraction: f64,
+    /// Answer requests with this error code (HTTP 400; 500 for `InternalFailure`, 503 for
+    /// `ServiceUnavailable*`).
+    pub request_error: Option<String>,
+    /// How many more requests get `request_error` (None: all of them).
+    pub request_error_remaining: Option<u64>,
+    /// Added before answering each request.
+    pub delay: Duration,
+    pub down: Option<DownMode>,
+    pub enforce_limits: bool,
+    /// If set, other stream names get `ResourceNotFoundException`.
+    pub known_streams: Option<Vec<String>>,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Faults {
+            entry_fail_fraction: 0.0,
+            entry_fail_code: "ProvisionedThroughputExceededException".into(),
+            firehose_entry_fail_code: "ServiceUnavailableException".into(),
+            http500_fraction: 0.0,
+            request_error: None,
+            request_error_remaining: None,
+            delay: Duration::ZERO,
+            down: None,
+            enforce_limits: true,
+            known_streams: None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Service {
+    Kinesis,
+    Firehose,
+}
+
+/// An accepted entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FakeRecord {
+    pub service: Service,
+    /// Stream / delivery stream name.
+    pub stream: String,
+    /// Empty for Firehose.
+    pub partition_key: String,
+    pub explicit_hash_key: Option<String>,
+    pub data: Vec<u8>,
+    /// Kinesis: `shardId-…`; Firehose: empty.
+    pub shard_id: String,
+    /// Kinesis: sequence number; Firehose: RecordId.
+    pub sequence_number: String,
+}
+
+/// One request as the fake saw it.
+#[derive(Clone, Debug)]
+pub struct RequestLog {
+    /// `X-Amz-Target`, e.g. `Kinesis_20131202.PutRecords`.
+    pub target: String,
+    pub stream: Option<String>,
+    /// Number of entries in a put request (0 for other operations).
+    pub entries: usize,
+    /// Sum of data + partition key bytes of the entries.
+    pub bytes: usize,
+    pub status: u16,
+    /// Whole-request error code, if any.
+    pub error_code: Option<String>,
+    /// Entries failed individually.
+    pub failed_entries: usize,
+}
+
+struct State {
+    faults: Faults,
+    rng: u64,
+    shard_count: u32,
+    seq: u64,
+    records: Vec<FakeRecord>,
+    requests: Vec<RequestLog>,
+    request_count: u64,
+    failed_entry_count: u64,
+    created: f64,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    changed: tokio::sync::Notify,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+    fn down(&self) -> Option<DownMode> {
+        self.lock().faults.down
+    }
+}
+
+pub struct FakeKinesis {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+const DEFAULT_SEED: u64 = 0x5EED_F00D;
+
+impl FakeKinesis {
+    /// Starts on 127.0.0.1 (ephemeral port) with 2 shards and no faults.
+    pub fn start() -> FakeKinesis {
+        Self::start_with_shards(2)
+    }
+
+    pub fn start_with_shards(shards: u32) -> FakeKinesis {
+        assert!(shards >= 1);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind fake kinesis");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("local_addr");
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                faults: Faults::default(),
+                rng: DEFAULT_SEED,
+                shard_count: shards,
+                seq: 0,
+                records: Vec::new(),
+                requests: Vec::new(),
+                request_count: 0,
+                failed_entry_count: 0,
+                created: now_secs(),
+            }),
+            changed: tokio::sync::Notify::new(),
+        });
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let shared2 = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("fake-kinesis-{}", addr.port()))
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .expect("fake kinesis runtime");
+                rt.block_on(accept_loop(shared2, listener, addr, rx));
+                rt.shutdown_timeout(Duration::from_secs(1));
+            })
+            .expect("spawn fake kinesis thread");
+        FakeKinesis { addr, shared, shutdown: Some(tx), thread: Some(thread) }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    // ---- faults ----
+
+    /// Changes any fault knobs at once.
+    pub fn update_faults(&self, f: impl FnOnce(&mut Faults)) {
+        f(&mut self.shared.lock().faults);
+        self.shared.changed.notify_waiters();
+    }
+
+    pub fn faults(&self) -> Faults {
+        self.shared.lock().faults.clone()
+    }
+
+    /// Back to no faults (limits enforced, all streams known).
+    pub fn clear_faults(&self) {
+        self.update_faults(|f| *f = Faults::default());
+    }
+
+    /// Fails `fraction` of the entries of each put request with `code` (e.g.
+    /// `ProvisionedThroughputExceededException`, `InternalFailure`). Deterministic for a seed.
+    pub fn set_entry_failure(&self, fraction: f64, code: &str) {
+        self.update_faults(|f| {
+            f.entry_fail_fraction = fraction;
+            f.entry_fail_code = code.to_string();
+        });
+    }
+
+    /// Shorthand: `set_entry_failure(fraction, "ProvisionedThroughputExceededException")`.
+    pub fn set_throttle_fraction(&self, fraction: f64) {
+        self.set_entry_failure(fraction, "ProvisionedThroughputExceededException");
+    }
+
+    pub fn set_firehose_entry_failure_code(&self, code: &str) {
+        self.update_faults(|f| f.firehose_entry_fail_code = code.to_string());
+    }
+
+    /// Restarts the fault RNG (entry failures and HTTP 500 decisions).
+    pub fn set_seed(&self, seed: u64) {
+        self.shared.lock().rng = seed;
+    }
+
+    pub fn set_http500_fraction(&self, fraction: f64) {
+        self.update_faults(|f| f.http500_fraction = fraction);
+    }
+
+    /// Every request gets this error (None: stop).
+    pub fn set_request_error(&self, code: Option<&str>) {
+        self.update_faults(|f| {
+            f.request_error = code.map(str::to_string);
+            f.request_error_remaining = None;
+        });
+    }
+
+    /// The next `n` requests get `code`; then normal service resumes.
+    pub fn fail_next_requests(&self, n: u64, code: &str) {
+        self.update_faults(|f| {
+            f.request_error = (n > 0).then(|| code.to_string());
+            f.request_error_remaining = Some(n);
+        });
+    }
+
+    pub fn set_delay(&self, delay: Duration) {
+        self.update_faults(|f| f.delay = delay);
+    }
+
+    pub fn set_down(&self, mode: Option<DownMode>) {
+        self.update_faults(|f| f.down = mode);
+    }
+
+    pub fn set_enforce_limits(&self, on: bool) {
+        self.update_faults(|f| f.enforce_limits = on);
+    }
+
+    pub fn set_known_streams(&self, streams: Option<&[&str]>) {
+        self.update_faults(|f| {
+            f.known_streams = streams.map(|s| s.iter().map(|x| x.to_string()).collect());
+        });
+    }
+
+    /// Number of (evenly split) shards reported and used for placement.
+    pub fn set_shard_count(&self, n: u32) {
+        assert!(n >= 1);
+        self.shared.lock().shard_count = n;
+    }
+
+    // ---- observations ----
+
+    /// Accepted Kinesis entries, in acceptance order: (partition key, data).
+    pub fn records(&self) -> Vec<(String, Vec<u8>)> {
+        self.shared
+            .lock()
+            .records
+            .iter()
+            .filter(|r| r.service == Service::Kinesis)
+            .map(|r| (r.partition_key.clone(), r.data.clone()))
+            .collect()
+    }
+
+    /// Data of accepted Kinesis entries.
+    pub fn record_data(&self) -> Vec<Vec<u8>> {
+        self.records().into_iter().map(|(_, d)| d).collect()
+    }
+
+    /// Data of accepted Firehose entries.
+    pub fn firehose_records(&self) -> Vec<Vec<u8>> {
+        self.shared.lock().records.iter().filter(|r| r.service == Service::Firehose).map(|r| r.data.clone()).collect()
+    }
+
+    pub fn all_records(&self) -> Vec<FakeRecord> {
+        self.shared.lock().records.clone()
+    }
+
+    /// Number of accepted entries (both services).
+    pub fn record_count(&self) -> usize {
+        self.shared.lock().records.len()
+    }
+
+    /// Requests that reached the handler (including faulted ones, but not connections dropped
+    /// by `DownMode::Reset`/`Refuse`).
+    pub fn request_count(&self) -> u64 {
+        self.shared.lock().request_count
+    }
+
+    /// Entries failed individually by `set_entry_failure`.
+    pub fn failed_entry_count(&self) -> u64 {
+        self.shared.lock().failed_entry_count
+    }
+
+    pub fn requests(&self) -> Vec<RequestLog> {
+        self.shared.lock().requests.clone()
+    }
+
+    /// Forgets records, requests and counters (faults stay).
+    pub fn reset_observations(&self) {
+        let mut st = self.shared.lock();
+        st.records.clear();
+        st.requests.clear();
+        st.request_count = 0;
+        st.failed_entry_count = 0;
+    }
+}
+
+impl Drop for FakeKinesis {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.shared.changed.notify_waiters();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+// ---------------------------------------------------------------- server
+
+async fn accept_loop(
+    shared: Arc<Shared>,
+    std_listener: std::net::TcpListener,
+    addr: SocketAddr,
+    mut shutdown: tokio::sync::oneshot::Receiver<()>,
+) {
+    let mut listener = Some(tokio::net::TcpListener::from_std(std_listener).expect("tokio listener"));
+    loop {
+        let notified = shared.changed.notified();
+        let down = shared.down();
+        if down == Some(DownMode::Refuse) {
+            listener = None;
+        } else if listener.is_none() {
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => listener = Some(l),
+                Err(_) => {
+                    tokio::select! {
+                        _ = &mut shutdown => return,
+                        _ = tokio::time::sleep(Duration::from_millis(20)) => continue,
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            _ = &mut shutdown => return,
+            _ = notified => continue,
+            // Fallback in case a change notification is missed.
+            _ = tokio::time::sleep(Duration::from_millis(200)) => continue,
+            accepted = async {
+                match &listener {
+                    Some(l) => l.accept().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                let Ok((stream, _)) = accepted else { continue };
+                if shared.down() == Some(DownMode::Reset) {
+                    let _ = stream.set_zero_linger();
+                    drop(stream);
+                    continue;
+                }
+                let _ = stream.set_nodelay(true);
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| handle(shared.clone(), req));
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        }
+    }
+}
+
+type Resp = Response<Full<Bytes>>;
+
+async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, std::io::Error> {
+    // Hang: hold the request until the mode changes.
+    while shared.down() == Some(DownMode::Hang) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if shared.down().is_some() {
+        // Returning an error makes hyper close the connection without a response.
+        return Err(std::io::Error::other("fake kinesis is down"));
+    }
+    let target = req.headers().get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let body = req.into_body().collect().await.map_err(std::io::Error::other)?.to_bytes();
+    let delay = shared.lock().faults.delay;
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    if shared.down().is_some() {
+        return Err(std::io::Error::other("fake kinesis is down"));
+    }
+    Ok(process(&shared, &target, &body))
+}
+
+fn process(shared: &Shared, target: &str, body: &[u8]) -> Resp {
+    let mut st = shared.lock();
+    st.request_count += 1;
+    let mut log = RequestLog {
+        target: target.to_string(),
+        stream: None,
+        entries: 0,
+        bytes: 0,
+        status: 200,
+        error_code: None,
+        failed_entries: 0,
+    };
+    let result = dispatch(&mut st, target, body, &mut log);
+    let resp = match result {
+        Ok(v) => json_response(StatusCode::OK, &v),
+        Err(e) => {
+            log.status = e.status.as_u16();
+            log.error_code = Some(e.code.clone());
+            error_response(e.status, &e.code, &e.message)
+        }
+    };
+    st.requests.push(log);
+    resp
+}
+
+struct ApiError {
+    status: StatusCode,
+    code: String,
+    message: String,
+}
+
+fn api_err(code: &str, message: impl Into<String>) -> ApiError {
+    ApiError { status: status_for(code), code: code.to_string(), message: message.into() }
+}
+
+fn status_for(code: &str) -> StatusCode {
+    match code {
+        "InternalFailure" | "InternalFailureException" | "InternalServerError" => StatusCode::INTERNAL_SERVER_ERROR,
+        c if c.starts_with("ServiceUnavailable") => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+fn dispatch(st: &mut State, target: &str, body: &[u8], log: &mut RequestLog) -> Result<Value, ApiError> {
+    // Whole-request faults first.
+    let http500 = st.faults.http500_fraction;
+    if http500 > 0.0 && next_f64(&mut st.rng) < http500 {
+        return Err(api_err("InternalFailure", "Injected internal failure (fake kinesis)."));
+    }
+    if let Some(code) = st.faults.request_error.clone() {
+        match &mut st.faults.request_error_remaining {
+            Some(0) => st.faults.request_error = None,
+            Some(n) => {
+                *n -= 1;
+                if *n == 0 {
+                    st.faults.request_error = None;
+                }
+                return Err(api_err(&code, format!("Injected {code} (fake kinesis).")));
+            }
+            None => return Err(api_err(&code, format!("Injected {code} (fake kinesis)."))),
+        }
+    }
+
+    let req: Value = if body.is_empty() {
+        json!({})
+    } else {
+        serde_json::from_slice(body).map_err(|e| api_err("SerializationException", format!("bad JSON body: {e}")))?
+    };
+    let (service, op) = match target.split_once('.') {
+        Some(("Kinesis_20131202", op)) => (Service::Kinesis, op),
+        Some(("Firehose_20150804", op)) => (Service::Firehose, op),
+        _ => {
+            return Err(api_err("UnknownOperationException", format!("unknown X-Amz-Target {target:?}")));
+        }
+    };
+    match (service, op) {
+        (Service::Kinesis, "PutRecords") => kinesis_put_records(st, &req, log),
+        (Service::Kinesis, "PutRecord") => kinesis_put_record(st, &req, log),
+        (Service::Kinesis, "DescribeStreamSummary") => {
+            let name = kinesis_stream(st, &req, log)?;
+            Ok(json!({ "StreamDescriptionSummary": stream_summary(st, &name) }))
+        }
+        (Service::Kinesis, "DescribeStream") => {
+            let name = kinesis_stream(st, &req, log)?;
+            let mut d = stream_summary(st, &name);
+            let obj = d.as_object_mut().expect("object");
+            obj.remove("OpenShardCount");
+            obj.remove("ConsumerCount");
+            obj.insert("Shards".into(), Value::Array(shards_json(st.shard_count)));
+            obj.insert("HasMoreShards".into(), Value::Bool(false));
+            Ok(json!({ "StreamDescription": d }))
+        }
+        (Service::Kinesis, "ListShards") => {
+            if req.get("NextToken").is_none() {
+                kinesis_stream(st, &req, log)?;
+            }
+            Ok(json!({ "Shards": shards_json(st.shard_count) }))
+        }
+        (Service::Firehose, "PutRecordBatch") => firehose_put(st, &req, log, true),
+        (Service::Firehose, "PutRecord") => firehose_put(st, &req, log, false),
+        (Service::Firehose, "DescribeDeliveryStream") => {
+            let name = firehose_stream(st, &req, log)?;
+            Ok(json!({ "DeliveryStreamDescription": {
+                "DeliveryStreamName": name,
+                "DeliveryStreamARN": format!("arn:aws:firehose:us-east-1:{ACCOUNT}:deliverystream/{name}"),
+                "DeliveryStreamStatus": "ACTIVE",
+                "DeliveryStreamType": "DirectPut",
+                "VersionId": "1",
+                "CreateTimestamp": st.created,
+                "Destinations": [],
+                "HasMoreDestinations": false,
+            }}))
+        }
+        _ => Err(api_err("UnknownOperationException", format!("the fake does not implement {target}"))),
+    }
+}
+
+fn kinesis_stream(st: &State, req: &Value, log: &mut RequestLog) -> Result<String, ApiError> {
+    let name = req
+        .get("StreamName")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or_else(|| {
+            req.get("StreamARN")
+                .and_then(Value::as_str)
+                .and_then(|arn| arn.rsplit_once("stream/").map(|(_, n)| n.to_string()))
+        })
+        .ok_or_else(|| api_err("ValidationException", "Either StreamName or StreamARN should be provided."))?;
+    log.stream = Some(name.clone());
+    check_known(st, &name, "Stream")?;
+    Ok(name)
+}
+
+fn firehose_stream(st: &State, req: &Value, log: &mut RequestLog) -> Result<String, ApiError> {
+    let name = req
+        .get("DeliveryStreamName")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| api_err("ValidationException", "DeliveryStreamName is required."))?;
+    log.stream = Some(name.clone());
+    check_known(st, &name, "Firehose")?;
+    Ok(name)
+}
+
+fn check_known(st: &State, name: &str, what: &str) -> Result<(), ApiError> {
+    if let Some(known) = &st.faults.known_streams
+        && !known.iter().any(|k| k == name)
+    {
+        return Err(api_err("ResourceNotFoundException", format!("{what} {name} under account {ACCOUNT} not found.")));
+    }
+    Ok(())
+}
+
+fn stream_summary(st: &State, name: &str) -> Value {
+    json!({
+        "StreamName": name,
+        "StreamARN": format!("arn:aws:kinesis:us-east-1:{ACCOUNT}:stream/{name}"),
+        "StreamStatus": "ACTIVE",
+        "StreamModeDetails": { "StreamMode": "PROVISIONED" },
+        "RetentionPeriodHours": 24,
+        "StreamCreationTimestamp": st.created,
+        "EnhancedMonitoring": [ { "ShardLevelMetrics": [] } ],
+        "EncryptionType": "NONE",
+        "OpenShardCount": st.shard_count,
+        "ConsumerCount": 0,
+    })
+}
+
+fn shard_range(n: u32, i: u32) -> (u128, u128) {
+    let step = u128::MAX / n as u128;
+    let start = step * i as u128;
+    let end = if i + 1 == n { u128::MAX } else { step * (i as u128 + 1) - 1 };
+    (start, end)
+}
+
+fn shard_id(i: u32) -> String {
+    format!("shardId-{i:012}")
+}
+
+fn shards_json(n: u32) -> Vec<Value> {
+    (0..n)
+        .map(|i| {
+            let (start, end) = shard_range(n, i);
+            json!({
+                "ShardId": shard_id(i),
+                "HashKeyRange": {
+                    "StartingHashKey": start.to_string(),
+                    "EndingHashKey": end.to_string(),
+                },
+                "SequenceNumberRange": {
+                    "StartingSequenceNumber": format!("49{:054}", 0),
+                },
+            })
+        })
+        .collect()
+}
+
+fn shard_for(n: u32, hash: u128) -> String {
+    (0..n)
+        .find(|&i| {
+            let (s, e) = shard_range(n, i);
+            s <= hash && hash <= e
+        })
+        .map(shard_id)
+        .unwrap_or_else(|| shard_id(n - 1))
+}
+
+struct Entry {
+    key: String,
+    ehk: Option<String>,
+    data: Vec<u8>,
+}
+
+fn decode_entry(v: &Value, firehose: bool) -> Result<Entry, ApiError> {
+    let data_b64 = v.get("Data").and_then(Value::as_str).ok_or_else(|| {
+        api_err(
+            "ValidationException",
+            "1 validation error detected: Value null at 'data' failed to satisfy constraint: Member must not be null",
+        )
+    })?;
+    let data = base64::engine::general_purpose::STANDARD
+        .decode(data_b64)
+        .map_err(|e| api_err("SerializationException", format!("Data is not base64: {e}")))?;
+    let key = if firehose {
+        String::new()
+    } else {
+        v.get("PartitionKey")
+            .and_then(Value::as_str)
+            .ok_or_else(|| {
+                api_err(
+                    "ValidationException",
+                    "1 validation error detected: Value null at 'partitionKey' failed to satisfy constraint: Member must not be null",
+                )
+            })?
+            .to_string()
+    };
+    let ehk = v.get("ExplicitHashKey").and_then(Value::as_str).map(str::to_string);
+    Ok(Entry { key, ehk, data })
+}
+
+fn validate_kinesis(entries: &[Entry], single: bool) -> Result<(), ApiError> {
+    if !single && (entries.is_empty() || entries.len() > MAX_RECORDS_PER_REQUEST) {
+        return Err(api_err(
+            "ValidationException",
+            format!(
+                "1 validation error detected: Value '{}' records at 'records' failed to satisfy constraint: Member must have length less than or equal to {MAX_RECORDS_PER_REQUEST} and greater than or equal to 1",
+                entries.len()
+            ),
+        ));
+    }
+    let mut total = 0usize;
+    for (i, e) in entries.iter().enumerate() {
+        let chars = e.key.chars().count();
+        if chars == 0 || chars > MAX_PARTITION_KEY_CHARS {
+            return Err(api_err(
+                "ValidationException",
+                format!(
+                    "1 validation error detected: Value at 'records.{}.member.partitionKey' failed to satisfy constraint: Member must have length between 1 and {MAX_PARTITION_KEY_CHARS} (was {chars})",
+                    i + 1
+                ),
+            ));
+        }
+        let size = e.data.len() + e.key.len();
+        if size > MAX_RECORD_BYTES {
+            return Err(api_err(
+                "ValidationException",
+                format!(
+                    "1 validation error detected: Value at 'records.{}.member.data' failed to satisfy constraint: data + partition key must be at most {MAX_RECORD_BYTES} bytes (was {size})",
+                    i + 1
+                ),
+            ));
+        }
+        if let Some(h) = &e.ehk
+            && h.parse::<u128>().is_err()
+        {
+            return Err(api_err(
+                "ValidationException",
+                format!("ExplicitHashKey {h:?} is not an integer in [0, 2^128)"),
+            ));
+        }
+        total += size;
+    }
+    if total > MAX_REQUEST_BYTES {
+        return Err(api_err(
+            "ValidationException",
+            format!("Records size exceeds 5 MB limit: data + partition keys total {total} bytes > {MAX_REQUEST_BYTES}"),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_firehose(entries: &[Entry], single: bool) -> Result<(), ApiError> {
+    if !single && (entries.is_empty() || entries.len() > MAX_RECORDS_PER_REQUEST) {
+        return Err(api_err(
+            "ValidationException",
+            format!(
+                "1 validation error detected: Value '{}' records at 'records' failed to satisfy constraint: Member must have length less than or equal to {MAX_RECORDS_PER_REQUEST} and greater than or equal to 1",
+                entries.len()
+            ),
+        ));
+    }
+    let mut total = 0usize;
+    for (i, e) in entries.iter().enumerate() {
+        if e.data.len() > FIREHOSE_MAX_RECORD_BYTES {
+            return Err(api_err(
+                "ValidationException",
+                format!(
+                    "1 validation error detected: Value at 'records.{}.member.data' failed to satisfy constraint: Member must have length less than or equal to {FIREHOSE_MAX_RECORD_BYTES} (was {})",
+                    i + 1,
+                    e.data.len()
+                ),
+            ));
+        }
+        total += e.data.len();
+    }
+    if total > FIREHOSE_MAX_REQUEST_BYTES {
+        return Err(api_err("ValidationException", format!("Records size exceeds 4 MiB limit: {total} bytes")));
+    }
+    Ok(())
+}
+
+fn entries_of(req: &Value, firehose: bool) -> Result<Vec<Entry>, ApiError> {
+    req.get("Records")
+        .and_then(Value::as_array)
+        .ok_or_else(|| api_err("ValidationException", "Records is required."))?
+        .iter()
+        .map(|v| decode_entry(v, firehose))
+        .collect()
+}
+
+fn record_stats(log: &mut RequestLog, entries: &[Entry]) {
+    log.entries = entries.len();
+    log.bytes = entries.iter().map(|e| e.data.len() + e.key.len()).sum();
+}
+
+fn fail_message(code: &str, shard: &str, stream: &str) -> String {
+    match code {
+        "ProvisionedThroughputExceededException" => {
+            format!("Rate exceeded for shard {shard} in stream {stream} under account {ACCOUNT}.")
+        }
+        "InternalFailure" => "Internal service failure.".to_string(),
+        c => format!("Injected {c} (fake kinesis)."),
+    }
+}
+
+fn kinesis_put_records(st: &mut State, req: &Value, log: &mut RequestLog) -> Result<Value, ApiError> {
+    let stream = kinesis_stream(st, req, log)?;
+    let entries = entries_of(req, false)?;
+    record_stats(log, &entries);
+    if st.faults.enforce_limits {
+        validate_kinesis(&entries, false)?;
+    }
+    let mut results = Vec::with_capacity(entries.len());
+    let mut failed = 0usize;
+    for e in entries {
+        let (shard, seq) = match accept_kinesis(st, &stream, e) {
+            Ok(ok) => ok,
+            Err((code, message)) => {
+                failed += 1;
+                results.push(json!({ "ErrorCode": code, "ErrorMessage": message }));
+                continue;
+            }
+        };
+        results.push(json!({ "SequenceNumber": seq, "ShardId": shard }));
+    }
+    log.failed_entries = failed;
+    st.failed_entry_count += failed as u64;
+    Ok(json!({
+        "FailedRecordCount": failed,
+        "Records": results,
+        "EncryptionType": "NONE",
+    }))
+}
+
+/// Decides injection and stores the entry. Ok((shard, seq)) or Err((code, message)).
+fn accept_kinesis(st: &mut State, stream: &str, e: Entry) -> Result<(String, String), (String, String)> {
+    let hash = match &e.ehk {
+        Some(h) => h.parse::<u128>().unwrap_or(0),
+        None => md5_u128(&e.key),
+    };
+    let shard = shard_for(st.shard_count, hash);
+    let frac = st.faults.entry_fail_fraction;
+    if frac > 0.0 && next_f64(&mut st.rng) < frac {
+        let code = st.faults.entry_fail_code.clone();
+        let msg = fail_message(&code, &shard, stream);
+        return Err((code, msg));
+    }
+    st.seq += 1;
+    let seq = format!("49{:054}", st.seq);
+    st.records.push(FakeRecord {
+        service: Service::Kinesis,
+        stream: stream.to_string(),
+        partition_key: e.key,
+        explicit_hash_key: e.ehk,
+        data: e.data,
+        shard_id: shard.clone(),
+        sequence_number: seq.clone(),
+    });
+    Ok((shard, seq))
+}
+
+fn kinesis_put_record(st: &mut State, req: &Value, log: &mut RequestLog) -> Result<Value, ApiError> {
+    let stream = kinesis_stream(st, req, log)?;
+    let e = decode_entry(req, false)?;
+    let entries = [e];
+    record_stats(log, &entries);
+    if st.faults.enforce_limits {
+        validate_kinesis(&entries, true)?;
+    }
+    let [e] = entries;
+    match accept_kinesis(st, &stream, e) {
+        Ok((shard, seq)) => Ok(json!({
+            "ShardId": shard,
+            "SequenceNumber": seq,
+            "EncryptionType": "NONE",
+        })),
+        Err((code, message)) => {
+            log.failed_entries = 1;
+            st.failed_entry_count += 1;
+            Err(api_err(&code, message))
+        }
+    }
+}
+
+fn firehose_put(st: &mut State, req: &Value, log: &mut RequestLog, batch: bool) -> Result<Value, ApiError> {
+    let stream = firehose_stream(st, req, log)?;
+    let entries = if batch {
+        entries_of(req, true)?
+    } else {
+        let rec = req.get("Record").ok_or_else(|| api_err("ValidationException", "Record is required."))?;
+        vec![decode_entry(rec, true)?]
+    };
+    record_stats(log, &entries);
+    if st.faults.enforce_limits {
+        validate_firehose(&entries, !batch)?;
+    }
+    let mut results = Vec::with_capacity(entries.len());
+    let mut failed = 0usize;
+    for e in entries {
+        let frac = st.faults.entry_fail_fraction;
+        if frac > 0.0 && next_f64(&mut st.rng) < frac {
+            failed += 1;
+            let code = st.faults.firehose_entry_fail_code.clone();
+            let message = format!("Slow down. (injected {code}, fake firehose)");
+            results.push(json!({ "ErrorCode": code, "ErrorMessage": message }));
+            continue;
+        }
+        st.seq += 1;
+        let id = format!("{:016x}{:016x}", st.seq, splitmix(&mut st.rng));
+        st.records.push(FakeRecord {
+            service: Service::Firehose,
+            stream: stream.clone(),
+            partition_key: String::new(),
+            explicit_hash_key: None,
+            data: e.data,
+            shard_id: String::new(),
+            sequence_number: id.clone(),
+        });
+        results.push(json!({ "RecordId": id }));
+    }
+    log.failed_entries = failed;
+    st.failed_entry_count += failed as u64;
+    if batch {
+        Ok(json!({
+            "FailedPutCount": failed,
+            "Encrypted": false,
+            "RequestResponses": results,
+        }))
+    } else if failed > 0 {
+        let code = st.faults.firehose_entry_fail_code.clone();
+        Err(api_err(&code, "Slow down. (injected, fake firehose)"))
+    } else {
+        Ok(json!({
+            "RecordId": results[0]["RecordId"],
+            "Encrypted": false,
+        }))
+    }
+}
+
+fn json_response(status: StatusCode, v: &Value) -> Resp {
+    Response::builder()
+        .status(status)
+        .header("content-type", JSON_11)
+        .header("x-amzn-requestid", request_id())
+        .body(Full::new(Bytes::from(v.to_string())))
+        .expect("response")
+}
+
+fn error_response(status: StatusCode, code: &str, message: &str) -> Resp {
+    let body = json!({ "__type": code, "message": message });
+    Response::builder()
+        .status(status)
+        .header("content-type", JSON_11)
+        .header("x-amzn-errortype", code)
+        .header("x-amzn-requestid", request_id())
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("response")
+}
+
+fn request_id() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(1);
+    format!("fake-{:016x}", N.fetch_add(1, Ordering::Relaxed))
+}
+
+pub fn md5_u128(key: &str) -> u128 {
+    let d = Md5::digest(key.as_bytes());
+    u128::from_be_bytes(d.as_slice().try_into().expect("16 bytes"))
+}
+
+fn now_secs() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as f64).unwrap_or(0.0)
+}
+
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn next_f64(state: &mut u64) -> f64 {
+    (splitmix(state) >> 11) as f64 / (1u64 << 53) as f64
+}
