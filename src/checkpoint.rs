@@ -76,7 +76,17 @@ impl CheckpointStore {
         let mut notes = Vec::new();
         let mut path = path.to_path_buf();
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::create_dir_all(dir).map_err(|source| CheckpointError::CreateDir { path: dir.to_path_buf(), source })?;
+            fs::create_dir_all(dir).map_err(|source| {
+                // create_dir_all says "File exists" when a component is a regular file.
+                let source = match dir.ancestors().find(|a| a.is_file()) {
+                    Some(file) => io::Error::new(
+                        io::ErrorKind::NotADirectory,
+                        format!("{} is a file, not a directory", file.display()),
+                    ),
+                    None => source,
+                };
+                CheckpointError::CreateDir { path: dir.to_path_buf(), source }
+            })?;
         }
         if is_sqlite(&path) {
             let ours = PathBuf::from(format!("{}.json", path.display()));

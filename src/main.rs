@@ -6,6 +6,10 @@ use kinesis_agent::agent::{self, Mode};
 use kinesis_agent::config::{self, AgentConfig, DEFAULT_CONFIG_FILE, Destination};
 use tokio_util::sync::CancellationToken;
 
+// glibc malloc took 17 % of the CPU on the record path (many small short-lived buffers).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit codes (documented in the README).
 const EXIT_OK: u8 = 0;
 /// Fatal: invalid configuration when starting, checkpoint store unusable, or a permission /
@@ -41,7 +45,13 @@ fn init_logging(level: Option<&str>) {
         Some(l) => EnvFilter::try_new(l).unwrap_or_else(|_| EnvFilter::new("info")),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
-    tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter).with_target(false).init();
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
 }
 
 fn dropin_dir(cli: &Cli) -> PathBuf {
@@ -56,14 +66,14 @@ fn print_config(cfg: &AgentConfig) {
     for f in &cfg.flows {
         let dest = match &f.destination {
             Destination::Kinesis { stream } => {
-                format!("kinesisStream {stream}, partitionKeyOption {:?}", f.partition_key)
+                format!("kinesisStream {stream}, partitionKeyOption {}", f.partition_key.as_str())
             }
             Destination::Firehose { stream } => format!("deliveryStream {stream}"),
         };
         println!("flows[{}] from {}", f.index, f.source.display());
         println!("  filePattern {}", f.file_pattern);
         println!("  {dest}");
-        println!("  initialPosition {:?}, skipHeaderLines {}", f.initial_position, f.skip_header_lines);
+        println!("  initialPosition {}, skipHeaderLines {}", f.initial_position.as_str(), f.skip_header_lines);
         println!(
             "  batches of up to {} records / {} bytes, or {} ms old; retry backoff {}..{} ms",
             f.max_buffer_size_records,
@@ -127,7 +137,15 @@ fn main() -> ExitCode {
         };
         for f in &outcome.flows {
             let m = &f.metrics;
-            if f.undelivered > 0 {
+            if f.undelivered > 0 && mode == Mode::Daemon {
+                tracing::info!(
+                    "{}: {} record(s) read, {} sent; {} not yet acknowledged will be sent again at the next start",
+                    f.label,
+                    m.records_read,
+                    m.records_sent,
+                    f.undelivered
+                );
+            } else if f.undelivered > 0 {
                 tracing::error!(
                     "{}: {} record(s) read, {} sent, {} NOT delivered{}",
                     f.label,
@@ -138,6 +156,9 @@ fn main() -> ExitCode {
                 );
             } else {
                 tracing::info!("{}: {} record(s) read, {} sent", f.label, m.records_read, m.records_sent);
+            }
+            if m.unreadable > 0 && mode == Mode::Once {
+                tracing::error!("{}: {} file(s) or directories could not be read (see above)", f.label, m.unreadable);
             }
         }
         match mode {

@@ -31,6 +31,8 @@ pub struct FlowMetrics {
     pub bytes_behind: AtomicU64,
     /// Files being tailed.
     pub files: AtomicU64,
+    /// Files or directories that matched but could not be read (counted once per path).
+    pub unreadable: AtomicU64,
 }
 
 /// A plain copy of the counters.
@@ -49,6 +51,7 @@ pub struct Snapshot {
     pub header_lines_skipped: u64,
     pub bytes_behind: u64,
     pub files: u64,
+    pub unreadable: u64,
 }
 
 impl FlowMetrics {
@@ -71,6 +74,7 @@ impl FlowMetrics {
             header_lines_skipped: self.header_lines_skipped.load(Relaxed),
             bytes_behind: self.bytes_behind.load(Relaxed),
             files: self.files.load(Relaxed),
+            unreadable: self.unreadable.load(Relaxed),
         }
     }
 }

@@ -3,6 +3,8 @@
 //! table and the raw JSON handling; everything else in the agent only sees these validated types.
 
 mod parse;
+#[cfg(test)]
+mod readme_check;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -114,12 +116,32 @@ pub enum PartitionKeyOption {
     Deterministic,
 }
 
+impl PartitionKeyOption {
+    /// The name as written in agent.json.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PartitionKeyOption::Random => "RANDOM",
+            PartitionKeyOption::Deterministic => "DETERMINISTIC",
+        }
+    }
+}
+
 /// `initialPosition`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InitialPosition {
     StartOfFile,
     /// Default: start after the last complete line of files present at the first start.
     EndOfFile,
+}
+
+impl InitialPosition {
+    /// The name as written in agent.json.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InitialPosition::StartOfFile => "START_OF_FILE",
+            InitialPosition::EndOfFile => "END_OF_FILE",
+        }
+    }
 }
 
 /// A validated flow.

@@ -314,7 +314,7 @@ static KEYS: &[KeyInfo] = &[
     global(
         "kinesis.region",
         "string (region name)",
-        "the AWS region chain (AWS_REGION, profile, instance metadata)",
+        "the region in `kinesis.endpoint`'s host name, else the AWS region chain (AWS_REGION, profile, instance metadata), else us-east-1 when `kinesis.endpoint` is set",
         "Region of the Kinesis Data Streams client.",
         Supported,
         Check::Str,
@@ -330,7 +330,7 @@ static KEYS: &[KeyInfo] = &[
     global(
         "firehose.region",
         "string (region name)",
-        "the AWS region chain (AWS_REGION, profile, instance metadata)",
+        "the region in `firehose.endpoint`'s host name, else the AWS region chain (AWS_REGION, profile, instance metadata), else us-east-1",
         "Region of the Firehose client (new: the Java agent has no such key).",
         Supported,
         Check::Str,
@@ -425,7 +425,7 @@ static KEYS: &[KeyInfo] = &[
     ),
     global(
         "log.maxBackupIndex",
-        "integer",
+        "integer (as written)",
         "none",
         "Number of rotated log files kept (removed from the Java agent in 2018).",
         NotYetSupported(LOGGING),
@@ -1385,6 +1385,10 @@ fn parse_pattern(key: &str, v: &Value) -> Result<String, String> {
             "must name files, not a directory: {} ends with `/` (add a file name or glob, e.g. `*.log`)",
             shown(key, v)
         ));
+    }
+    // The same compilation discovery does, so `--check-config` catches what a start would.
+    if let Err(e) = crate::discovery::Pattern::new(&pattern) {
+        return Err(format!("{} is not a valid glob: {}", shown(key, v), e.kind()));
     }
     Ok(pattern)
 }

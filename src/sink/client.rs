@@ -1,6 +1,6 @@
 //! One request to a destination: PutRecords (Kinesis) or PutRecordBatch (Firehose).
 
-use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::primitives::Blob;
 use rand::rngs::SmallRng;
 
@@ -91,9 +91,9 @@ fn entry_failures<'a>(
 fn request_failure<E, R>(e: SdkError<E, R>) -> Failure
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug + HttpStatus,
+    R: std::fmt::Debug + HttpStatus + 'static,
 {
-    let text = DisplayErrorContext(&e).to_string();
+    let text = error_chain(&e);
     match &e {
         SdkError::ServiceError(se) => {
             let status = se.raw().status_code();
@@ -119,6 +119,20 @@ where
         }
         _ => Failure { class: ErrorClass::Fatal, code: "RequestError".into(), message: text },
     }
+}
+
+/// "a: b: c" from an error and its sources, skipping repeats (the SDK nests the same text).
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        let t = err.to_string();
+        if !parts.iter().any(|p| p.contains(&t)) {
+            parts.push(t);
+        }
+        cur = err.source();
+    }
+    parts.join(": ")
 }
 
 /// The HTTP status of a raw response, whatever its type.

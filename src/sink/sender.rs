@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rand::rngs::SmallRng;
+use tokio_util::sync::CancellationToken;
 
 use super::client::SinkClient;
 use super::retry::{ErrorClass, Failure, backoff, hint};
@@ -28,6 +29,8 @@ pub struct FlowSender {
     pub max_backoff: Duration,
     /// A fatal error was seen (for the exit code of `--once`).
     pub saw_fatal: AtomicBool,
+    /// Cancelled by `--once` on a fatal error: the flow's tailers stop reading.
+    pub give_up: CancellationToken,
     /// The error code currently being reported; cleared by the next success, so a persistent
     /// problem is logged once, not once per request.
     reporting: Mutex<Option<String>>,
@@ -40,8 +43,8 @@ impl FlowSender {
         tracker: AckTracker,
         metrics: Arc<FlowMetrics>,
         once: bool,
-        initial_backoff: Duration,
-        max_backoff: Duration,
+        (initial_backoff, max_backoff): (Duration, Duration),
+        give_up: CancellationToken,
     ) -> Self {
         FlowSender {
             label,
@@ -52,6 +55,7 @@ impl FlowSender {
             initial_backoff,
             max_backoff,
             saw_fatal: AtomicBool::new(false),
+            give_up,
             reporting: Mutex::new(None),
         }
     }
@@ -115,6 +119,12 @@ impl FlowSender {
     pub async fn deliver(&self, mut records: Vec<Record>, rng: &mut SmallRng) -> u64 {
         let mut attempt: u32 = 0;
         loop {
+            if self.once && self.give_up.is_cancelled() {
+                // A fatal error already ended this flow: do not send what is left.
+                let n = records.len() as u64;
+                FlowMetrics::add(&self.metrics.records_undelivered, n);
+                return n;
+            }
             attempt += 1;
             FlowMetrics::add(&self.metrics.requests, 1);
             let failure = match self.client.put(&records, rng).await {
@@ -157,6 +167,7 @@ impl FlowSender {
             let delay = if failure.class == ErrorClass::Fatal {
                 self.saw_fatal.store(true, Ordering::Relaxed);
                 if self.once {
+                    self.give_up.cancel();
                     let n = records.len() as u64;
                     FlowMetrics::add(&self.metrics.records_undelivered, n);
                     return n;

@@ -69,6 +69,17 @@ impl AgentProcess {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        Self::spawn_in_as(dir, args, env, None)
+    }
+
+    /// Like `spawn_in`, but with `user: Some((uid, gid))` the process runs as that user (the
+    /// test must be root; supplementary groups are dropped). `dir` and everything the agent
+    /// reads or writes must then be accessible to that user; the log is opened by the test.
+    pub fn spawn_in_as<I, S>(dir: &Path, args: I, env: &[(&str, &str)], user: Option<(u32, u32)>) -> AgentProcess
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         let log_path = (0..).map(|n| dir.join(format!("agent-{n}.log"))).find(|p| !p.exists()).expect("log name");
         let log = File::create(&log_path).expect("create agent log");
         let mut cmd = Command::new(agent_bin());
@@ -83,6 +94,10 @@ impl AgentProcess {
         }
         for (k, v) in env {
             cmd.env(k, v);
+        }
+        if let Some((uid, gid)) = user {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(uid).gid(gid);
         }
         let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", agent_bin().display()));
         AgentProcess { child, status: None, log_path, dir: dir.to_path_buf(), _tempdir: None }

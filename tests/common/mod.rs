@@ -58,7 +58,8 @@
 //! - `agent_bin() -> PathBuf` (`CARGO_BIN_EXE_kinesis-agent`), `agent_env(home) -> Vec<(String, String)>`
 //! - `AgentProcess::spawn(args, env) -> AgentProcess` (env cleared, then PATH, HOME=tempdir,
 //!   fake credentials, us-east-1, IMDS off, config/credentials files → non-existent paths,
-//!   then `env`); `AgentProcess::spawn_in(dir, args, env)`
+//!   then `env`); `AgentProcess::spawn_in(dir, args, env)`; `AgentProcess::spawn_in_as(dir, args,
+//!   env, Some((uid, gid)))` runs it as another user (test must be root; `dir` must be accessible)
 //! - `.pid()`, `.dir()`, `.log()`, `.log_path()`, `.wait_exit(timeout) -> ExitStatus` (panics with
 //!   the log on timeout), `.try_wait_exit(timeout) -> Option<ExitStatus>`, `.is_running()`,
 //!   `.sigterm()`, `.sigkill()`, `.signal(sig)`, `.wait_for_log(needle, timeout) -> bool`
@@ -76,6 +77,17 @@
 //! - `check_numbers_exactly_once(range, &numbers) -> Result<(), String>`,
 //!   `assert_numbers_exactly_once(range, &numbers)`: report with compact missing ranges
 //!
+//! # End-to-end workspace (`e2e.rs`)
+//! - `Workspace::new()`: temp dir with `logs/` (watched files), `home/` (agent HOME, cwd, logs),
+//!   `agent.json`, an empty `agent.d/`, `state/checkpoints.json`; `.file(name)`, `.pattern(glob)`,
+//!   `.write_config(json)` (adds `checkpointFile`), `.args(once, extra)`, `.spawn(once, extra)`,
+//!   `.run_once(timeout) -> (status, log, elapsed)`, `.checkpoints()`, `.checkpoint_of(file)`,
+//!   `.wait_checkpoint(file, offset, timeout)`
+//! - `read_checkpoints(path) -> Vec<CheckpointEntry>`, `file_id(path) -> (dev, ino)`, `file_len`,
+//!   `append_bytes`, `md5_hex`, `is_random_key`, `assert_one_line_per_record`, `count_occurrences`
+//! - `StreamReader::new(&client, stream).await`, `.read_new(&client).await -> Vec<Received>`:
+//!   what arrived since the last call (cheaper than `read_all` on big streams)
+//!
 //! # Misc (this file)
 //! - `repo_dir()`, `unique_name(prefix)` (fresh lowercase name valid for streams and buckets),
 //!   `tail(text, max_bytes)`
@@ -84,12 +96,14 @@
 
 pub mod agent;
 pub mod aws;
+pub mod e2e;
 pub mod fake;
 pub mod lines;
 pub mod peers;
 
 pub use agent::*;
 pub use aws::*;
+pub use e2e::*;
 pub use fake::*;
 pub use lines::*;
 pub use peers::*;
