@@ -147,8 +147,19 @@ pub async fn run(cfg: AgentConfig, mode: Mode, shutdown: CancellationToken) -> R
             ),
         };
         let label = flow_label(flow, region.as_deref());
-        // The flow's tailers stop on shutdown, or when `--once` gives up after a fatal error.
+        // The flow's tailers stop on shutdown, or when `--once` gives up after a fatal error
+        // (`give_up`; a shutdown alone must not make the senders abandon their retries).
         let flow_stop = stop_reading.child_token();
+        let give_up = CancellationToken::new();
+        tokio::spawn({
+            let (give_up, flow_stop) = (give_up.clone(), flow_stop.clone());
+            async move {
+                tokio::select! {
+                    _ = give_up.cancelled() => flow_stop.cancel(),
+                    _ = flow_stop.cancelled() => {}
+                }
+            }
+        });
         let metrics = Arc::new(FlowMetrics::default());
         let sender = Arc::new(FlowSender::new(
             label,
@@ -157,7 +168,7 @@ pub async fn run(cfg: AgentConfig, mode: Mode, shutdown: CancellationToken) -> R
             metrics.clone(),
             mode == Mode::Once,
             (flow.retry_initial_backoff, flow.retry_max_backoff),
-            flow_stop.clone(),
+            give_up,
         ));
         let overhead = match flow.destination {
             Destination::Kinesis { .. } => key_len(flow.partition_key),

@@ -6,10 +6,6 @@ use kinesis_agent::agent::{self, Mode};
 use kinesis_agent::config::{self, AgentConfig, DEFAULT_CONFIG_FILE, Destination};
 use tokio_util::sync::CancellationToken;
 
-// glibc malloc took 17 % of the CPU on the record path (many small short-lived buffers).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Exit codes (documented in the README).
 const EXIT_OK: u8 = 0;
 /// Fatal: invalid configuration when starting, checkpoint store unusable, or a permission /

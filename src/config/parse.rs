@@ -502,7 +502,7 @@ static KEYS: &[KeyInfo] = &[
         "publishQueueCapacity",
         "integer, 1-2147483647",
         "100",
-        "Full batches that may wait to be sent before the flow stops reading.",
+        "Batches of this flow being sent or retried at once; when that many are in flight, the flow stops reading.",
         Supported,
         int(1, INT, 100),
     ),

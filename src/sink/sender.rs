@@ -34,6 +34,8 @@ pub struct FlowSender {
     /// The error code currently being reported; cleared by the next success, so a persistent
     /// problem is logged once, not once per request.
     reporting: Mutex<Option<String>>,
+    /// Throttling is normal under load: said once, then counted in the status lines.
+    throttle_reported: AtomicBool,
 }
 
 impl FlowSender {
@@ -57,10 +59,22 @@ impl FlowSender {
             saw_fatal: AtomicBool::new(false),
             give_up,
             reporting: Mutex::new(None),
+            throttle_reported: AtomicBool::new(false),
         }
     }
 
     fn report(&self, f: &Failure, records: usize) {
+        if f.class == ErrorClass::Throttled {
+            if !self.throttle_reported.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "{}: throttled ({}) on {records} record(s); backing off and retrying only what failed \
+                     (further throttling is counted in the status lines)",
+                    self.label,
+                    f.code
+                );
+            }
+            return;
+        }
         let mut cur = self.reporting.lock().unwrap();
         if cur.as_deref() == Some(f.code.as_str()) {
             return;
@@ -75,11 +89,7 @@ impl FlowSender {
                 hint(&f.code),
                 if self.once { "giving up" } else { "retrying slowly until it is fixed" }
             ),
-            ErrorClass::Throttled => tracing::warn!(
-                "{}: throttled ({}) on {records} record(s); backing off (counts in the status lines)",
-                self.label,
-                f.code
-            ),
+            ErrorClass::Throttled => {}
             ErrorClass::Transient => {
                 tracing::warn!("{}: {}: {}; retrying with backoff", self.label, f.code, f.message)
             }

@@ -1,0 +1,384 @@
+//! End-to-end runs of the real agent binary against `FakeKinesis` with injected faults:
+//! per-entry throttling, HTTP 500s, a missing stream (`--once` and daemon), and the checkpoint
+//! never passing a record that was not acknowledged.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{Value, json};
+
+const PUT_RECORDS: &str = "Kinesis_20131202.PutRecords";
+
+/// agent.json for one Kinesis flow over `pattern` to `stream` on the fake, with short backoffs.
+fn fake_config(ws: &Workspace, fake: &FakeKinesis, pattern: &str, stream: &str, extra: Value) -> Value {
+    let mut flow = json!({
+        "filePattern": ws.pattern(pattern),
+        "kinesisStream": stream,
+        "initialPosition": "START_OF_FILE",
+        "maxBufferAgeMillis": 1000,
+        "retryInitialBackoffMillis": 50,
+        "retryMaxBackoffMillis": 1000
+    });
+    for (k, v) in extra.as_object().expect("extra flow keys") {
+        flow[k] = v.clone();
+    }
+    json!({ "kinesis.endpoint": fake.endpoint(), "kinesis.region": TEST_REGION, "flows": [flow] })
+}
+
+fn lines_containing(log: &str, needle: &str) -> usize {
+    log.lines().filter(|l| l.contains(needle)).count()
+}
+
+fn put_requests(fake: &FakeKinesis) -> Vec<RequestLog> {
+    fake.requests().into_iter().filter(|r| r.target == PUT_RECORDS).collect()
+}
+
+/// 10% of the entries throttled: `--once` delivers every line exactly once, and the retries
+/// carried only the failed entries (entries sent = lines + entries failed).
+#[test]
+fn once_with_throttled_entries_resends_only_the_failed_ones() {
+    const LINES: u64 = 20_000;
+    let fake = FakeKinesis::start();
+    fake.set_throttle_fraction(0.10);
+    let ws = Workspace::new();
+    let f = ws.file("throttled.log");
+    write_lines(&f, 0..LINES, "T");
+    let stream = unique_name("throttled");
+    ws.write_config(fake_config(&ws, &fake, "throttled.log", &stream, json!({})));
+
+    let (status, log, took) = ws.run_once(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(0), "exit status; log:\n{}", tail(&log, 8192));
+    let data = fake.record_data();
+    assert_one_line_per_record(&data);
+    assert_exactly_once(expected_lines(0..LINES, "T"), &data);
+
+    let failed = fake.failed_entry_count();
+    assert!(failed > 0, "the fake throttled nothing");
+    let puts = put_requests(&fake);
+    assert!(puts.iter().all(|r| r.status == 200 && r.stream.as_deref() == Some(stream.as_str())), "{puts:?}");
+    let sent: u64 = puts.iter().map(|r| r.entries as u64).sum();
+    assert_eq!(sent, LINES + failed, "entries sent must be the lines plus the re-sent failed entries");
+    // First attempts are full batches (20,000 = 40 × 500); the rest are retries of failed ones.
+    let full = puts.iter().filter(|r| r.entries == 500).count() as u64;
+    let retried: u64 = puts.iter().filter(|r| r.entries < 500).map(|r| r.entries as u64).sum();
+    assert_eq!(full, LINES / 500, "request sizes: {:?}", puts.iter().map(|r| r.entries).collect::<Vec<_>>());
+    assert_eq!(retried, failed, "retry requests must carry exactly the failed entries");
+    assert_eq!(ws.checkpoint_of(&f), Some(file_len(&f)));
+    let warnings = count_occurrences(&log, "throttled (ProvisionedThroughputExceededException)");
+    eprintln!(
+        "throttling: {LINES} lines, {} requests, {failed} entries throttled, run took {took:?}; \
+         {warnings} throttling warning(s) in the log",
+        puts.len()
+    );
+}
+
+/// HTTP 500 on 20% of the requests: the agent re-sends those whole requests (the fake stored
+/// nothing of them), and every line arrives exactly once.
+#[test]
+fn once_with_http_500s_delivers_exactly_once() {
+    const LINES: u64 = 20_000;
+    let fake = FakeKinesis::start();
+    fake.set_http500_fraction(0.20);
+    let ws = Workspace::new();
+    let f = ws.file("http500.log");
+    write_lines(&f, 0..LINES, "H");
+    let stream = unique_name("http500");
+    ws.write_config(fake_config(&ws, &fake, "http500.log", &stream, json!({})));
+
+    let (status, log, took) = ws.run_once(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(0), "exit status; log:\n{}", tail(&log, 8192));
+    let data = fake.record_data();
+    assert_one_line_per_record(&data);
+    assert_exactly_once(expected_lines(0..LINES, "H"), &data);
+
+    let puts = put_requests(&fake);
+    let errors = puts.iter().filter(|r| r.status == 500).count();
+    assert!(errors > 0, "no HTTP 500 was injected");
+    let ok: Vec<&RequestLog> = puts.iter().filter(|r| r.status == 200).collect();
+    assert!(ok.iter().all(|r| r.failed_entries == 0));
+    assert_eq!(ok.iter().map(|r| r.entries as u64).sum::<u64>(), LINES);
+    // Failed requests are re-sent whole: each of the 40 batches succeeded once, with all 500.
+    assert_eq!(
+        ok.len() as u64,
+        LINES / 500,
+        "successful requests: {:?}",
+        ok.iter().map(|r| r.entries).collect::<Vec<_>>()
+    );
+    assert!(ok.iter().all(|r| r.entries == 500));
+    assert_eq!(ws.checkpoint_of(&f), Some(file_len(&f)));
+    eprintln!("http 500: {} requests, {errors} answered 500, run took {took:?}", puts.len());
+}
+
+/// ResourceNotFoundException on every request: `--once` gives up with exit 1, reports the error
+/// once (naming the flow and the stream), and acknowledges nothing.
+#[test]
+fn once_with_missing_stream_exits_1_and_reports_once() {
+    let fake = FakeKinesis::start();
+    fake.set_request_error(Some("ResourceNotFoundException"));
+    let ws = Workspace::new();
+    let f = ws.file("missing.log");
+    write_lines(&f, 0..5_000, "M");
+    let stream = unique_name("missing");
+    ws.write_config(fake_config(&ws, &fake, "missing.log", &stream, json!({})));
+
+    let (status, log, took) = ws.run_once(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(1), "exit status; log:\n{}", tail(&log, 8192));
+    assert!(took < Duration::from_secs(15), "giving up took {took:?}");
+    let puts = put_requests(&fake);
+    assert!(!puts.is_empty(), "no PutRecords was made");
+    assert!(puts.iter().all(|r| r.error_code.as_deref() == Some("ResourceNotFoundException")));
+    assert_eq!(fake.record_count(), 0);
+
+    // (The fake's message repeats the code: count lines.)
+    assert_eq!(
+        lines_containing(&log, "ResourceNotFoundException"),
+        1,
+        "the error must be reported once ({} requests failed); log:\n{}",
+        puts.len(),
+        tail(&log, 8192)
+    );
+    let line = log.lines().find(|l| l.contains("ResourceNotFoundException")).expect("error line");
+    assert!(line.contains("ERROR"), "not an ERROR: {line}");
+    assert!(line.contains(&stream), "does not name the stream: {line}");
+    assert!(line.contains("flows[0]"), "does not name the flow: {line}");
+    let ck = ws.checkpoint_of(&f);
+    assert!(ck.is_none() || ck == Some(0), "nothing was acknowledged, yet the checkpoint is {ck:?}");
+    eprintln!("missing stream: exit 1 after {took:?}, {} requests; error line: {line}", puts.len());
+}
+
+/// The daemon keeps retrying a missing stream at `retryMaxBackoffMillis` pace, reports it once,
+/// and delivers everything exactly once when the stream appears.
+#[test]
+fn daemon_retries_missing_stream_slowly_then_delivers() {
+    const LINES: u64 = 2_000;
+    let fake = FakeKinesis::start();
+    fake.set_request_error(Some("ResourceNotFoundException"));
+    let ws = Workspace::new();
+    let f = ws.file("later.log");
+    write_lines(&f, 0..LINES, "L");
+    let stream = unique_name("later");
+    ws.write_config(fake_config(&ws, &fake, "later.log", &stream, json!({})));
+
+    let mut agent = ws.spawn(false, &[]);
+    let started = Instant::now();
+    assert!(agent.wait_for_log("ResourceNotFoundException", Duration::from_secs(20)), "no error reported");
+    std::thread::sleep(Duration::from_secs(3));
+    let requests = put_requests(&fake).len();
+    let elapsed = started.elapsed().as_secs_f64();
+    // 4 batches, each retried at most once per second (retryMaxBackoffMillis), plus first tries.
+    let bound = (4.0 * (elapsed + 2.0)) as usize;
+    assert!(requests <= bound, "{requests} requests in {elapsed:.1} s (bound {bound}): not retrying slowly");
+    assert!(agent.is_running(), "the daemon must not exit on a fatal error");
+    assert_eq!(lines_containing(&agent.log(), "ResourceNotFoundException"), 1, "reported more than once");
+
+    fake.set_request_error(None);
+    let seen = ws.wait_checkpoint(&f, file_len(&f), Duration::from_secs(20));
+    assert_eq!(seen, Some(file_len(&f)), "not delivered after the stream appeared");
+    agent.sigterm();
+    assert_eq!(agent.wait_exit(Duration::from_secs(15)).code(), Some(0));
+    assert_exactly_once(expected_lines(0..LINES, "L"), &fake.record_data());
+    eprintln!("missing stream (daemon): {requests} requests in {elapsed:.1} s while missing");
+}
+
+/// With 30% of the entries throttled and a slow fake, a daemon's checkpoint, read at many
+/// moments while lines keep coming, never covers a line the fake has not accepted.
+#[test]
+fn daemon_checkpoint_never_passes_an_unacknowledged_line() {
+    let fake = FakeKinesis::start();
+    fake.set_throttle_fraction(0.30);
+    fake.set_delay(Duration::from_millis(30));
+    let ws = Workspace::new();
+    let f = ws.file("ck.log");
+    let line_len = line_text("K", 0).len() as u64 + 1;
+    write_lines(&f, 0..10_000, "K");
+    let stream = unique_name("ck");
+    ws.write_config(fake_config(&ws, &fake, "ck.log", &stream, json!({ "maxBufferSizeRecords": 200 })));
+
+    let mut agent = ws.spawn(false, &[]);
+    let mut total = 10_000u64;
+    let (mut samples, mut inside, mut ahead_samples) = (0, 0, 0);
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while Instant::now() < deadline {
+        write_lines(&f, total..total + 400, "K");
+        total += 400;
+        std::thread::sleep(Duration::from_millis(150));
+        // Checkpoint first, then what the fake holds: acceptance precedes the checkpoint.
+        let Some(offset) = ws.checkpoint_of(&f) else { continue };
+        let accepted: HashSet<u64> = parse_line_numbers(&fake.record_data()).into_iter().collect();
+        assert_eq!(offset % line_len, 0, "checkpoint {offset} is not at a line boundary");
+        let covered = offset / line_len;
+        if let Some(n) = (0..covered).find(|n| !accepted.contains(n)) {
+            panic!("the checkpoint covers {covered} lines but line {n} was never accepted");
+        }
+        samples += 1;
+        if covered > 0 && covered < total {
+            inside += 1;
+        }
+        if accepted.iter().any(|&n| n >= covered) {
+            ahead_samples += 1;
+        }
+    }
+    let len = file_len(&f);
+    let seen = ws.wait_checkpoint(&f, len, Duration::from_secs(30));
+    assert_eq!(seen, Some(len), "the checkpoint never reached the end");
+    agent.sigterm();
+    assert_eq!(agent.wait_exit(Duration::from_secs(15)).code(), Some(0));
+    assert_exactly_once(expected_lines(0..total, "K"), &fake.record_data());
+    eprintln!(
+        "checkpoint samples: {samples}, {inside} strictly inside the file, {ahead_samples} with lines accepted \
+         beyond the checkpoint; {} entries throttled",
+        fake.failed_entry_count()
+    );
+    assert!(samples >= 10 && inside >= 5, "too few useful samples ({samples}, {inside} inside)");
+}
+
+/// Firehose: 10% of the PutRecordBatch entries fail (ServiceUnavailableException); only those
+/// are re-sent and every line arrives exactly once.
+#[test]
+fn once_firehose_with_failed_entries_delivers_exactly_once() {
+    const LINES: u64 = 5_000;
+    let fake = FakeKinesis::start();
+    fake.set_throttle_fraction(0.10);
+    let ws = Workspace::new();
+    let f = ws.file("fh.log");
+    write_lines(&f, 0..LINES, "F");
+    let stream = unique_name("fh");
+    ws.write_config(json!({
+        "firehose.endpoint": fake.endpoint(),
+        "firehose.region": TEST_REGION,
+        "flows": [{
+            "filePattern": ws.pattern("fh.log"),
+            "deliveryStream": stream,
+            "retryInitialBackoffMillis": 50,
+            "retryMaxBackoffMillis": 1000
+        }]
+    }));
+    let (status, log, took) = ws.run_once(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(0), "exit status; log:\n{}", tail(&log, 8192));
+    let data = fake.firehose_records();
+    assert_one_line_per_record(&data);
+    assert_exactly_once(expected_lines(0..LINES, "F"), &data);
+    let failed = fake.failed_entry_count();
+    assert!(failed > 0, "the fake failed no entry");
+    let puts: Vec<RequestLog> =
+        fake.requests().into_iter().filter(|r| r.target == "Firehose_20150804.PutRecordBatch").collect();
+    let sent: u64 = puts.iter().map(|r| r.entries as u64).sum();
+    assert_eq!(sent, LINES + failed, "entries sent must be the lines plus the re-sent failed entries");
+    assert_eq!(ws.checkpoint_of(&f), Some(file_len(&f)));
+    eprintln!("firehose partial failures: {} requests, {failed} entries failed, run took {took:?}", puts.len());
+}
+
+/// `--once` interrupted by SIGTERM while every entry is throttled: it exits after
+/// `shutdownTimeoutMillis` with 2 (records left undelivered) and checkpoints nothing.
+#[test]
+fn once_interrupted_while_throttled_exits_2() {
+    let fake = FakeKinesis::start();
+    fake.set_throttle_fraction(1.0);
+    let ws = Workspace::new();
+    let f = ws.file("stuck.log");
+    write_lines(&f, 0..1_000, "S");
+    let stream = unique_name("stuck");
+    let mut cfg = fake_config(&ws, &fake, "stuck.log", &stream, json!({}));
+    cfg["shutdownTimeoutMillis"] = json!(2000);
+    ws.write_config(cfg);
+
+    let mut agent = ws.spawn(true, &[]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(agent.is_running(), "--once must keep retrying throttled records");
+    assert!(fake.failed_entry_count() > 0, "nothing was sent yet");
+    let t = Instant::now();
+    agent.sigterm();
+    let status = agent.wait_exit(Duration::from_secs(15));
+    let took = t.elapsed();
+    assert_eq!(status.code(), Some(2), "exit status; log:\n{}", tail(&agent.log(), 8192));
+    assert!(took < Duration::from_millis(4_500), "exit took {took:?} with shutdownTimeoutMillis 2000");
+    assert_eq!(fake.record_count(), 0);
+    let ck = ws.checkpoint_of(&f);
+    assert!(ck.is_none() || ck == Some(0), "nothing was acknowledged, yet the checkpoint is {ck:?}");
+    eprintln!("interrupted --once: exit 2 after {took:?}");
+}
+
+/// A daemon stuck on a missing stream still honours SIGTERM: exit 0 within about
+/// `shutdownTimeoutMillis`, nothing checkpointed; a later start delivers everything.
+#[test]
+fn daemon_sigterm_while_stream_missing_then_restart_delivers() {
+    const LINES: u64 = 1_000;
+    let fake = FakeKinesis::start();
+    fake.set_request_error(Some("ResourceNotFoundException"));
+    let ws = Workspace::new();
+    let f = ws.file("gone.log");
+    write_lines(&f, 0..LINES, "G");
+    let stream = unique_name("gone");
+    let mut cfg = fake_config(&ws, &fake, "gone.log", &stream, json!({ "retryMaxBackoffMillis": 5000 }));
+    cfg["shutdownTimeoutMillis"] = json!(2000);
+    ws.write_config(cfg);
+
+    let mut agent = ws.spawn(false, &[]);
+    assert!(agent.wait_for_log("ResourceNotFoundException", Duration::from_secs(20)), "no error reported");
+    std::thread::sleep(Duration::from_millis(1_500));
+    let t = Instant::now();
+    agent.sigterm();
+    let status = agent.wait_exit(Duration::from_secs(15));
+    let took = t.elapsed();
+    assert_eq!(status.code(), Some(0), "exit status; log:\n{}", tail(&agent.log(), 8192));
+    assert!(took < Duration::from_millis(4_500), "exit took {took:?} with shutdownTimeoutMillis 2000");
+    let ck = ws.checkpoint_of(&f);
+    assert!(ck.is_none() || ck == Some(0), "nothing was acknowledged, yet the checkpoint is {ck:?}");
+
+    fake.set_request_error(None);
+    let mut agent = ws.spawn(false, &[]);
+    let seen = ws.wait_checkpoint(&f, file_len(&f), Duration::from_secs(20));
+    assert_eq!(seen, Some(file_len(&f)), "not delivered after the restart");
+    agent.sigterm();
+    assert_eq!(agent.wait_exit(Duration::from_secs(15)).code(), Some(0));
+    assert_exactly_once(expected_lines(0..LINES, "G"), &fake.record_data());
+    eprintln!("missing stream: SIGTERM → exit 0 in {took:?}");
+}
+
+/// `--once` interrupted by SIGTERM still finishes the sends it has started within
+/// `shutdownTimeoutMillis`, as the daemon does. Every entry is throttled until the moment of the
+/// SIGTERM, after which the endpoint accepts everything: the pending retries deliver every line.
+/// (A shutdown once made the senders give up as if a fatal error had happened.)
+#[test]
+fn once_sigterm_finishes_pending_retries() {
+    const LINES: u64 = 2_000;
+    let fake = FakeKinesis::start();
+    fake.set_throttle_fraction(1.0);
+    let ws = Workspace::new();
+    let f = ws.file("pending.log");
+    write_lines(&f, 0..LINES, "P");
+    let stream = unique_name("pending");
+    let mut cfg = fake_config(
+        &ws,
+        &fake,
+        "pending.log",
+        &stream,
+        json!({ "retryInitialBackoffMillis": 200, "retryMaxBackoffMillis": 400 }),
+    );
+    cfg["shutdownTimeoutMillis"] = json!(10000);
+    ws.write_config(cfg);
+
+    let mut agent = ws.spawn(true, &[]);
+    // Every batch has been tried (and throttled) at least once.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while fake.failed_entry_count() < LINES && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(fake.failed_entry_count() >= LINES, "the batches were not all tried");
+    fake.set_throttle_fraction(0.0);
+    let t = Instant::now();
+    agent.sigterm();
+    let status = agent.wait_exit(Duration::from_secs(20));
+    let took = t.elapsed();
+    let delivered = fake.record_count();
+    eprintln!(
+        "--once SIGTERM with retries pending: exit {:?} after {took:?}, {delivered} of {LINES} delivered",
+        status.code()
+    );
+    assert!(matches!(status.code(), Some(0) | Some(2)), "exit status; log:\n{}", tail(&agent.log(), 8192));
+    assert_exactly_once(expected_lines(0..LINES, "P"), &fake.record_data());
+    assert_eq!(ws.checkpoint_of(&f), Some(file_len(&f)));
+}
