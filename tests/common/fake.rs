@@ -137,6 +137,8 @@ pub struct RequestLog {
     pub error_code: Option<String>,
     /// Entries failed individually.
     pub failed_entries: usize,
+    /// The access key id the request was signed with (from `Authorization: ... Credential=`).
+    pub access_key: Option<String>,
 }
 
 struct State {
@@ -444,6 +446,13 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, std
         return Err(std::io::Error::other("fake kinesis is down"));
     }
     let target = req.headers().get("x-amz-target").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let access_key = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|a| a.split("Credential=").nth(1))
+        .and_then(|c| c.split('/').next())
+        .map(str::to_string);
     let body = req.into_body().collect().await.map_err(std::io::Error::other)?.to_bytes();
     let delay = shared.lock().faults.delay;
     if !delay.is_zero() {
@@ -452,10 +461,10 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, std
     if shared.down().is_some() {
         return Err(std::io::Error::other("fake kinesis is down"));
     }
-    Ok(process(&shared, &target, &body))
+    Ok(process(&shared, &target, &body, access_key))
 }
 
-fn process(shared: &Shared, target: &str, body: &[u8]) -> Resp {
+fn process(shared: &Shared, target: &str, body: &[u8], access_key: Option<String>) -> Resp {
     let mut st = shared.lock();
     st.request_count += 1;
     let mut log = RequestLog {
@@ -466,6 +475,7 @@ fn process(shared: &Shared, target: &str, body: &[u8]) -> Resp {
         status: 200,
         error_code: None,
         failed_entries: 0,
+        access_key,
     };
     let result = dispatch(&mut st, target, body, &mut log);
     let resp = match result {
