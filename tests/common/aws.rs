@@ -267,57 +267,17 @@ pub async fn wait_for_records(
     timeout: Duration,
 ) -> Vec<Received> {
     let deadline = Instant::now() + timeout;
-    // Generous bound for the calls themselves, on top of the wait.
-    let limit = timeout.as_secs() + 60;
-    bounded(limit, &format!("wait_for_records {stream}"), async {
-        let mut cursors: Vec<(String, Option<String>)> = Vec::new();
-        for shard in list_shards(client, stream).await {
-            let it = client
-                .get_shard_iterator()
-                .stream_name(stream)
-                .shard_id(&shard.shard_id)
-                .shard_iterator_type(ShardIteratorType::TrimHorizon)
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("GetShardIterator {stream}: {}", err_text(&e)))
-                .shard_iterator()
-                .map(str::to_string);
-            cursors.push((shard.shard_id, it));
+    let mut reader = super::e2e::StreamReader::new(client, stream).await;
+    let mut got = Vec::new();
+    loop {
+        got.extend(reader.read_new(client).await);
+        if got.len() >= n || Instant::now() >= deadline {
+            // Stable: records stay in arrival order within their shard.
+            got.sort_by(|a: &Received, b: &Received| a.shard_id.cmp(&b.shard_id));
+            return got;
         }
-        let mut per_shard: Vec<Vec<Received>> = vec![Vec::new(); cursors.len()];
-        loop {
-            for (i, (shard_id, cursor)) in cursors.iter_mut().enumerate() {
-                // Drain this shard up to an empty page.
-                while let Some(it) = cursor.take() {
-                    let page = client
-                        .get_records()
-                        .shard_iterator(&it)
-                        .limit(10_000)
-                        .send()
-                        .await
-                        .unwrap_or_else(|e| panic!("GetRecords {stream}: {}", err_text(&e)));
-                    for r in page.records() {
-                        per_shard[i].push(Received {
-                            shard_id: shard_id.clone(),
-                            partition_key: r.partition_key().unwrap_or_default().to_string(),
-                            data: r.data().as_ref().to_vec(),
-                            sequence_number: r.sequence_number().to_string(),
-                        });
-                    }
-                    *cursor = page.next_shard_iterator().map(str::to_string);
-                    if page.records().is_empty() {
-                        break;
-                    }
-                }
-            }
-            let total: usize = per_shard.iter().map(Vec::len).sum();
-            if total >= n || Instant::now() >= deadline {
-                return per_shard.into_iter().flatten().collect();
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
-    .await
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// `Debug` of an SDK error including the service error code/message when there is one.
