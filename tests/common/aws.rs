@@ -218,41 +218,7 @@ pub async fn read_all(client: &aws_sdk_kinesis::Client, stream: &str) -> Vec<Rec
 }
 
 async fn read_all_inner(client: &aws_sdk_kinesis::Client, stream: &str) -> Vec<Received> {
-    let mut all = Vec::new();
-    for shard in list_shards(client, stream).await {
-        let mut iterator = client
-            .get_shard_iterator()
-            .stream_name(stream)
-            .shard_id(&shard.shard_id)
-            .shard_iterator_type(ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GetShardIterator {stream}: {}", err_text(&e)))
-            .shard_iterator()
-            .map(str::to_string);
-        while let Some(it) = iterator.take() {
-            let page = client
-                .get_records()
-                .shard_iterator(it)
-                .limit(10_000)
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("GetRecords {stream}: {}", err_text(&e)));
-            for r in page.records() {
-                all.push(Received {
-                    shard_id: shard.shard_id.clone(),
-                    partition_key: r.partition_key().unwrap_or_default().to_string(),
-                    data: r.data().as_ref().to_vec(),
-                    sequence_number: r.sequence_number().to_string(),
-                });
-            }
-            let caught_up = page.records().is_empty() && page.millis_behind_latest().unwrap_or(0) == 0;
-            if !caught_up {
-                iterator = page.next_shard_iterator().map(str::to_string);
-            }
-        }
-    }
-    all
+    super::e2e::StreamReader::new(client, stream).await.read_new(client).await
 }
 
 /// Reads every shard from TRIM_HORIZON, following the shard iterators incrementally (no
