@@ -11,10 +11,11 @@ pub struct Origin {
     pub chunk: u64,
 }
 
-/// One record: the line's bytes (with its trailing newline, as the Java agent sends them).
+/// One record: the line's bytes (with its trailing newline, as the Java agent sends them). Most
+/// records are slices of the buffer they were read into: no copy per line.
 #[derive(Debug, Clone)]
 pub struct Record {
-    pub data: Vec<u8>,
+    pub data: bytes::Bytes,
     pub origin: Origin,
 }
 

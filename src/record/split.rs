@@ -4,6 +4,7 @@
 //! flow's `truncatedRecordTerminator`; the rest of it is skipped up to its newline, so the file
 //! keeps flowing and byte offsets stay exact.
 
+use bytes::Bytes;
 use memchr::memchr_iter;
 
 /// What the splitter did with a batch of bytes, for metrics.
@@ -46,13 +47,13 @@ impl LineSplitter {
         self.skip_lines = skip_lines;
     }
 
-    /// Splits `buf`, calling `emit` with each complete record. Returns how many bytes of `buf`
-    /// end with its last newline (0 if it holds none); the bytes after it are kept as the start of
-    /// the next line.
-    pub fn feed(&mut self, buf: &[u8], stats: &mut SplitStats, mut emit: impl FnMut(Vec<u8>)) -> usize {
+    /// Splits `buf`, calling `emit` with each complete record (a slice of `buf` when the line lies
+    /// wholly in it). Returns how many bytes of `buf` end with its last newline (0 if it holds
+    /// none); the bytes after it are kept as the start of the next line.
+    pub fn feed(&mut self, buf: &Bytes, stats: &mut SplitStats, mut emit: impl FnMut(Bytes)) -> usize {
         let mut pos = 0;
         for nl in memchr_iter(b'\n', buf) {
-            self.finish_line(&buf[pos..=nl], stats, &mut emit);
+            self.finish_line(buf, pos, nl + 1, stats, &mut emit);
             pos = nl + 1;
         }
         self.append_partial(&buf[pos..]);
@@ -61,12 +62,12 @@ impl LineSplitter {
 
     /// The unterminated last line, as a record of its own (a file that will not grow any more,
     /// such as a deleted one that was drained). Header skipping and truncation still apply.
-    pub fn take_partial(&mut self, stats: &mut SplitStats) -> Option<Vec<u8>> {
+    pub fn take_partial(&mut self, stats: &mut SplitStats) -> Option<Bytes> {
         if self.partial.is_empty() {
             return None;
         }
         let mut out = None;
-        self.finish_line(&[], stats, &mut |r| out = Some(r));
+        self.finish_line(&Bytes::new(), 0, 0, stats, &mut |r| out = Some(r));
         out
     }
 
@@ -83,7 +84,16 @@ impl LineSplitter {
         }
     }
 
-    fn finish_line(&mut self, tail: &[u8], stats: &mut SplitStats, emit: &mut impl FnMut(Vec<u8>)) {
+    /// Ends the current line with `buf[start..end]`.
+    fn finish_line(
+        &mut self,
+        buf: &Bytes,
+        start: usize,
+        end: usize,
+        stats: &mut SplitStats,
+        emit: &mut impl FnMut(Bytes),
+    ) {
+        let tail = &buf[start..end];
         let line: Vec<u8>;
         let too_long;
         if self.partial.is_empty() {
@@ -93,7 +103,12 @@ impl LineSplitter {
                 stats.header_lines_skipped += 1;
                 return;
             }
-            line = if too_long { tail[..self.limit].to_vec() } else { tail.to_vec() };
+            stats.lines += 1;
+            if !too_long {
+                emit(buf.slice(start..end));
+                return;
+            }
+            line = tail[..self.limit].to_vec();
         } else {
             self.append_partial(tail);
             too_long = self.overflowed || self.partial.len() > self.limit;
@@ -105,16 +120,16 @@ impl LineSplitter {
                 return;
             }
             line = taken;
+            stats.lines += 1;
         }
-        stats.lines += 1;
         if too_long {
             stats.truncated += 1;
             let mut line = line;
             line.truncate(self.limit - self.terminator.len());
             line.extend_from_slice(&self.terminator);
-            emit(line);
+            emit(line.into());
         } else {
-            emit(line);
+            emit(line.into());
         }
     }
 }
@@ -131,7 +146,7 @@ mod tests {
         let mut end = 0;
         let mut start = 0;
         for p in parts {
-            let c = s.feed(p, &mut stats, |r| out.push(r));
+            let c = s.feed(&Bytes::copy_from_slice(p), &mut stats, |r| out.push(r.to_vec()));
             if c > 0 {
                 end = start + c;
             }
@@ -191,7 +206,7 @@ mod tests {
         let (out, _, _) = run(&mut s, &[b"a\nlast"]);
         assert_eq!(out.len(), 1);
         let mut st = SplitStats::default();
-        assert_eq!(s.take_partial(&mut st), Some(b"last".to_vec()));
+        assert_eq!(s.take_partial(&mut st).as_deref(), Some(&b"last"[..]));
         assert_eq!(s.take_partial(&mut st), None);
     }
 

@@ -29,7 +29,7 @@ impl SinkClient {
                     .iter()
                     .map(|r| {
                         aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
-                            .data(Blob::new(r.data.clone()))
+                            .data(Blob::new(r.data.to_vec()))
                             .partition_key(partition_key(*key, &r.data, rng))
                             .build()
                             .expect("data and key are set")
@@ -49,7 +49,7 @@ impl SinkClient {
                     .iter()
                     .map(|r| {
                         aws_sdk_firehose::types::Record::builder()
-                            .data(aws_sdk_firehose::primitives::Blob::new(r.data.clone()))
+                            .data(aws_sdk_firehose::primitives::Blob::new(r.data.to_vec()))
                             .build()
                             .expect("data is set")
                     })

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -98,7 +99,7 @@ impl Tailer {
         self.handle.done.store(false, Ordering::Relaxed);
         let skip = if self.offset == 0 { self.settings.skip_header_lines } else { 0 };
         let mut splitter = LineSplitter::new(self.settings.record_limit, self.settings.terminator.clone(), skip);
-        let mut buf = vec![0u8; READ_SIZE];
+        let mut buf = BytesMut::new();
         let mut read_pos = self.offset;
         let mut idle_since: Option<Instant> = None;
         let mut read_error_logged = false;
@@ -107,6 +108,9 @@ impl Tailer {
         loop {
             if self.shutdown.is_cancelled() {
                 break;
+            }
+            if buf.len() < READ_SIZE {
+                buf = BytesMut::zeroed(READ_SIZE);
             }
             let n = match self.file.read_at(&mut buf, read_pos) {
                 Ok(n) => {
@@ -129,7 +133,12 @@ impl Tailer {
                 self.handle.read_offset.store(read_pos, Ordering::Relaxed);
                 let mut stats = SplitStats::default();
                 let mut records = Vec::with_capacity(n / 64 + 1);
-                let consumed = splitter.feed(&buf[..n], &mut stats, |data| {
+                // Records are slices of what was read. A big read hands its buffer over (a new one
+                // is allocated next time); a small one is copied out so that a trickle of lines
+                // does not pin a whole buffer per file until acknowledged.
+                let data =
+                    if n >= READ_SIZE / 8 { buf.split_to(n).freeze() } else { Bytes::copy_from_slice(&buf[..n]) };
+                let consumed = splitter.feed(&data, &mut stats, |data| {
                     records.push(Record { data, origin: Origin { file: slot, chunk: 0 } })
                 });
                 if consumed > 0 {
