@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use crate::record::Origin;
+use crate::tail::identity::Sample;
 
 /// Identity of a file on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -21,6 +22,8 @@ pub struct FileId {
 struct PendingChunk {
     end: u64,
     remaining: u64,
+    /// The bytes just before `end`, for the checkpoint's offset marker.
+    marker: Option<Sample>,
 }
 
 #[derive(Debug)]
@@ -29,6 +32,10 @@ struct FileProgress {
     path: PathBuf,
     id: FileId,
     watermark: u64,
+    /// Marker of the bytes just before `watermark`.
+    marker: Option<Sample>,
+    /// Fingerprint of the file's head.
+    head: Option<Sample>,
     /// Sequence number of `chunks[0]`.
     first_seq: u64,
     chunks: VecDeque<PendingChunk>,
@@ -46,6 +53,8 @@ pub struct Watermark {
     pub path: PathBuf,
     pub id: FileId,
     pub offset: u64,
+    pub head: Option<Sample>,
+    pub marker: Option<Sample>,
 }
 
 #[derive(Debug, Default)]
@@ -69,14 +78,25 @@ impl AckTracker {
         Self::default()
     }
 
-    /// Start tracking a file whose records begin at `offset`. Returns its handle for `Origin`.
-    pub fn register_file(&self, flow: Arc<str>, path: PathBuf, id: FileId, offset: u64) -> u64 {
+    /// Start tracking a file whose records begin at `offset` (`marker`: the bytes before it, when
+    /// known). Returns its handle for `Origin`.
+    pub fn register_file(&self, flow: Arc<str>, path: PathBuf, id: FileId, offset: u64, marker: Option<Sample>) -> u64 {
         let mut g = self.inner.lock().unwrap();
         let handle = g.next_file;
         g.next_file += 1;
         g.files.insert(
             handle,
-            FileProgress { flow, path, id, watermark: offset, first_seq: 0, chunks: VecDeque::new(), retired: false },
+            FileProgress {
+                flow,
+                path,
+                id,
+                watermark: offset,
+                marker,
+                head: None,
+                first_seq: 0,
+                chunks: VecDeque::new(),
+                retired: false,
+            },
         );
         g.dirty = true;
         handle
@@ -102,18 +122,30 @@ impl AckTracker {
             f.first_seq += f.chunks.len() as u64;
             f.chunks.clear();
             f.watermark = offset;
+            f.marker = None;
             g.dirty = true;
         }
     }
 
-    /// Register the next chunk of `file`, ending at `end` and holding `records` records.
-    /// Returns the chunk's sequence number.
-    pub fn add_chunk(&self, file: u64, end: u64, records: u64) -> u64 {
+    /// The file's head fingerprint (it changes while the file is shorter than the sample).
+    pub fn set_head(&self, file: u64, head: Sample) {
+        let mut g = self.inner.lock().unwrap();
+        if let Some(f) = g.files.get_mut(&file)
+            && f.head != Some(head)
+        {
+            f.head = Some(head);
+            g.dirty = true;
+        }
+    }
+
+    /// Register the next chunk of `file`, ending at `end` (`marker`: the bytes just before it) and
+    /// holding `records` records. Returns the chunk's sequence number.
+    pub fn add_chunk(&self, file: u64, end: u64, records: u64, marker: Option<Sample>) -> u64 {
         let mut g = self.inner.lock().unwrap();
         let g = &mut *g;
         let f = g.files.get_mut(&file).expect("chunk of an unregistered file");
         let seq = f.first_seq + f.chunks.len() as u64;
-        f.chunks.push_back(PendingChunk { end, remaining: records });
+        f.chunks.push_back(PendingChunk { end, remaining: records, marker });
         if records == 0 && advance(f) {
             g.dirty = true;
         }
@@ -178,7 +210,14 @@ impl AckTracker {
         let marks = g
             .files
             .values()
-            .map(|f| Watermark { flow: f.flow.clone(), path: f.path.clone(), id: f.id, offset: f.watermark })
+            .map(|f| Watermark {
+                flow: f.flow.clone(),
+                path: f.path.clone(),
+                id: f.id,
+                offset: f.watermark,
+                head: f.head,
+                marker: f.marker,
+            })
             .collect();
         Some((marks, std::mem::take(&mut g.forgotten)))
     }
@@ -203,6 +242,7 @@ fn advance(f: &mut FileProgress) -> bool {
             break;
         }
         f.watermark = c.end;
+        f.marker = c.marker;
         f.chunks.pop_front();
         f.first_seq += 1;
         moved = true;
@@ -227,15 +267,15 @@ mod tests {
 
     fn tracker() -> (AckTracker, u64) {
         let t = AckTracker::new();
-        let f = t.register_file("flow".into(), "/x".into(), FileId { dev: 1, ino: 2 }, 100);
+        let f = t.register_file("flow".into(), "/x".into(), FileId { dev: 1, ino: 2 }, 100, None);
         (t, f)
     }
 
     #[test]
     fn watermark_waits_for_earlier_chunks() {
         let (t, f) = tracker();
-        let a = t.add_chunk(f, 200, 2);
-        let b = t.add_chunk(f, 300, 1);
+        let a = t.add_chunk(f, 200, 2, None);
+        let b = t.add_chunk(f, 300, 1, None);
         t.ack(Origin { file: f, chunk: b }, 1);
         assert_eq!(t.watermark(f), Some(100));
         t.ack(Origin { file: f, chunk: a }, 1);
@@ -248,10 +288,10 @@ mod tests {
     #[test]
     fn empty_chunks_move_the_watermark_when_in_front() {
         let (t, f) = tracker();
-        t.add_chunk(f, 150, 0);
+        t.add_chunk(f, 150, 0, None);
         assert_eq!(t.watermark(f), Some(150));
-        let a = t.add_chunk(f, 200, 1);
-        t.add_chunk(f, 250, 0);
+        let a = t.add_chunk(f, 200, 1, None);
+        t.add_chunk(f, 250, 0, None);
         assert_eq!(t.watermark(f), Some(150));
         t.ack(Origin { file: f, chunk: a }, 1);
         assert_eq!(t.watermark(f), Some(250));
@@ -260,7 +300,7 @@ mod tests {
     #[test]
     fn retired_files_are_forgotten_once_settled() {
         let (t, f) = tracker();
-        let a = t.add_chunk(f, 200, 1);
+        let a = t.add_chunk(f, 200, 1, None);
         t.retire(f);
         assert!(t.snapshot_if_dirty().unwrap().1.is_empty());
         t.ack(Origin { file: f, chunk: a }, 1);
@@ -283,7 +323,7 @@ mod tests {
             let mut end = 100;
             for (i, &n) in sizes.iter().enumerate() {
                 end += 10;
-                let seq = t.add_chunk(f, end, n);
+                let seq = t.add_chunk(f, end, n, None);
                 ends.push(end);
                 for _ in 0..n { records.push((seq, i)); }
             }

@@ -25,7 +25,7 @@ use crate::record::key::key_len;
 use crate::sink::batcher::{self, BatchLimits, InFlight};
 use crate::sink::client::SinkClient;
 use crate::sink::sender::FlowSender;
-use crate::tail::{TailHandle, TailSettings, Tailer};
+use crate::tail::{TailHandle, TailSettings, Tailer, identity};
 
 /// Chunks (each up to `tail::READ_SIZE` of lines) queued between a flow's tailers and batcher.
 const CHANNEL_CHUNKS: usize = 4;
@@ -484,23 +484,19 @@ impl Discovery {
                 // Its tailer stopped (the file had left the pattern's reach) and it is back.
                 let offset = h.committed.load(Ordering::Relaxed);
                 let h2 = Arc::new(TailHandle::new(f.id, f.path.clone(), offset, h.slot));
-                if let Some(t) = self.tailer(&f.path, h2.clone(), offset, reported) {
-                    tailers.insert(f.id, h2);
-                    tokio::spawn(t.run());
+                if let Some(file) = self.open(&f.path, reported) {
+                    tailers.insert(f.id, h2.clone());
+                    tokio::spawn(self.tailer(file, h2, offset).run());
                 }
                 continue;
             }
-            let Some(offset) = self.start_offset(f, first) else { continue };
-            let slot = self.tracker.register_file(self.settings.flow_id.clone(), f.path.clone(), f.id, offset);
+            let Some(file) = self.open(&f.path, reported) else { continue };
+            let Some((offset, marker)) = self.start_offset(f, &file, first) else { continue };
+            let slot = self.tracker.register_file(self.settings.flow_id.clone(), f.path.clone(), f.id, offset, marker);
             let h = Arc::new(TailHandle::new(f.id, f.path.clone(), offset, slot));
-            match self.tailer(&f.path, h.clone(), offset, reported) {
-                Some(t) => {
-                    behind += f.size.saturating_sub(offset);
-                    tailers.insert(f.id, h);
-                    tokio::spawn(t.run());
-                }
-                None => self.tracker.drop_file(slot),
-            }
+            behind += f.size.saturating_sub(offset);
+            tailers.insert(f.id, h.clone());
+            tokio::spawn(self.tailer(file, h, offset).run());
         }
         let mut files = self.watch.files.lock().unwrap();
         files.clear();
@@ -513,19 +509,14 @@ impl Discovery {
         self.metrics.bytes_behind.store(behind, Ordering::Relaxed);
     }
 
-    fn tailer(
-        &self,
-        path: &Path,
-        handle: Arc<TailHandle>,
-        offset: u64,
-        reported: &mut HashSet<PathBuf>,
-    ) -> Option<Tailer> {
-        let file = match File::open(path) {
+    /// Open a matched file; a failure is reported once per path (and retried at the next scan).
+    fn open(&self, path: &Path, reported: &mut HashSet<PathBuf>) -> Option<File> {
+        match File::open(path) {
             Ok(f) => {
                 if reported.remove(path) {
                     tracing::info!("flows[{}]: {} is readable now", self.flow.index, path.display());
                 }
-                f
+                Some(f)
             }
             Err(e) => {
                 if reported.insert(path.to_path_buf()) {
@@ -536,10 +527,13 @@ impl Discovery {
                     };
                     tracing::warn!("flows[{}]: cannot open {}: {e}; {then}", self.flow.index, path.display());
                 }
-                return None;
+                None
             }
-        };
-        Some(Tailer {
+        }
+    }
+
+    fn tailer(&self, file: File, handle: Arc<TailHandle>, offset: u64) -> Tailer {
+        Tailer {
             settings: self.settings.clone(),
             file,
             handle,
@@ -548,33 +542,44 @@ impl Discovery {
             tracker: self.tracker.clone(),
             metrics: self.metrics.clone(),
             shutdown: self.shutdown.clone(),
-        })
+        }
     }
 
-    /// Where a newly found file starts: its checkpoint; else `initialPosition` for files present
-    /// at the first start of a daemon flow; else 0 (files that appear later, and `--once`).
-    fn start_offset(&self, f: &Found, first: bool) -> Option<u64> {
+    /// Where a newly found file starts, and the marker of the bytes before that: its checkpoint
+    /// if the file still holds the same bytes there; else `initialPosition` for files present at
+    /// the first start of a daemon flow; else 0 (files that appear later, and `--once`).
+    fn start_offset(&self, f: &Found, file: &File, first: bool) -> Option<(u64, Option<identity::Sample>)> {
         let store = self.store.lock().unwrap();
         if let Some(e) = store.get(&self.flow.id, f.id) {
-            if e.offset <= f.size {
-                return Some(e.offset);
-            }
-            tracing::warn!(
-                "{}: the checkpoint is at byte {} but the file holds {}: it was replaced or truncated, reading it from the start",
-                f.path.display(),
-                e.offset,
-                f.size
-            );
-            return Some(0);
+            let why = if e.offset > f.size {
+                Some(format!("the checkpoint is at byte {} but the file holds {}", e.offset, f.size))
+            } else if e.head.is_some_and(|h| !identity::still_matches(file, h, None)) {
+                Some("the file no longer starts with the bytes it had (a new file reusing the inode)".to_string())
+            } else if e.marker.is_some_and(|m| !identity::still_matches(file, m, Some(e.offset))) {
+                Some(format!("the bytes before the checkpoint (byte {}) changed", e.offset))
+            } else {
+                None
+            };
+            return match why {
+                None => Some((e.offset, e.marker)),
+                Some(why) => {
+                    FlowMetrics::add(&self.metrics.checkpoints_distrusted, 1);
+                    tracing::warn!(
+                        "{}: {why}: it was replaced or truncated, reading it from the start",
+                        f.path.display()
+                    );
+                    Some((0, None))
+                }
+            };
         }
         drop(store);
         if self.mode == Mode::Daemon && first && !self.had_checkpoints {
             return match self.flow.initial_position {
-                InitialPosition::StartOfFile => Some(0),
-                InitialPosition::EndOfFile => end_of_last_line(&f.path, f.size),
+                InitialPosition::StartOfFile => Some((0, None)),
+                InitialPosition::EndOfFile => end_of_last_line(&f.path, f.size).map(|o| (o, identity::marker(file, o))),
             };
         }
-        Some(0)
+        Some((0, None))
     }
 }
 

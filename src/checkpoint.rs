@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::ack::{FileId, Watermark};
+use crate::tail::identity::Sample;
 
 const VERSION: u32 = 1;
 const SQLITE_MAGIC: &[u8] = b"SQLite format 3\0";
@@ -50,6 +51,13 @@ pub struct Entry {
     pub offset: u64,
     /// Unix milliseconds of the last change, for `checkpointTimeToLiveDays`.
     pub updated_ms: u64,
+    /// Fingerprint of the file's first bytes: the checkpoint is only trusted for a file that still
+    /// starts with them (an inode can be reused by another file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head: Option<Sample>,
+    /// The bytes just before `offset`, checked the same way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub marker: Option<Sample>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -172,10 +180,12 @@ impl CheckpointStore {
         for m in marks {
             let key = (m.flow.to_string(), m.id);
             match self.entries.get_mut(&key) {
-                Some(e) if e.offset == m.offset && e.path == m.path => {}
+                Some(e) if e.offset == m.offset && e.path == m.path && e.head == m.head && e.marker == m.marker => {}
                 Some(e) => {
                     e.offset = m.offset;
                     e.path = m.path.clone();
+                    e.head = m.head;
+                    e.marker = m.marker;
                     e.updated_ms = now;
                     changed = true;
                 }
@@ -189,6 +199,8 @@ impl CheckpointStore {
                             ino: m.id.ino,
                             offset: m.offset,
                             updated_ms: now,
+                            head: m.head,
+                            marker: m.marker,
                         },
                     );
                     changed = true;
@@ -234,7 +246,14 @@ mod tests {
     use super::*;
 
     fn mark(flow: &str, ino: u64, offset: u64) -> Watermark {
-        Watermark { flow: flow.into(), path: format!("/f{ino}").into(), id: FileId { dev: 1, ino }, offset }
+        Watermark {
+            flow: flow.into(),
+            path: format!("/f{ino}").into(),
+            id: FileId { dev: 1, ino },
+            offset,
+            head: Some(Sample { len: 3, hash: 7 }),
+            marker: None,
+        }
     }
 
     #[test]
@@ -261,7 +280,16 @@ mod tests {
     fn forgotten_files_are_removed_and_old_entries_pruned() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.json");
-        let old = Entry { flow: "a".into(), path: "/old".into(), dev: 1, ino: 9, offset: 1, updated_ms: 1_000 };
+        let old = Entry {
+            flow: "a".into(),
+            path: "/old".into(),
+            dev: 1,
+            ino: 9,
+            offset: 1,
+            updated_ms: 1_000,
+            head: None,
+            marker: None,
+        };
         fs::write(&path, serde_json::to_vec(&FileFormat { version: 1, checkpoints: vec![old] }).unwrap()).unwrap();
         let (mut s, notes) = CheckpointStore::open(&path, 7).unwrap();
         assert_eq!(s.entries().count(), 0);

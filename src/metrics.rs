@@ -33,6 +33,8 @@ pub struct FlowMetrics {
     pub files: AtomicU64,
     /// Files or directories that matched but could not be read (counted once per path).
     pub unreadable: AtomicU64,
+    /// Checkpoints not trusted because the file changed under them (read again from 0).
+    pub checkpoints_distrusted: AtomicU64,
 }
 
 /// A plain copy of the counters.

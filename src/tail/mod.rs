@@ -4,6 +4,8 @@
 //! and notices truncation (read again from 0), deletion (drain, then stop) and a file moved out of
 //! the pattern's reach (drain, then stop after a grace period).
 
+pub mod identity;
+
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::PathBuf;
@@ -101,6 +103,7 @@ impl Tailer {
         let mut splitter = LineSplitter::new(self.settings.record_limit, self.settings.terminator.clone(), skip);
         let mut buf = BytesMut::new();
         let mut read_pos = self.offset;
+        let mut head_len = self.update_head(slot, usize::MAX);
         let mut idle_since: Option<Instant> = None;
         let mut read_error_logged = false;
         let mut retire = false;
@@ -131,6 +134,9 @@ impl Tailer {
                 let start = read_pos;
                 read_pos += n as u64;
                 self.handle.read_offset.store(read_pos, Ordering::Relaxed);
+                if head_len < identity::HEAD_BYTES && read_pos > head_len as u64 {
+                    head_len = self.update_head(slot, head_len);
+                }
                 let mut stats = SplitStats::default();
                 let mut records = Vec::with_capacity(n / 64 + 1);
                 // Records are slices of what was read. A big read hands its buffer over (a new one
@@ -143,7 +149,12 @@ impl Tailer {
                 });
                 if consumed > 0 {
                     let end = start + consumed as u64;
-                    if let Next::Stop = self.send_chunk(slot, end, records, &stats, consumed).await {
+                    let marker = if consumed >= identity::MARKER_BYTES {
+                        Some(identity::Sample::of(&data[consumed - identity::MARKER_BYTES..consumed]))
+                    } else {
+                        identity::marker(&self.file, end)
+                    };
+                    if let Next::Stop = self.send_chunk(slot, end, marker, records, &stats, consumed).await {
                         break;
                     }
                 }
@@ -170,6 +181,7 @@ impl Tailer {
                 read_pos = 0;
                 self.handle.read_offset.store(0, Ordering::Relaxed);
                 self.handle.committed.store(0, Ordering::Relaxed);
+                head_len = self.update_head(slot, usize::MAX);
                 continue;
             }
             if meta.nlink() == 0 {
@@ -177,7 +189,8 @@ impl Tailer {
                 let mut stats = SplitStats::default();
                 if let Some(data) = splitter.take_partial(&mut stats) {
                     let records = vec![Record { data, origin: Origin { file: slot, chunk: 0 } }];
-                    let _ = self.send_chunk(slot, read_pos, records, &stats, 0).await;
+                    let marker = identity::marker(&self.file, read_pos);
+                    let _ = self.send_chunk(slot, read_pos, marker, records, &stats, 0).await;
                 }
                 tracing::debug!("{} was deleted and is drained", self.path().display());
                 retire = true;
@@ -207,15 +220,32 @@ impl Tailer {
         self.handle.path.lock().unwrap().clone()
     }
 
+    /// Take the head fingerprint again when the file may have grown past the last one (`had`
+    /// bytes; `usize::MAX` to force). Returns the fingerprint's length.
+    fn update_head(&self, slot: u64, had: usize) -> usize {
+        let size = self.file.metadata().map(|m| m.len()).unwrap_or(0);
+        if had != usize::MAX && size <= had as u64 {
+            return had;
+        }
+        match identity::head(&self.file, size) {
+            Some(h) => {
+                self.tracker.set_head(slot, h);
+                h.len as usize
+            }
+            None => had.min(identity::HEAD_BYTES),
+        }
+    }
+
     async fn send_chunk(
         &mut self,
         slot: u64,
         end: u64,
+        marker: Option<identity::Sample>,
         mut records: Vec<Record>,
         stats: &SplitStats,
         consumed: usize,
     ) -> Next {
-        let seq = self.tracker.add_chunk(slot, end, records.len() as u64);
+        let seq = self.tracker.add_chunk(slot, end, records.len() as u64, marker);
         self.handle.committed.store(end, Ordering::Relaxed);
         for r in &mut records {
             r.origin.chunk = seq;
