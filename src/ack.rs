@@ -41,6 +41,9 @@ struct FileProgress {
     chunks: VecDeque<PendingChunk>,
     /// The tailer is done with the file (deleted and drained): forget it once fully acknowledged.
     retired: bool,
+    /// The file left the pattern's reach and its tailer stopped: stop tracking it once fully
+    /// acknowledged, keeping its checkpoint (it is found again by identity if it comes back).
+    released: bool,
 }
 
 /// Files whose tracking ended (deleted and fully acknowledged): drop their checkpoints.
@@ -96,6 +99,7 @@ impl AckTracker {
                 first_seq: 0,
                 chunks: VecDeque::new(),
                 retired: false,
+                released: false,
             },
         );
         g.dirty = true;
@@ -183,11 +187,14 @@ impl AckTracker {
         forget_finished(&mut g);
     }
 
-    /// Stop tracking `file` without waiting (its tailer is gone and will be restarted from the
-    /// checkpoint if the file is found again).
-    pub fn drop_file(&self, file: u64) {
+    /// Stop tracking `file` once everything is acknowledged and its last watermark went into a
+    /// snapshot; its checkpoint stays.
+    pub fn release(&self, file: u64) {
         let mut g = self.inner.lock().unwrap();
-        g.files.remove(&file);
+        if let Some(f) = g.files.get_mut(&file) {
+            f.released = true;
+            g.dirty = true;
+        }
     }
 
     /// Current watermark of `file`.
@@ -219,6 +226,7 @@ impl AckTracker {
                 marker: f.marker,
             })
             .collect();
+        g.files.retain(|_, f| !(f.released && f.chunks.is_empty()));
         Some((marks, std::mem::take(&mut g.forgotten)))
     }
 
@@ -295,6 +303,20 @@ mod tests {
         assert_eq!(t.watermark(f), Some(150));
         t.ack(Origin { file: f, chunk: a }, 1);
         assert_eq!(t.watermark(f), Some(250));
+    }
+
+    #[test]
+    fn released_files_keep_their_last_watermark() {
+        let (t, f) = tracker();
+        let a = t.add_chunk(f, 200, 1, None);
+        t.release(f);
+        let (marks, _) = t.snapshot_if_dirty().unwrap();
+        assert_eq!(marks[0].offset, 100);
+        t.ack(Origin { file: f, chunk: a }, 1);
+        let (marks, forgotten) = t.snapshot_if_dirty().unwrap();
+        assert_eq!((marks.len(), marks[0].offset), (1, 200));
+        assert!(forgotten.is_empty());
+        assert_eq!(t.watermark(f), None);
     }
 
     #[test]

@@ -462,8 +462,16 @@ impl Discovery {
         reported: &mut HashSet<PathBuf>,
         first: bool,
     ) {
-        // Forget tailers of deleted files; mark what no longer matches.
-        tailers.retain(|_, h| !(h.done.load(Ordering::Relaxed) && h.retired.load(Ordering::Relaxed)));
+        // Forget tailers of deleted files, and of files that left the pattern's reach and were
+        // drained (their checkpoints stay: a file that comes back resumes from its checkpoint).
+        tailers.retain(|_, h| {
+            let done = h.done.load(Ordering::Relaxed);
+            if done && !h.retired.load(Ordering::Relaxed) && !h.matched.load(Ordering::Relaxed) {
+                self.tracker.release(h.slot);
+                return false;
+            }
+            !(done && h.retired.load(Ordering::Relaxed))
+        });
         let seen: HashSet<FileId> = found.iter().map(|f| f.id).collect();
         for (id, h) in tailers.iter() {
             h.matched.store(seen.contains(id), Ordering::Relaxed);
