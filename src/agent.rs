@@ -492,19 +492,32 @@ impl Discovery {
                 // Its tailer stopped (the file had left the pattern's reach) and it is back.
                 let offset = h.committed.load(Ordering::Relaxed);
                 let h2 = Arc::new(TailHandle::new(f.id, f.path.clone(), offset, h.slot));
-                if let Some(file) = self.open(&f.path, reported) {
+                if let Some(file) = self.open(&f.path, reported).filter(|file| is_same_file(file, f.id)) {
                     tailers.insert(f.id, h2.clone());
                     tokio::spawn(self.tailer(file, h2, offset).run());
                 }
                 continue;
             }
             let Some(file) = self.open(&f.path, reported) else { continue };
-            let Some((offset, marker)) = self.start_offset(f, &file, first) else { continue };
+            if !is_same_file(&file, f.id) {
+                continue; // Rotated between the scan and the open: the next scan sees it right.
+            }
+            let Some((mut offset, marker)) = self.start_offset(f, &file, first) else { continue };
+            let mut copy_of = None;
+            if offset == 0 && self.mode == Mode::Daemon {
+                match copy_source(&file, f, tailers) {
+                    Some(CopySource::Truncated(committed)) => offset = committed.min(f.size),
+                    Some(CopySource::Live(original)) => copy_of = Some(original),
+                    None => {}
+                }
+            }
             let slot = self.tracker.register_file(self.settings.flow_id.clone(), f.path.clone(), f.id, offset, marker);
             let h = Arc::new(TailHandle::new(f.id, f.path.clone(), offset, slot));
             behind += f.size.saturating_sub(offset);
             tailers.insert(f.id, h.clone());
-            tokio::spawn(self.tailer(file, h, offset).run());
+            let mut t = self.tailer(file, h, offset);
+            t.copy_of = copy_of;
+            tokio::spawn(t.run());
         }
         let mut files = self.watch.files.lock().unwrap();
         files.clear();
@@ -550,6 +563,7 @@ impl Discovery {
             tracker: self.tracker.clone(),
             metrics: self.metrics.clone(),
             shutdown: self.shutdown.clone(),
+            copy_of: None,
         }
     }
 
@@ -589,6 +603,37 @@ impl Discovery {
         }
         Some((0, None))
     }
+}
+
+/// Whether an opened file is the one a scan found (the path may have been rotated in between).
+fn is_same_file(file: &File, id: FileId) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    file.metadata().is_ok_and(|m| FileId { dev: m.dev(), ino: m.ino() } == id)
+}
+
+enum CopySource {
+    /// A tailed file with the same head was truncated in place moments ago, after being read up
+    /// to this offset.
+    Truncated(u64),
+    /// A tailed file with the same head is live: wait for its truncation.
+    Live(Arc<TailHandle>),
+}
+
+/// Whether a new file `f` is a copy of a tailed file (logrotate `copytruncate` with a pattern that
+/// matches the copies): it then starts where the original was read, instead of at 0.
+fn copy_source(file: &File, f: &Found, tailers: &HashMap<FileId, Arc<TailHandle>>) -> Option<CopySource> {
+    use crate::tail::{COPY_WINDOW, MIN_COPY_HEAD};
+    let head = identity::head(file, f.size).filter(|h| h.len >= MIN_COPY_HEAD)?;
+    for h in tailers.values().filter(|h| h.id != f.id) {
+        let truncated = *h.truncated.lock().unwrap();
+        if let Some(t) = truncated.filter(|t| t.head == head && t.at.elapsed() < COPY_WINDOW) {
+            return Some(CopySource::Truncated(t.committed));
+        }
+        if !h.done.load(Ordering::Relaxed) && *h.head.lock().unwrap() == Some(head) {
+            return Some(CopySource::Live(h.clone()));
+        }
+    }
+    None
 }
 
 /// The offset just after the last newline of the file (so a partial last line is still sent

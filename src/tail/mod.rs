@@ -48,7 +48,29 @@ pub struct TailHandle {
     pub retired: AtomicBool,
     /// The file's handle in the ack tracker.
     pub slot: u64,
+    /// The file's head fingerprint as last taken by its tailer.
+    pub head: Mutex<Option<identity::Sample>>,
+    /// The last time the file was truncated in place (copytruncate).
+    pub truncated: Mutex<Option<Truncation>>,
 }
+
+/// What a file held when it was truncated in place: a copy of it that appears (logrotate
+/// `copytruncate`) is read from `committed`, so the lines written between our last read and the
+/// copy are sent, and nothing is sent twice.
+#[derive(Debug, Clone, Copy)]
+pub struct Truncation {
+    pub head: identity::Sample,
+    pub committed: u64,
+    pub at: Instant,
+}
+
+/// How long a file whose head matches a live tailed file waits for that file's truncation before
+/// it is taken for a plain copy (its content is then not sent again).
+pub const COPY_HOLD: Duration = Duration::from_secs(30);
+/// A copy is recognised within this time after the original's truncation.
+pub const COPY_WINDOW: Duration = Duration::from_secs(60);
+/// Heads shorter than this are too likely to be shared by unrelated files to identify a copy.
+pub const MIN_COPY_HEAD: u32 = 64;
 
 impl TailHandle {
     pub fn new(id: FileId, path: PathBuf, offset: u64, slot: u64) -> Self {
@@ -62,6 +84,8 @@ impl TailHandle {
             done: AtomicBool::new(false),
             retired: AtomicBool::new(false),
             slot,
+            head: Mutex::new(None),
+            truncated: Mutex::new(None),
         }
     }
 }
@@ -87,6 +111,8 @@ pub struct Tailer {
     pub tracker: AckTracker,
     pub metrics: Arc<FlowMetrics>,
     pub shutdown: CancellationToken,
+    /// The live file this one looks like a copy of (same head): wait for its truncation first.
+    pub copy_of: Option<Arc<TailHandle>>,
 }
 
 enum Next {
@@ -99,6 +125,20 @@ impl Tailer {
         let path = self.path();
         let slot = self.handle.slot;
         self.handle.done.store(false, Ordering::Relaxed);
+        if let Some(original) = self.copy_of.take() {
+            match self.wait_for_truncation(&original).await {
+                Some(offset) => {
+                    self.offset = offset;
+                    self.tracker.restart_file(slot, offset);
+                    self.handle.read_offset.store(offset, Ordering::Relaxed);
+                    self.handle.committed.store(offset, Ordering::Relaxed);
+                }
+                None => {
+                    self.handle.done.store(true, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
         let skip = if self.offset == 0 { self.settings.skip_header_lines } else { 0 };
         let mut splitter = LineSplitter::new(self.settings.record_limit, self.settings.terminator.clone(), skip);
         let mut buf = BytesMut::new();
@@ -176,6 +216,11 @@ impl Tailer {
                     meta.len(),
                     read_pos
                 );
+                let old_head = *self.handle.head.lock().unwrap();
+                if let Some(head) = old_head {
+                    let committed = self.handle.committed.load(Ordering::Relaxed);
+                    *self.handle.truncated.lock().unwrap() = Some(Truncation { head, committed, at: Instant::now() });
+                }
                 self.tracker.restart_file(slot, 0);
                 splitter.restart(self.settings.skip_header_lines);
                 read_pos = 0;
@@ -230,9 +275,44 @@ impl Tailer {
         match identity::head(&self.file, size) {
             Some(h) => {
                 self.tracker.set_head(slot, h);
+                *self.handle.head.lock().unwrap() = Some(h);
                 h.len as usize
             }
             None => had.min(identity::HEAD_BYTES),
+        }
+    }
+
+    /// This file's head matches the live `original`: it is a copy. Once `original` is truncated
+    /// (copytruncate), read the copy from where `original` had been read; if it is not truncated
+    /// within `COPY_HOLD`, the copy repeats what `original` holds: start at the copy's end.
+    /// `None` on shutdown.
+    async fn wait_for_truncation(&self, original: &TailHandle) -> Option<u64> {
+        let deadline = Instant::now() + COPY_HOLD;
+        let my_head = identity::head(&self.file, self.file.metadata().map(|m| m.len()).unwrap_or(0));
+        loop {
+            let size = self.file.metadata().map(|m| m.len()).unwrap_or(0);
+            let truncated = *original.truncated.lock().unwrap();
+            if let Some(t) = truncated.filter(|t| Some(t.head) == my_head) {
+                tracing::info!(
+                    "{} is a copy of {} (copytruncate): reading it from byte {}",
+                    self.path().display(),
+                    original.path.lock().unwrap().display(),
+                    t.committed.min(size)
+                );
+                return Some(t.committed.min(size));
+            }
+            if original.done.load(Ordering::Relaxed) || Instant::now() >= deadline {
+                tracing::info!(
+                    "{} repeats the start of {}, which was not truncated: only lines added to it from now on are sent",
+                    self.path().display(),
+                    original.path.lock().unwrap().display()
+                );
+                return Some(size);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                _ = self.shutdown.cancelled() => return None,
+            }
         }
     }
 
