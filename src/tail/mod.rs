@@ -231,19 +231,16 @@ impl Tailer {
             }
             if meta.nlink() == 0 {
                 // Deleted and drained: its last line will never be completed.
-                let mut stats = SplitStats::default();
-                if let Some(data) = splitter.take_partial(&mut stats) {
-                    let records = vec![Record { data, origin: Origin { file: slot, chunk: 0 } }];
-                    let marker = identity::marker(&self.file, read_pos);
-                    let _ = self.send_chunk(slot, read_pos, marker, records, &stats, 0).await;
-                }
+                self.send_partial(slot, &mut splitter, read_pos).await;
                 tracing::debug!("{} was deleted and is drained", self.path().display());
                 retire = true;
                 break;
             }
             if !self.handle.matched.load(Ordering::Relaxed) {
                 let since = *idle_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= UNMATCHED_GRACE && splitter.pending_bytes() == 0 {
+                if since.elapsed() >= UNMATCHED_GRACE {
+                    // Rotated out of the pattern's reach and quiet: its last line is complete.
+                    self.send_partial(slot, &mut splitter, read_pos).await;
                     tracing::debug!("{} no longer matches the pattern and is drained", self.path().display());
                     break;
                 }
@@ -263,6 +260,16 @@ impl Tailer {
 
     fn path(&self) -> PathBuf {
         self.handle.path.lock().unwrap().clone()
+    }
+
+    /// Send the unterminated last line of a file that will not grow any more.
+    async fn send_partial(&mut self, slot: u64, splitter: &mut LineSplitter, read_pos: u64) {
+        let mut stats = SplitStats::default();
+        if let Some(data) = splitter.take_partial(&mut stats) {
+            let records = vec![Record { data, origin: Origin { file: slot, chunk: 0 } }];
+            let marker = identity::marker(&self.file, read_pos);
+            let _ = self.send_chunk(slot, read_pos, marker, records, &stats, 0).await;
+        }
     }
 
     /// Take the head fingerprint again when the file may have grown past the last one (`had`
