@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::ack::{AckTracker, FileId};
 use crate::aws::{self, AwsSetupError};
 use crate::checkpoint::{CheckpointError, CheckpointStore};
-use crate::config::{AgentConfig, Destination, FlowConfig, InitialPosition};
+use crate::config::{AgentConfig, Destination, FlowConfig, InitialPosition, OversizedRecordAction};
 use crate::discovery::{Found, Pattern};
 use crate::metrics::FlowMetrics;
 use crate::record::Chunk;
@@ -189,7 +189,10 @@ pub async fn run(cfg: AgentConfig, mode: Mode, shutdown: CancellationToken) -> R
             flow_id: Arc::from(flow.id.as_str()),
             // Room for the longest partition key, which counts towards the Kinesis record limit.
             record_limit: flow.destination.max_record_bytes() - 256,
-            terminator: flow.truncated_record_terminator.clone(),
+            terminator: match flow.oversized_record_action {
+                OversizedRecordAction::Truncate => Some(flow.truncated_record_terminator.clone()),
+                OversizedRecordAction::Drop => None,
+            },
             skip_header_lines: flow.skip_header_lines,
             poll: flow.min_time_between_file_polls,
             once: mode == Mode::Once,

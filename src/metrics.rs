@@ -25,6 +25,8 @@ pub struct FlowMetrics {
     pub records_undelivered: AtomicU64,
     /// Lines cut to the record limit.
     pub records_truncated: AtomicU64,
+    /// Lines over the record limit dropped (`oversizedRecordAction: DROP`).
+    pub records_dropped: AtomicU64,
     /// Header lines skipped (`skipHeaderLines`).
     pub header_lines_skipped: AtomicU64,
     /// Unread bytes of the flow's files at the last discovery pass.

@@ -144,6 +144,15 @@ impl InitialPosition {
     }
 }
 
+/// `oversizedRecordAction`: what happens to a line longer than the destination's record limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OversizedRecordAction {
+    /// Cut it and end it with `truncatedRecordTerminator` (default, as in Java).
+    Truncate,
+    /// Drop it (counted).
+    Drop,
+}
+
 /// A validated flow.
 #[derive(Debug, Clone)]
 pub struct FlowConfig {
@@ -183,6 +192,8 @@ pub struct FlowConfig {
     pub skip_header_lines: u64,
     /// `truncatedRecordTerminator` (default "\n").
     pub truncated_record_terminator: Vec<u8>,
+    /// `oversizedRecordAction` (default TRUNCATE).
+    pub oversized_record_action: OversizedRecordAction,
     /// `multiLineStartPattern` (not yet supported: parsed and validated only).
     pub multi_line_start_pattern: Option<String>,
     /// `aggregatedRecordSizeBytes` (Firehose; not yet supported).

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 use super::{
     AgentConfig, AwsSettings, ConfigError, ConfigErrors, DEFAULT_CHECKPOINT_FILE, Destination,
     FIREHOSE_MAX_BATCH_BYTES, FIREHOSE_MAX_RECORD_BYTES, FlowConfig, InitialPosition, KINESIS_MAX_BATCH_BYTES,
-    KINESIS_MAX_RECORD_BYTES, PartitionKeyOption, Secret,
+    KINESIS_MAX_RECORD_BYTES, OversizedRecordAction, PartitionKeyOption, Secret,
 };
 
 /// What the agent does with a key it accepts.
@@ -580,6 +580,14 @@ static KEYS: &[KeyInfo] = &[
         Check::Custom,
     ),
     flow(
+        "oversizedRecordAction",
+        "TRUNCATE or DROP",
+        "TRUNCATE",
+        "What to do with a line longer than the destination's record limit: cut it and end it with `truncatedRecordTerminator` (as the Java agent does), or drop it; either way it is counted and the file keeps flowing (new: the Java agent has no such key).",
+        Supported,
+        Check::Custom,
+    ),
+    flow(
         "fileFooterPattern",
         "regex",
         "none",
@@ -1094,6 +1102,10 @@ impl Loader {
         let positions = [("START_OF_FILE", InitialPosition::StartOfFile), ("END_OF_FILE", InitialPosition::EndOfFile)];
         let initial_position =
             self.get(s, "initialPosition", |k, v| parse_choice(k, v, &positions)).unwrap_or(InitialPosition::EndOfFile);
+        let actions = [("TRUNCATE", OversizedRecordAction::Truncate), ("DROP", OversizedRecordAction::Drop)];
+        let oversized_record_action = self
+            .get(s, "oversizedRecordAction", |k, v| parse_choice(k, v, &actions))
+            .unwrap_or(OversizedRecordAction::Truncate);
 
         let max_buffer_age = self.millis_key(s, "maxBufferAgeMillis");
         let max_buffer_size_records = self.int_key(s, "maxBufferSizeRecords") as usize;
@@ -1181,6 +1193,7 @@ impl Loader {
             max_time_between_file_tracker_refresh,
             skip_header_lines,
             truncated_record_terminator,
+            oversized_record_action,
             multi_line_start_pattern,
             aggregated_record_size_bytes,
             data_processing_options,

@@ -12,6 +12,8 @@ use memchr::memchr_iter;
 pub struct SplitStats {
     pub lines: u64,
     pub truncated: u64,
+    /// Lines over the limit that were dropped.
+    pub dropped: u64,
     pub header_lines_skipped: u64,
 }
 
@@ -22,15 +24,19 @@ pub struct LineSplitter {
     /// The current line already passed the limit; its further bytes are not kept.
     overflowed: bool,
     limit: usize,
-    terminator: Vec<u8>,
+    /// Ends a cut line; `None`: lines over the limit are dropped.
+    terminator: Option<Vec<u8>>,
     skip_lines: u64,
 }
 
 impl LineSplitter {
-    /// `limit`: the largest record in bytes; `terminator` replaces the end of longer lines;
-    /// `skip_lines`: header lines to drop first.
-    pub fn new(limit: usize, terminator: Vec<u8>, skip_lines: u64) -> Self {
-        assert!(terminator.len() < limit, "terminator must be shorter than the record limit");
+    /// `limit`: the largest record in bytes; `terminator` replaces the end of longer lines (`None`:
+    /// drop them); `skip_lines`: header lines to drop first.
+    pub fn new(limit: usize, terminator: Option<Vec<u8>>, skip_lines: u64) -> Self {
+        assert!(
+            terminator.as_ref().is_none_or(|t| t.len() < limit),
+            "terminator must be shorter than the record limit"
+        );
         LineSplitter { partial: Vec::new(), overflowed: false, limit, terminator, skip_lines }
     }
 
@@ -123,10 +129,14 @@ impl LineSplitter {
             stats.lines += 1;
         }
         if too_long {
+            let Some(terminator) = &self.terminator else {
+                stats.dropped += 1;
+                return;
+            };
             stats.truncated += 1;
             let mut line = line;
-            line.truncate(self.limit - self.terminator.len());
-            line.extend_from_slice(&self.terminator);
+            line.truncate(self.limit - terminator.len());
+            line.extend_from_slice(terminator);
             emit(line.into());
         } else {
             emit(line.into());
@@ -157,7 +167,7 @@ mod tests {
 
     #[test]
     fn lines_keep_their_newline_and_cr() {
-        let mut s = LineSplitter::new(100, b"\n".to_vec(), 0);
+        let mut s = LineSplitter::new(100, Some(b"\n".to_vec()), 0);
         let (out, st, consumed) = run(&mut s, &[b"a\r\nbb\nc"]);
         assert_eq!(out, vec![b"a\r\n".to_vec(), b"bb\n".to_vec()]);
         assert_eq!(st.lines, 2);
@@ -167,7 +177,7 @@ mod tests {
 
     #[test]
     fn partial_line_completed_by_a_later_read() {
-        let mut s = LineSplitter::new(100, b"\n".to_vec(), 0);
+        let mut s = LineSplitter::new(100, Some(b"\n".to_vec()), 0);
         let (out, _, consumed) = run(&mut s, &[b"hel", b"lo\nwor", b"ld\n"]);
         assert_eq!(out, vec![b"hello\n".to_vec(), b"world\n".to_vec()]);
         assert_eq!(consumed, 12);
@@ -175,7 +185,7 @@ mod tests {
 
     #[test]
     fn header_lines_are_skipped_across_reads() {
-        let mut s = LineSplitter::new(100, b"\n".to_vec(), 2);
+        let mut s = LineSplitter::new(100, Some(b"\n".to_vec()), 2);
         let (out, st, _) = run(&mut s, &[b"h1\nh", b"2\nd1\n"]);
         assert_eq!(out, vec![b"d1\n".to_vec()]);
         assert_eq!(st.header_lines_skipped, 2);
@@ -183,26 +193,35 @@ mod tests {
 
     #[test]
     fn long_lines_are_truncated_with_the_terminator() {
-        let mut s = LineSplitter::new(8, b"~\n".to_vec(), 0);
+        let mut s = LineSplitter::new(8, Some(b"~\n".to_vec()), 0);
         let (out, st, consumed) = run(&mut s, &[b"0123456789abc\nok\n"]);
         assert_eq!(out, vec![b"012345~\n".to_vec(), b"ok\n".to_vec()]);
         assert_eq!(st.truncated, 1);
         assert_eq!(consumed, 17);
         // The same line arriving in small pieces.
-        let mut s = LineSplitter::new(8, b"~\n".to_vec(), 0);
+        let mut s = LineSplitter::new(8, Some(b"~\n".to_vec()), 0);
         let (out, st, _) = run(&mut s, &[b"0123", b"45678", b"9abc", b"\nok\n"]);
         assert_eq!(out, vec![b"012345~\n".to_vec(), b"ok\n".to_vec()]);
         assert_eq!(st.truncated, 1);
         // Exactly the limit is not truncated.
-        let mut s = LineSplitter::new(8, b"~\n".to_vec(), 0);
+        let mut s = LineSplitter::new(8, Some(b"~\n".to_vec()), 0);
         let (out, st, _) = run(&mut s, &[b"0123", b"456\n"]);
         assert_eq!(out, vec![b"0123456\n".to_vec()]);
         assert_eq!(st.truncated, 0);
     }
 
     #[test]
+    fn long_lines_can_be_dropped_instead() {
+        let mut s = LineSplitter::new(8, None, 0);
+        let (out, st, consumed) = run(&mut s, &[b"ok\n0123", b"456789abc\nok2\n"]);
+        assert_eq!(out, vec![b"ok\n".to_vec(), b"ok2\n".to_vec()]);
+        assert_eq!((st.dropped, st.truncated), (1, 0));
+        assert_eq!(consumed, 21);
+    }
+
+    #[test]
     fn take_partial_emits_the_unterminated_line() {
-        let mut s = LineSplitter::new(100, b"\n".to_vec(), 0);
+        let mut s = LineSplitter::new(100, Some(b"\n".to_vec()), 0);
         let (out, _, _) = run(&mut s, &[b"a\nlast"]);
         assert_eq!(out.len(), 1);
         let mut st = SplitStats::default();
@@ -218,7 +237,7 @@ mod tests {
             data in proptest::collection::vec(prop_oneof![Just(b'\n'), Just(b'a'), any::<u8>()], 0..400),
             cuts in proptest::collection::vec(0usize..400, 0..10),
         ) {
-            let mut whole = LineSplitter::new(16, b"|\n".to_vec(), 1);
+            let mut whole = LineSplitter::new(16, Some(b"|\n".to_vec()), 1);
             let (expected, _, consumed_whole) = run(&mut whole, &[&data]);
             let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(data.len())).collect();
             cuts.sort();
@@ -226,7 +245,7 @@ mod tests {
             let mut prev = 0;
             for c in cuts { parts.push(&data[prev..c]); prev = c; }
             parts.push(&data[prev..]);
-            let mut pieces = LineSplitter::new(16, b"|\n".to_vec(), 1);
+            let mut pieces = LineSplitter::new(16, Some(b"|\n".to_vec()), 1);
             let (got, _, consumed) = run(&mut pieces, &parts);
             prop_assert_eq!(&got, &expected);
             prop_assert_eq!(consumed, consumed_whole);

@@ -95,7 +95,8 @@ impl TailHandle {
 pub struct TailSettings {
     pub flow_id: Arc<str>,
     pub record_limit: usize,
-    pub terminator: Vec<u8>,
+    /// Ends lines cut to `record_limit`; `None`: such lines are dropped.
+    pub terminator: Option<Vec<u8>>,
     pub skip_header_lines: u64,
     pub poll: Duration,
     /// `--once`: stop at end of file.
@@ -341,13 +342,15 @@ impl Tailer {
         FlowMetrics::add(&m.records_read, records.len() as u64);
         FlowMetrics::add(&m.bytes_read, consumed as u64);
         FlowMetrics::add(&m.records_truncated, stats.truncated);
+        FlowMetrics::add(&m.records_dropped, stats.dropped);
         FlowMetrics::add(&m.header_lines_skipped, stats.header_lines_skipped);
-        if stats.truncated > 0 {
+        if stats.truncated + stats.dropped > 0 {
             tracing::warn!(
-                "{}: {} line(s) longer than {} bytes were truncated",
+                "{}: {} line(s) longer than {} bytes were {}",
                 self.path().display(),
-                stats.truncated,
-                self.settings.record_limit
+                stats.truncated + stats.dropped,
+                self.settings.record_limit,
+                if stats.dropped > 0 { "dropped" } else { "truncated" }
             );
         }
         if records.is_empty() {
