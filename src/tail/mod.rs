@@ -217,6 +217,18 @@ impl Tailer {
                     meta.len(),
                     read_pos
                 );
+                // What was read of the old content must be acknowledged before the file starts
+                // over: a copy of it (copytruncate) resumes at `committed`, and its checkpoint
+                // must not claim lines still in flight. Meanwhile the new content waits in the file.
+                while !self.tracker.is_settled(slot) {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+                        _ = self.shutdown.cancelled() => break,
+                    }
+                }
+                if !self.tracker.is_settled(slot) {
+                    break; // Shutdown: the checkpoint keeps the old content's watermark.
+                }
                 let old_head = *self.handle.head.lock().unwrap();
                 if let Some(head) = old_head {
                     let committed = self.handle.committed.load(Ordering::Relaxed);

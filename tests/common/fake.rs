@@ -337,6 +337,12 @@ impl FakeKinesis {
         self.shared.lock().records.clone()
     }
 
+    /// Data of the entries accepted from index `from` on (acceptance order, both services), for
+    /// incremental readers: the next call passes `from` plus the number returned.
+    pub fn record_data_since(&self, from: usize) -> Vec<Vec<u8>> {
+        self.shared.lock().records.get(from..).unwrap_or_default().iter().map(|r| r.data.clone()).collect()
+    }
+
     /// Number of accepted entries (both services).
     pub fn record_count(&self) -> usize {
         self.shared.lock().records.len()

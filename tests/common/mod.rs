@@ -49,6 +49,7 @@
 //!   entries, key 1..=256 chars, data+key ≤ 1 MiB per entry, ≤ 5 MiB per request; PutRecordBatch
 //!   1..=500, ≤ 1,000 KiB per record, ≤ 4 MiB per request. Consts `MAX_*` / `FIREHOSE_MAX_*`.
 //! - Observations: `records() -> Vec<(String, Vec<u8>)>` (accepted Kinesis entries), `record_data()`,
+//!   `record_data_since(from)` (entries from index `from` on, for incremental readers),
 //!   `firehose_records() -> Vec<Vec<u8>>`, `all_records() -> Vec<FakeRecord>` (stream, shard,
 //!   sequence number…), `record_count()`, `request_count()`, `failed_entry_count()`,
 //!   `requests() -> Vec<RequestLog { target, stream, entries, bytes, status, error_code,
