@@ -34,9 +34,6 @@ const CHANNEL_CHUNKS: usize = 4;
 pub const MAX_IN_FLIGHT_BYTES: usize = 16 * 1024 * 1024;
 /// Re-glob at least this often, even without file-system events.
 const RESCAN: Duration = Duration::from_secs(1);
-/// How long a new file smaller than `tail::MIN_COPY_HEAD` may wait to be identified (it is then
-/// read from its start like any new file).
-const YOUNG_FILE_WAIT: Duration = Duration::from_secs(2);
 /// Checkpoints are written at most this often.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
@@ -390,8 +387,6 @@ impl Discovery {
     async fn run(self) {
         let mut tailers: HashMap<FileId, Arc<TailHandle>> = HashMap::new();
         let mut reported: HashSet<PathBuf> = HashSet::new();
-        // New files too small to identify yet, and since when (see `YOUNG_FILE_WAIT`).
-        let mut young: HashMap<FileId, std::time::Instant> = HashMap::new();
         let mut watching = false;
         let mut first = true;
         let mut warned_empty = false;
@@ -430,8 +425,7 @@ impl Discovery {
             if !found.is_empty() {
                 warned_empty = false;
             }
-            young.retain(|id, _| found.iter().any(|f| f.id == *id));
-            self.update(&found, &mut tailers, &mut reported, &mut young, first);
+            self.update(&found, &mut tailers, &mut reported, first);
             first = false;
             if self.mode == Mode::Once {
                 return; // Dropping `tx` here: the batcher ends when the tailers do.
@@ -469,7 +463,6 @@ impl Discovery {
         found: &[Found],
         tailers: &mut HashMap<FileId, Arc<TailHandle>>,
         reported: &mut HashSet<PathBuf>,
-        young: &mut HashMap<FileId, std::time::Instant>,
         first: bool,
     ) {
         // Forget tailers of deleted files, and of files that left the pattern's reach and were
@@ -508,15 +501,6 @@ impl Discovery {
                 }
                 continue;
             }
-            // A file created empty may be a copy about to be filled (logrotate `copytruncate`
-            // creates the copy, then writes it): start it once it holds enough to be recognised.
-            if self.mode == Mode::Daemon && !first && f.size < u64::from(crate::tail::MIN_COPY_HEAD) {
-                let since = *young.entry(f.id).or_insert_with(std::time::Instant::now);
-                if since.elapsed() < YOUNG_FILE_WAIT {
-                    continue;
-                }
-            }
-            young.remove(&f.id);
             let Some(file) = self.open(&f.path, reported) else { continue };
             if !is_same_file(&file, f.id) {
                 continue; // Rotated between the scan and the open: the next scan sees it right.
