@@ -387,25 +387,47 @@ fn per_file_report(kind: &str, dir: &Path, records: &[Vec<u8>]) {
 // The matrix
 // ---------------------------------------------------------------------------------------------
 
-/// logrotate `create` (the default): `app.log` → `app.log.1` (archives shift up to `.3`, the
-/// oldest is deleted), a new `app.log`; the writer reopens 30 ms later (lines keep landing in the
-/// renamed file until then). Pattern `app.log*`: the archives match too.
-#[test]
-fn rename_create_pattern_matches_archives() {
-    let (fake, ws) = setup("app.log*");
+/// A writer at 1,000 lines/s on `app.log` while it is renamed `rotations` times, `every` apart,
+/// into `archive_dir` (archives shift up to `.3`, the oldest is deleted) and re-created; the
+/// writer reopens `reopen_after` later (lines keep landing in the renamed file until then).
+/// Asserts every line arrived exactly once.
+fn rename_rotation(
+    kind: &str,
+    pattern: &str,
+    archive_subdir: Option<&str>,
+    rotations: u32,
+    every: u64,
+    reopen_after: u64,
+) {
+    let (fake, ws) = setup(pattern);
     let live = ws.file("app.log");
+    let archive_dir = match archive_subdir {
+        Some(d) => {
+            let dir = ws.logs.join(d);
+            std::fs::create_dir(&dir).unwrap();
+            dir
+        }
+        None => ws.logs.clone(),
+    };
     let writer = Writer::start(&live, 1_000);
     let mut agent = ws.spawn(false, &[]);
-    for _ in 0..7 {
-        std::thread::sleep(Duration::from_millis(700));
-        rotate_rename(&live, numbered(&ws.logs, "app.log"), 3);
-        std::thread::sleep(Duration::from_millis(30));
+    for _ in 0..rotations {
+        std::thread::sleep(Duration::from_millis(every));
+        rotate_rename(&live, numbered(&archive_dir, "app.log"), 3);
+        std::thread::sleep(Duration::from_millis(reopen_after));
         writer.reopen(&live);
     }
     std::thread::sleep(Duration::from_millis(500));
     let written = writer.finish();
-    let t = finish("rename, pattern app.log*", &fake, &mut agent, &ws, written);
-    t.assert_exactly_once("rename, pattern app.log*", &agent);
+    let t = finish(kind, &fake, &mut agent, &ws, written);
+    t.assert_exactly_once(kind, &agent);
+}
+
+/// logrotate `create` (the default): `app.log` → `app.log.1`, a new `app.log`, the writer
+/// reopens 30 ms later. Pattern `app.log*`: the archives match too.
+#[test]
+fn rename_create_pattern_matches_archives() {
+    rename_rotation("rename, pattern app.log*", "app.log*", None, 7, 700, 30);
 }
 
 /// logrotate `create` with a pattern that matches only the live name (`app.log`): a renamed file
@@ -414,42 +436,14 @@ fn rename_create_pattern_matches_archives() {
 /// tailer closed it (5 s grace) and its inode may be reused by the next `app.log`.
 #[test]
 fn rename_create_pattern_matches_live_name_only() {
-    let (fake, ws) = setup("app.log");
-    let live = ws.file("app.log");
-    let writer = Writer::start(&live, 1_000);
-    let mut agent = ws.spawn(false, &[]);
-    for _ in 0..6 {
-        std::thread::sleep(Duration::from_millis(2_000));
-        rotate_rename(&live, numbered(&ws.logs, "app.log"), 3);
-        std::thread::sleep(Duration::from_millis(100));
-        writer.reopen(&live);
-    }
-    std::thread::sleep(Duration::from_millis(500));
-    let written = writer.finish();
-    let t = finish("rename, pattern app.log only", &fake, &mut agent, &ws, written);
-    t.assert_exactly_once("rename, pattern app.log only", &agent);
+    rename_rotation("rename, pattern app.log only", "app.log", None, 6, 2_000, 100);
 }
 
 /// logrotate `olddir`: `logs/app.log` → `logs/old/app.log.1` (shifting up to `.3`), a new
 /// `logs/app.log`; pattern `logs/*.log` does not reach `old/`.
 #[test]
 fn rename_into_olddir() {
-    let (fake, ws) = setup("*.log");
-    let live = ws.file("app.log");
-    let old = ws.logs.join("old");
-    std::fs::create_dir(&old).unwrap();
-    let writer = Writer::start(&live, 1_000);
-    let mut agent = ws.spawn(false, &[]);
-    for _ in 0..7 {
-        std::thread::sleep(Duration::from_millis(700));
-        rotate_rename(&live, numbered(&old, "app.log"), 3);
-        std::thread::sleep(Duration::from_millis(50));
-        writer.reopen(&live);
-    }
-    std::thread::sleep(Duration::from_millis(500));
-    let written = writer.finish();
-    let t = finish("rename into olddir", &fake, &mut agent, &ws, written);
-    t.assert_exactly_once("rename into olddir", &agent);
+    rename_rotation("rename into olddir", "*.log", Some("old"), 7, 700, 50);
 }
 
 /// A new file per period (`app-<n>.log`, the writer switches to it); files three periods old are
