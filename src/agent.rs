@@ -601,7 +601,7 @@ impl Discovery {
         if self.mode == Mode::Daemon && first && !self.had_checkpoints {
             return match self.flow.initial_position {
                 InitialPosition::StartOfFile => Some((0, None)),
-                InitialPosition::EndOfFile => end_of_last_line(&f.path, f.size).map(|o| (o, identity::marker(file, o))),
+                InitialPosition::EndOfFile => end_of_last_line(file, f.size).map(|o| (o, identity::marker(file, o))),
             };
         }
         Some((0, None))
@@ -641,9 +641,8 @@ fn copy_source(file: &File, f: &Found, tailers: &HashMap<FileId, Arc<TailHandle>
 
 /// The offset just after the last newline of the file (so a partial last line is still sent
 /// once completed). Looks back at most 1 MiB; a file with no newline there starts at its end.
-fn end_of_last_line(path: &Path, size: u64) -> Option<u64> {
+fn end_of_last_line(file: &File, size: u64) -> Option<u64> {
     const BACK: u64 = 1024 * 1024;
-    let file = File::open(path).ok()?;
     let from = size.saturating_sub(BACK);
     let mut buf = vec![0u8; (size - from) as usize];
     let n = file.read_at(&mut buf, from).ok()?;

@@ -22,7 +22,8 @@ pub fn key_len(opt: PartitionKeyOption) -> usize {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hexadecimal of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
         s.push(HEX[(b >> 4) as usize] as char);
