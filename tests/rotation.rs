@@ -236,22 +236,7 @@ fn wait_open(agent: &AgentProcess, path: &Path, timeout: Duration) -> bool {
 /// Waits until the fake holds at least `expected` records (the count stops growing for
 /// `NO_PROGRESS`, or `DELIVERY_TIMEOUT` passes: then something was lost); returns the count.
 fn wait_for_count(fake: &FakeKinesis, expected: u64) -> u64 {
-    let started = Instant::now();
-    let (mut last, mut last_change) = (fake.record_count() as u64, Instant::now());
-    loop {
-        let n = fake.record_count() as u64;
-        if n >= expected {
-            return n;
-        }
-        if n != last {
-            (last, last_change) = (n, Instant::now());
-        }
-        if last_change.elapsed() >= NO_PROGRESS || started.elapsed() >= DELIVERY_TIMEOUT {
-            eprintln!("gave up waiting after {:?}: {n} of {expected} records", started.elapsed());
-            return n;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_progress(expected, NO_PROGRESS, DELIVERY_TIMEOUT, "records", || fake.record_count() as u64)
 }
 
 /// Waits for everything, then a little longer (late duplicates: lines re-read after a rotation

@@ -432,25 +432,14 @@ impl Collector {
     fn wait_delivered(&self, written: &[u64]) -> bool {
         let started = Instant::now();
         let total: u64 = written.iter().sum();
-        let (mut last, mut last_change) = (0, Instant::now());
-        loop {
-            let got: u64 = {
-                let s = self.seen.lock().unwrap();
-                written.iter().zip(&s.distinct).map(|(&w, &d)| d.min(w)).sum()
-            };
-            if got >= total {
-                eprintln!("every line arrived {:?} after the writers stopped", started.elapsed());
-                return true;
-            }
-            if got != last {
-                (last, last_change) = (got, Instant::now());
-            }
-            if last_change.elapsed() >= NO_PROGRESS || started.elapsed() >= DELIVERY_TIMEOUT {
-                eprintln!("gave up waiting after {:?}: {got} of {total} lines", started.elapsed());
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        let got = wait_for_progress(total, NO_PROGRESS, DELIVERY_TIMEOUT, "lines", || {
+            let s = self.seen.lock().unwrap();
+            written.iter().zip(&s.distinct).map(|(&w, &d)| d.min(w)).sum()
+        });
+        if got >= total {
+            eprintln!("every line arrived {:?} after the writers stopped", started.elapsed());
         }
+        got >= total
     }
 }
 

@@ -269,3 +269,30 @@ impl StreamReader {
         .await
     }
 }
+
+/// Polls `count` every 50 ms until it reaches `expected`; gives up when it stops growing for
+/// `no_progress` or after `timeout` (then something was lost). Returns the last count.
+pub fn wait_for_progress(
+    expected: u64,
+    no_progress: Duration,
+    timeout: Duration,
+    what: &str,
+    mut count: impl FnMut() -> u64,
+) -> u64 {
+    let started = Instant::now();
+    let (mut last, mut last_change) = (count(), Instant::now());
+    loop {
+        let n = count();
+        if n >= expected {
+            return n;
+        }
+        if n != last {
+            (last, last_change) = (n, Instant::now());
+        }
+        if last_change.elapsed() >= no_progress || started.elapsed() >= timeout {
+            eprintln!("gave up waiting after {:?}: {n} of {expected} {what}", started.elapsed());
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
