@@ -25,7 +25,8 @@ use crate::record::key::key_len;
 use crate::sink::batcher::{self, BatchLimits, InFlight};
 use crate::sink::client::SinkClient;
 use crate::sink::sender::FlowSender;
-use crate::tail::{TailHandle, TailSettings, Tailer, identity};
+use crate::tail::copy::{self, CopySource};
+use crate::tail::{TailHandle, TailSettings, TailedFiles, Tailer, identity};
 
 /// Chunks (each up to `tail::READ_SIZE` of lines) queued between a flow's tailers and batcher.
 const CHANNEL_CHUNKS: usize = 4;
@@ -86,7 +87,7 @@ struct FlowWatch {
     /// Wakes discovery (a file appeared, moved or vanished).
     rescan: Notify,
     /// Tailed files by current path, to wake the right tailer on a change.
-    files: Mutex<HashMap<PathBuf, Arc<TailHandle>>>,
+    files: TailedFiles,
 }
 
 pub fn flow_label(flow: &FlowConfig, region: Option<&str>) -> String {
@@ -183,7 +184,7 @@ pub async fn run(cfg: AgentConfig, mode: Mode, shutdown: CancellationToken) -> R
         };
         let (tx, rx) = mpsc::channel::<Chunk>(CHANNEL_CHUNKS);
         batchers.push(tokio::spawn(batcher::run(rx, sender.clone(), limits, inflight.clone())));
-        let watch = Arc::new(FlowWatch { pattern, rescan: Notify::new(), files: Mutex::new(HashMap::new()) });
+        let watch = Arc::new(FlowWatch { pattern, rescan: Notify::new(), files: TailedFiles::default() });
         watches.lock().unwrap().push(watch.clone());
         let settings = TailSettings {
             flow_id: Arc::from(flow.id.as_str()),
@@ -196,6 +197,12 @@ pub async fn run(cfg: AgentConfig, mode: Mode, shutdown: CancellationToken) -> R
             skip_header_lines: flow.skip_header_lines,
             poll: flow.min_time_between_file_polls,
             once: mode == Mode::Once,
+            multi_line: flow
+                .multi_line_start_pattern
+                .as_deref()
+                .map(|p| crate::record::multiline::start_regex(p).expect("multiLineStartPattern was validated")),
+            multi_line_flush: flow.multi_line_flush_timeout,
+            rotate_wait: flow.rotate_wait,
         };
         let disc = Discovery {
             flow: flow.clone(),
@@ -479,6 +486,7 @@ impl Discovery {
         for (id, h) in tailers.iter() {
             h.matched.store(seen.contains(id), Ordering::Relaxed);
         }
+        self.limit_rotated(tailers);
         let mut behind = 0u64;
         for f in found {
             if let Some(h) = tailers.get(&f.id) {
@@ -507,8 +515,11 @@ impl Discovery {
             }
             let Some((mut offset, marker)) = self.start_offset(f, &file, first) else { continue };
             let mut copy_of = None;
-            if offset == 0 && self.mode == Mode::Daemon {
-                match copy_source(&file, f, tailers) {
+            // A new file may be a copy of a tailed one (copytruncate); one too short to tell yet
+            // is decided on by its tailer, with the file open.
+            let settle = offset == 0 && self.mode == Mode::Daemon && f.size < identity::HEAD_BYTES as u64;
+            if offset == 0 && self.mode == Mode::Daemon && !settle {
+                match copy::copy_source(&file, f.size, f.id, tailers.values()) {
                     Some(CopySource::Truncated(committed)) => offset = committed.min(f.size),
                     Some(CopySource::Live(original)) => copy_of = Some(original),
                     None => {}
@@ -520,6 +531,7 @@ impl Discovery {
             tailers.insert(f.id, h.clone());
             let mut t = self.tailer(file, h, offset);
             t.copy_of = copy_of;
+            t.settle = settle;
             tokio::spawn(t.run());
         }
         let mut files = self.watch.files.lock().unwrap();
@@ -567,7 +579,35 @@ impl Discovery {
             metrics: self.metrics.clone(),
             shutdown: self.shutdown.clone(),
             copy_of: None,
+            settle: false,
+            peers: self.watch.files.clone(),
         }
+    }
+
+    /// Files that left the pattern's reach stay open while they may still be written to
+    /// (`rotateWaitMillis`); beyond `maxOpenRotatedFiles` of them read to their end, the ones
+    /// quiet the longest are closed now.
+    fn limit_rotated(&self, tailers: &HashMap<FileId, Arc<TailHandle>>) {
+        let mut drained: Vec<_> = tailers
+            .values()
+            .filter(|h| !h.matched.load(Ordering::Relaxed) && !h.done.load(Ordering::Relaxed))
+            .filter_map(|h| h.drained_since.lock().unwrap().map(|since| (since, h)))
+            .collect();
+        let Some(excess) = drained.len().checked_sub(self.flow.max_open_rotated_files).filter(|&n| n > 0) else {
+            return;
+        };
+        drained.sort_by_key(|(since, _)| *since);
+        for (_, h) in &drained[..excess] {
+            if !h.close_now.swap(true, Ordering::Relaxed) {
+                h.wake.notify_one();
+            }
+        }
+        tracing::debug!(
+            "flows[{}]: {} rotated file(s) read to their end are open, more than maxOpenRotatedFiles ({}): closing {excess}",
+            self.flow.index,
+            drained.len(),
+            self.flow.max_open_rotated_files
+        );
     }
 
     /// Where a newly found file starts, and the marker of the bytes before that: its checkpoint
@@ -612,31 +652,6 @@ impl Discovery {
 fn is_same_file(file: &File, id: FileId) -> bool {
     use std::os::unix::fs::MetadataExt;
     file.metadata().is_ok_and(|m| FileId { dev: m.dev(), ino: m.ino() } == id)
-}
-
-enum CopySource {
-    /// A tailed file with the same head was truncated in place moments ago, after being read up
-    /// to this offset.
-    Truncated(u64),
-    /// A tailed file with the same head is live: wait for its truncation.
-    Live(Arc<TailHandle>),
-}
-
-/// Whether a new file `f` is a copy of a tailed file (logrotate `copytruncate` with a pattern that
-/// matches the copies): it then starts where the original was read, instead of at 0.
-fn copy_source(file: &File, f: &Found, tailers: &HashMap<FileId, Arc<TailHandle>>) -> Option<CopySource> {
-    use crate::tail::{COPY_WINDOW, MIN_COPY_HEAD};
-    let head = identity::head(file, f.size).filter(|h| h.len >= MIN_COPY_HEAD)?;
-    for h in tailers.values().filter(|h| h.id != f.id) {
-        let truncated = *h.truncated.lock().unwrap();
-        if let Some(t) = truncated.filter(|t| t.head == head && t.at.elapsed() < COPY_WINDOW) {
-            return Some(CopySource::Truncated(t.committed));
-        }
-        if !h.done.load(Ordering::Relaxed) && *h.head.lock().unwrap() == Some(head) {
-            return Some(CopySource::Live(h.clone()));
-        }
-    }
-    None
 }
 
 /// The offset just after the last newline of the file (so a partial last line is still sent

@@ -70,6 +70,12 @@ fn print_config(cfg: &AgentConfig) {
         println!("  filePattern {}", f.file_pattern);
         println!("  {dest}");
         println!("  initialPosition {}, skipHeaderLines {}", f.initial_position.as_str(), f.skip_header_lines);
+        if let Some(p) = &f.multi_line_start_pattern {
+            println!(
+                "  records: lines from one starting with /{p}/ to the next (flushed after {} ms quiet)",
+                f.multi_line_flush_timeout.as_millis()
+            );
+        }
         println!(
             "  batches of up to {} records / {} bytes, or {} ms old; retry backoff {}..{} ms",
             f.max_buffer_size_records,

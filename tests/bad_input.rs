@@ -446,9 +446,9 @@ fn check_config_on_a_valid_config_prints_the_flows_and_each_notice_once() {
             "checkpointFile": "{cp}",
             "flows": [
                 {{"filePattern": "/var/log/app/*.log", "kinesisStream": "app-stream",
-                  "partitionKeyOption": "DETERMINISTIC", "multiLineStartPattern": "^\\d{{4}}-"}},
+                  "partitionKeyOption": "DETERMINISTIC", "fileFooterPattern": "^END$"}},
                 {{"filePattern": "/var/log/web/**/access.log", "deliveryStream": "web-delivery",
-                  "initialPosition": "START_OF_FILE", "multiLineStartPattern": "^\\["}}
+                  "initialPosition": "START_OF_FILE", "fileFooterPattern": "^EOF"}}
             ]
         }}"#,
         cp = s.path("cp.json").display()
@@ -474,8 +474,8 @@ fn check_config_on_a_valid_config_prints_the_flows_and_each_notice_once() {
     assert_has(out, "initialPosition START_OF_FILE", &run);
     assert_has(out, "initialPosition END_OF_FILE", &run);
     // One notice for the not-yet-supported key, naming both flows.
-    assert_eq!(count(out, "multiLineStartPattern"), 1, "{}", run.describe());
-    assert_has(out, "flows[0].multiLineStartPattern (also flows[1]): accepted but not yet supported", &run);
+    assert_eq!(count(out, "fileFooterPattern"), 1, "{}", run.describe());
+    assert_has(out, "flows[0].fileFooterPattern (also flows[1]): accepted but not yet supported", &run);
     assert!(run.error_lines().is_empty(), "{}", run.describe());
     // Nothing was created: --check-config does not touch the checkpoint file.
     assert!(!s.path("cp.json").exists());
@@ -500,9 +500,9 @@ fn comments_are_accepted_and_notices_are_logged_once() {
     "checkpointFile": "{cp}",
     "flows": [
         {{ "filePattern": "{logs}/*a.log", /* a glob holding `/*` */ "kinesisStream": "s1",
-           "multiLineStartPattern": "^a" }},
+           "fileFooterPattern": "^END a$" }},
         // second flow
-        {{ "filePattern": "{logs}/b.log", "kinesisStream": "s2", "multiLineStartPattern": "^b" }}
+        {{ "filePattern": "{logs}/b.log", "kinesisStream": "s2", "fileFooterPattern": "^END b$" }}
     ]
 }}
 "#,
@@ -522,8 +522,8 @@ fn comments_are_accepted_and_notices_are_logged_once() {
     assert_exactly_once(expected, &split_lines(&fake.record_data()));
     let streams: std::collections::BTreeSet<String> = fake.all_records().into_iter().map(|r| r.stream).collect();
     assert_eq!(streams.into_iter().collect::<Vec<_>>(), ["s1", "s2"]);
-    assert_eq!(count(&run.stderr, "multiLineStartPattern"), 1, "{}", run.describe());
-    assert_has(&run.stderr, "flows[0].multiLineStartPattern (also flows[1]): accepted but not yet supported", &run);
+    assert_eq!(count(&run.stderr, "fileFooterPattern"), 1, "{}", run.describe());
+    assert_has(&run.stderr, "flows[0].fileFooterPattern (also flows[1]): accepted but not yet supported", &run);
 }
 
 // ---------------------------------------------------------------------------------------------

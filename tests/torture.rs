@@ -31,8 +31,8 @@
 //! choices (rotation kinds, pauses, kill moments; thread timing is not replayable). The tests run
 //! one at a time (each loads both cores), about 23 s each with the default duration.
 //!
-//! The last two tests reproduce agent bugs these stress tests ran into: the in-flight one is
-//! fixed; the empty-copy one is a known gap, ignored (`cargo test --test torture -- --ignored`).
+//! The last two tests reproduce agent bugs these stress tests ran into (both fixed): a copy found
+//! while still empty, and lines in flight at a copytruncate.
 
 mod common;
 
@@ -1290,7 +1290,6 @@ fn tally_one(what: &str, collector: &mut Collector, written: u64) -> (Vec<u64>, 
 /// small new files fixed this but lost files rotated away before they were opened (olddir
 /// rotation at 700 ms): the fix must keep the new file's handle open while it waits.
 #[test]
-#[ignore = "known gap: a copytruncate copy found while still empty is read from 0 (its lines sent twice)"]
 fn copy_found_before_it_is_filled_is_not_sent_again() {
     let _serial = serial();
     let what = "copy found before it is filled";

@@ -194,8 +194,18 @@ pub struct FlowConfig {
     pub truncated_record_terminator: Vec<u8>,
     /// `oversizedRecordAction` (default TRUNCATE).
     pub oversized_record_action: OversizedRecordAction,
-    /// `multiLineStartPattern` (not yet supported: parsed and validated only).
+    /// `multiLineStartPattern`: a record is a line starting with a match plus the lines after
+    /// it that do not (`None`: a record per line).
     pub multi_line_start_pattern: Option<String>,
+    /// `multiLineFlushTimeoutMillis` (new, default 1,000): a multi-line record leaves once its
+    /// file has been quiet this long.
+    pub multi_line_flush_timeout: Duration,
+    /// `rotateWaitMillis` (new, default 5,000): a file that left the pattern's reach is closed
+    /// once read to its end and quiet this long.
+    pub rotate_wait: Duration,
+    /// `maxOpenRotatedFiles` (new, default 64): files that left the pattern's reach kept open
+    /// once read to their end, per flow.
+    pub max_open_rotated_files: usize,
     /// `aggregatedRecordSizeBytes` (Firehose; not yet supported).
     pub aggregated_record_size_bytes: usize,
     /// `dataProcessingOptions`, kept raw (not yet supported).
@@ -253,7 +263,7 @@ pub struct AgentConfig {
     pub aws: AwsSettings,
     /// Keys that are accepted but not implemented yet, or mean nothing here: one line per key
     /// and file, already phrased for the user (`/etc/aws-kinesis/agent.json:
-    /// flows[0].multiLineStartPattern (also flows[2]): accepted but not yet supported (...)`).
+    /// flows[0].fileFooterPattern (also flows[2]): accepted but not yet supported (...)`).
     pub notices: Vec<String>,
 }
 

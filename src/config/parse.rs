@@ -559,9 +559,33 @@ static KEYS: &[KeyInfo] = &[
         "multiLineStartPattern",
         "regex",
         "none: one record per line",
-        "A record starts at each line matching this regex and takes in the lines after it that do not.",
-        NotYetSupported("records are single lines for now"),
+        "A record starts at each line that begins with a match of this regex and takes in the lines after it that do not; lines before a file's first start line make a record of their own.",
+        Supported,
         Check::Custom,
+    ),
+    flow(
+        "multiLineFlushTimeoutMillis",
+        "integer (ms), at least 1",
+        "1000",
+        "A multi-line record leaves once its file has been quiet this long, without waiting for the next start line (new: the Java agent has no such key).",
+        Supported,
+        int(1, LONG, 1_000),
+    ),
+    flow(
+        "rotateWaitMillis",
+        "integer (ms), at least 0",
+        "5000",
+        "A file that no longer matches `filePattern` (rotated away) stays open, in case it is still written to, until it has been read to its end and quiet this long; its unterminated last line is sent then (new).",
+        Supported,
+        int(0, LONG, 5_000),
+    ),
+    flow(
+        "maxOpenRotatedFiles",
+        "integer, at least 0",
+        "64",
+        "The most files per flow kept open after they left `filePattern`'s reach and were read to their end; beyond it the ones quiet the longest are closed first. Files with unread bytes are never closed early (new).",
+        Supported,
+        int(0, INT, 64),
     ),
     flow(
         "skipHeaderLines",
@@ -1145,9 +1169,9 @@ impl Loader {
             .into_bytes();
 
         let multi_line_start_pattern = self.get(s, "multiLineStartPattern", parse_regex);
-        if multi_line_start_pattern.is_some() {
-            self.status_notice(s, "multiLineStartPattern");
-        }
+        let multi_line_flush_timeout = self.millis_key(s, "multiLineFlushTimeoutMillis");
+        let rotate_wait = self.millis_key(s, "rotateWaitMillis");
+        let max_open_rotated_files = self.int_key(s, "maxOpenRotatedFiles") as usize;
 
         let aggregated_record_size_bytes = if !s.has("aggregatedRecordSizeBytes") {
             0
@@ -1195,6 +1219,9 @@ impl Loader {
             truncated_record_terminator,
             oversized_record_action,
             multi_line_start_pattern,
+            multi_line_flush_timeout,
+            rotate_wait,
+            max_open_rotated_files,
             aggregated_record_size_bytes,
             data_processing_options,
         })
@@ -1971,19 +1998,16 @@ mod tests {
     #[test]
     fn not_yet_supported_keys_are_noticed_once() {
         let config = ok(&format!(
-            r#"{{"flows": [{{{FLOW}, "multiLineStartPattern": "^x"}},
-                {{"filePattern": "/b", "kinesisStream": "s", "multiLineStartPattern": "^y",
-                  "dataProcessingOptions": [{{"optionName": "SINGLELINE"}}], "fileFooterPattern": "END"}},
-                {{"filePattern": "/c", "kinesisStream": "s", "multiLineStartPattern": "^z"}}]}}"#
+            r#"{{"flows": [{{{FLOW}, "fileFooterPattern": "^x"}},
+                {{"filePattern": "/b", "kinesisStream": "s", "fileFooterPattern": "^y",
+                  "dataProcessingOptions": [{{"optionName": "SINGLELINE"}}]}},
+                {{"filePattern": "/c", "kinesisStream": "s", "fileFooterPattern": "^z"}}]}}"#
         ));
         assert_eq!(
             config.notices,
             [
                 format!(
-                    "{MAIN}: flows[0].multiLineStartPattern (also flows[1], flows[2]): accepted but not yet supported (records are single lines for now)"
-                ),
-                format!(
-                    "{MAIN}: flows[1].fileFooterPattern: accepted but not yet supported (footer lines are sent like any other line for now)"
+                    "{MAIN}: flows[0].fileFooterPattern (also flows[1], flows[2]): accepted but not yet supported (footer lines are sent like any other line for now)"
                 ),
                 format!(
                     "{MAIN}: flows[1].dataProcessingOptions: accepted but not yet supported (records are sent unconverted for now)"

@@ -1,6 +1,7 @@
 //! Records: what a tailer produces from file bytes and a sender ships.
 
 pub mod key;
+pub mod multiline;
 pub mod split;
 
 /// Which tracked file and which chunk of it a record came from; acknowledgements use it to

@@ -54,12 +54,13 @@ impl LineSplitter {
     }
 
     /// Splits `buf`, calling `emit` with each complete record (a slice of `buf` when the line lies
-    /// wholly in it). Returns how many bytes of `buf` end with its last newline (0 if it holds
-    /// none); the bytes after it are kept as the start of the next line.
-    pub fn feed(&mut self, buf: &Bytes, stats: &mut SplitStats, mut emit: impl FnMut(Bytes)) -> usize {
+    /// wholly in it) and the position in `buf` just after its newline. Returns how many bytes of
+    /// `buf` end with its last newline (0 if it holds none); the bytes after it are kept as the
+    /// start of the next line.
+    pub fn feed(&mut self, buf: &Bytes, stats: &mut SplitStats, mut emit: impl FnMut(Bytes, usize)) -> usize {
         let mut pos = 0;
         for nl in memchr_iter(b'\n', buf) {
-            self.finish_line(buf, pos, nl + 1, stats, &mut emit);
+            self.finish_line(buf, pos, nl + 1, stats, &mut |r| emit(r, nl + 1));
             pos = nl + 1;
         }
         self.append_partial(&buf[pos..]);
@@ -156,7 +157,7 @@ mod tests {
         let mut end = 0;
         let mut start = 0;
         for p in parts {
-            let c = s.feed(&Bytes::copy_from_slice(p), &mut stats, |r| out.push(r.to_vec()));
+            let c = s.feed(&Bytes::copy_from_slice(p), &mut stats, |r, _| out.push(r.to_vec()));
             if c > 0 {
                 end = start + c;
             }

@@ -1,11 +1,13 @@
-//! The tailer of one file: reads from an offset, splits lines, registers each chunk with the ack
-//! tracker, and sends it to the flow's batcher over a bounded channel (a full channel stops the
-//! reading: back-pressure). At end of file it waits for a file-system wake-up or the poll interval,
-//! and notices truncation (read again from 0), deletion (drain, then stop) and a file moved out of
-//! the pattern's reach (drain, then stop after a grace period).
+//! The tailer of one file: reads from an offset, splits lines (and builds multi-line records),
+//! registers each chunk with the ack tracker, and sends it to the flow's batcher over a bounded
+//! channel (a full channel stops the reading: back-pressure). At end of file it waits for a
+//! file-system wake-up or the poll interval, and notices truncation (read again from 0), deletion
+//! (drain, then stop) and a file moved out of the pattern's reach (drain, then stop once quiet).
 
+pub mod copy;
 pub mod identity;
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::PathBuf;
@@ -20,14 +22,18 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ack::{AckTracker, FileId};
 use crate::metrics::FlowMetrics;
+use crate::record::multiline::MultiLine;
 use crate::record::split::{LineSplitter, SplitStats};
 use crate::record::{Chunk, Origin, Record};
+use copy::CopySource;
 
 /// Bytes read per system call: big enough to amortise the call, small enough to stay fair
 /// between files and keep memory low.
 pub const READ_SIZE: usize = 256 * 1024;
-/// How long a file that no longer matches the pattern stays open after it was drained.
-pub const UNMATCHED_GRACE: Duration = Duration::from_secs(5);
+
+/// A flow's tailed files by current path: discovery keeps it, file-system events and copy
+/// recognition look handles up in it.
+pub type TailedFiles = Arc<Mutex<HashMap<PathBuf, Arc<TailHandle>>>>;
 
 /// What discovery and the tailer share about one tailed file.
 #[derive(Debug)]
@@ -52,6 +58,10 @@ pub struct TailHandle {
     pub head: Mutex<Option<identity::Sample>>,
     /// The last time the file was truncated in place (copytruncate).
     pub truncated: Mutex<Option<Truncation>>,
+    /// Since when the file has been read to its end while no longer matching the pattern.
+    pub drained_since: Mutex<Option<Instant>>,
+    /// Close the file as soon as it is read to its end (too many rotated files are open).
+    pub close_now: AtomicBool,
 }
 
 /// What a file held when it was truncated in place: a copy of it that appears (logrotate
@@ -63,14 +73,6 @@ pub struct Truncation {
     pub committed: u64,
     pub at: Instant,
 }
-
-/// How long a file whose head matches a live tailed file waits for that file's truncation before
-/// it is taken for a plain copy (its content is then not sent again).
-pub const COPY_HOLD: Duration = Duration::from_secs(30);
-/// A copy is recognised within this time after the original's truncation.
-pub const COPY_WINDOW: Duration = Duration::from_secs(60);
-/// Heads shorter than this are too likely to be shared by unrelated files to identify a copy.
-pub const MIN_COPY_HEAD: u32 = 64;
 
 impl TailHandle {
     pub fn new(id: FileId, path: PathBuf, offset: u64, slot: u64) -> Self {
@@ -86,6 +88,8 @@ impl TailHandle {
             slot,
             head: Mutex::new(None),
             truncated: Mutex::new(None),
+            drained_since: Mutex::new(None),
+            close_now: AtomicBool::new(false),
         }
     }
 }
@@ -101,6 +105,12 @@ pub struct TailSettings {
     pub poll: Duration,
     /// `--once`: stop at end of file.
     pub once: bool,
+    /// `multiLineStartPattern`, anchored (`None`: a record per line).
+    pub multi_line: Option<regex::bytes::Regex>,
+    /// A multi-line record leaves after its file has been quiet this long.
+    pub multi_line_flush: Duration,
+    /// A file that no longer matches the pattern is closed once drained and quiet this long.
+    pub rotate_wait: Duration,
 }
 
 pub struct Tailer {
@@ -114,6 +124,10 @@ pub struct Tailer {
     pub shutdown: CancellationToken,
     /// The live file this one looks like a copy of (same head): wait for its truncation first.
     pub copy_of: Option<Arc<TailHandle>>,
+    /// A new file found shorter than a head: it may be a copy being written. Wait until it can be
+    /// told (`copy::SETTLE_QUIET`), then check it against `peers`.
+    pub settle: bool,
+    pub peers: TailedFiles,
 }
 
 enum Next {
@@ -121,19 +135,52 @@ enum Next {
     Stop,
 }
 
+/// Records finished by the multi-line builder, the offset after the last, and its counts.
+struct Built {
+    slot: u64,
+    records: Vec<Record>,
+    end: u64,
+    stats: SplitStats,
+}
+
+impl Built {
+    fn new(slot: u64) -> Self {
+        Built { slot, records: Vec::new(), end: 0, stats: SplitStats::default() }
+    }
+
+    fn add(&mut self, data: Bytes, end: u64) {
+        self.records.push(Record { data, origin: Origin { file: self.slot, chunk: 0 } });
+        self.end = end;
+    }
+}
+
 impl Tailer {
     pub async fn run(mut self) {
         let path = self.path();
         let slot = self.handle.slot;
         self.handle.done.store(false, Ordering::Relaxed);
+        if self.settle {
+            match self.settle_new_file().await {
+                None => {
+                    self.handle.done.store(true, Ordering::Relaxed);
+                    return;
+                }
+                Some(Some(CopySource::Truncated(committed))) => {
+                    let size = self.file.metadata().map(|m| m.len()).unwrap_or(0);
+                    tracing::info!(
+                        "{} is a copy of a file truncated moments ago (copytruncate): reading it from byte {}",
+                        path.display(),
+                        committed.min(size)
+                    );
+                    self.start_at(slot, committed.min(size));
+                }
+                Some(Some(CopySource::Live(original))) => self.copy_of = Some(original),
+                Some(None) => {}
+            }
+        }
         if let Some(original) = self.copy_of.take() {
             match self.wait_for_truncation(&original).await {
-                Some(offset) => {
-                    self.offset = offset;
-                    self.tracker.restart_file(slot, offset);
-                    self.handle.read_offset.store(offset, Ordering::Relaxed);
-                    self.handle.committed.store(offset, Ordering::Relaxed);
-                }
+                Some(offset) => self.start_at(slot, offset),
                 None => {
                     self.handle.done.store(true, Ordering::Relaxed);
                     return;
@@ -142,10 +189,16 @@ impl Tailer {
         }
         let skip = if self.offset == 0 { self.settings.skip_header_lines } else { 0 };
         let mut splitter = LineSplitter::new(self.settings.record_limit, self.settings.terminator.clone(), skip);
+        let mut multi = self
+            .settings
+            .multi_line
+            .clone()
+            .map(|re| MultiLine::new(re, self.settings.record_limit, self.settings.terminator.clone()));
         let mut buf = BytesMut::new();
         let mut read_pos = self.offset;
         let mut head_len = self.update_head(slot, usize::MAX);
         let mut idle_since: Option<Instant> = None;
+        let mut last_data = Instant::now();
         let mut read_error_logged = false;
         let mut retire = false;
         tracing::debug!("tailing {} from offset {}", path.display(), read_pos);
@@ -172,6 +225,8 @@ impl Tailer {
             };
             if n > 0 {
                 idle_since = None;
+                last_data = Instant::now();
+                *self.handle.drained_since.lock().unwrap() = None;
                 let start = read_pos;
                 read_pos += n as u64;
                 self.handle.read_offset.store(read_pos, Ordering::Relaxed);
@@ -179,23 +234,36 @@ impl Tailer {
                     head_len = self.update_head(slot, head_len);
                 }
                 let mut stats = SplitStats::default();
+                let mut multi_stats = SplitStats::default();
                 let mut records = Vec::with_capacity(n / 64 + 1);
                 // Records are slices of what was read. A big read hands its buffer over (a new one
                 // is allocated next time); a small one is copied out so that a trickle of lines
                 // does not pin a whole buffer per file until acknowledged.
                 let data =
                     if n >= READ_SIZE / 8 { buf.split_to(n).freeze() } else { Bytes::copy_from_slice(&buf[..n]) };
-                let consumed = splitter.feed(&data, &mut stats, |data| {
-                    records.push(Record { data, origin: Origin { file: slot, chunk: 0 } })
+                // Where the records handed on end: after the last complete line, or after the last
+                // finished multi-line record.
+                let mut end = None;
+                let consumed = splitter.feed(&data, &mut stats, |line, at| match multi.as_mut() {
+                    None => records.push(Record { data: line, origin: Origin { file: slot, chunk: 0 } }),
+                    Some(m) => m.push(line, start + at as u64, &mut multi_stats, &mut |data, e| {
+                        records.push(Record { data, origin: Origin { file: slot, chunk: 0 } });
+                        end = Some(e);
+                    }),
                 });
-                if consumed > 0 {
-                    let end = start + consumed as u64;
-                    let marker = if consumed >= identity::MARKER_BYTES {
-                        Some(identity::Sample::of(&data[consumed - identity::MARKER_BYTES..consumed]))
+                self.count(&stats, consumed);
+                self.count(&multi_stats, 0);
+                if multi.is_none() && consumed > 0 {
+                    end = Some(start + consumed as u64);
+                }
+                if let Some(end) = end {
+                    let within = (end - start) as usize;
+                    let marker = if within >= identity::MARKER_BYTES {
+                        Some(identity::Sample::of(&data[within - identity::MARKER_BYTES..within]))
                     } else {
                         identity::marker(&self.file, end)
                     };
-                    if let Next::Stop = self.send_chunk(slot, end, marker, records, &stats, consumed).await {
+                    if let Next::Stop = self.send_chunk(slot, end, marker, records).await {
                         break;
                     }
                 }
@@ -204,6 +272,9 @@ impl Tailer {
             }
             // End of file.
             if self.settings.once {
+                // The file is complete as far as this run goes: its last multi-line record is
+                // too (an unterminated line still waits for a later run).
+                self.finish_record(slot, &mut multi).await;
                 break;
             }
             let meta = match self.file.metadata() {
@@ -217,6 +288,8 @@ impl Tailer {
                     meta.len(),
                     read_pos
                 );
+                // The old content's last record will get no more lines.
+                self.finish_record(slot, &mut multi).await;
                 // What was read of the old content must be acknowledged before the file starts
                 // over: a copy of it (copytruncate) resumes at `committed`, and its checkpoint
                 // must not claim lines still in flight. Meanwhile the new content waits in the file.
@@ -236,6 +309,9 @@ impl Tailer {
                 }
                 self.tracker.restart_file(slot, 0);
                 splitter.restart(self.settings.skip_header_lines);
+                if let Some(m) = multi.as_mut() {
+                    m.restart();
+                }
                 read_pos = 0;
                 self.handle.read_offset.store(0, Ordering::Relaxed);
                 self.handle.committed.store(0, Ordering::Relaxed);
@@ -244,23 +320,33 @@ impl Tailer {
             }
             if meta.nlink() == 0 {
                 // Deleted and drained: its last line will never be completed.
-                self.send_partial(slot, &mut splitter, read_pos).await;
+                self.send_partial(slot, &mut splitter, &mut multi, read_pos).await;
                 tracing::debug!("{} was deleted and is drained", self.path().display());
                 retire = true;
                 break;
             }
             if !self.handle.matched.load(Ordering::Relaxed) {
                 let since = *idle_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= UNMATCHED_GRACE {
+                *self.handle.drained_since.lock().unwrap() = Some(since);
+                if since.elapsed() >= self.settings.rotate_wait || self.handle.close_now.load(Ordering::Relaxed) {
                     // Rotated out of the pattern's reach and quiet: its last line is complete.
-                    self.send_partial(slot, &mut splitter, read_pos).await;
+                    self.send_partial(slot, &mut splitter, &mut multi, read_pos).await;
                     tracing::debug!("{} no longer matches the pattern and is drained", self.path().display());
                     break;
                 }
             }
+            let mut wait = self.settings.poll;
+            if multi.as_ref().is_some_and(MultiLine::is_pending) {
+                let quiet = last_data.elapsed();
+                if quiet >= self.settings.multi_line_flush {
+                    self.finish_record(slot, &mut multi).await;
+                    continue;
+                }
+                wait = wait.min(self.settings.multi_line_flush - quiet);
+            }
             tokio::select! {
                 _ = self.handle.wake.notified() => {}
-                _ = tokio::time::sleep(self.settings.poll) => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = self.shutdown.cancelled() => break,
             }
         }
@@ -275,14 +361,124 @@ impl Tailer {
         self.handle.path.lock().unwrap().clone()
     }
 
-    /// Send the unterminated last line of a file that will not grow any more.
-    async fn send_partial(&mut self, slot: u64, splitter: &mut LineSplitter, read_pos: u64) {
+    /// Start reading at `offset` instead of where the file was registered (a recognised copy).
+    fn start_at(&mut self, slot: u64, offset: u64) {
+        self.offset = offset;
+        self.tracker.restart_file(slot, offset);
+        self.handle.read_offset.store(offset, Ordering::Relaxed);
+        self.handle.committed.store(offset, Ordering::Relaxed);
+    }
+
+    /// Send the unterminated last line and the last record of a file that will not grow any more.
+    async fn send_partial(
+        &mut self,
+        slot: u64,
+        splitter: &mut LineSplitter,
+        multi: &mut Option<MultiLine>,
+        read_pos: u64,
+    ) {
         let mut stats = SplitStats::default();
-        if let Some(data) = splitter.take_partial(&mut stats) {
-            let records = vec![Record { data, origin: Origin { file: slot, chunk: 0 } }];
-            let marker = identity::marker(&self.file, read_pos);
-            let _ = self.send_chunk(slot, read_pos, marker, records, &stats, 0).await;
+        let partial = splitter.take_partial(&mut stats);
+        self.count(&stats, 0);
+        if let Some(data) = partial {
+            match multi.as_mut() {
+                Some(m) => {
+                    // A start line finishes the record before it (sent here); the line itself
+                    // is finished below.
+                    let mut built = Built::new(slot);
+                    let mut stats = SplitStats::default();
+                    m.push(data, read_pos, &mut stats, &mut |data, e| built.add(data, e));
+                    built.stats = stats;
+                    if let Next::Stop = self.send_built(built).await {
+                        return;
+                    }
+                }
+                None => {
+                    let records = vec![Record { data, origin: Origin { file: slot, chunk: 0 } }];
+                    let marker = identity::marker(&self.file, read_pos);
+                    let _ = self.send_chunk(slot, read_pos, marker, records).await;
+                }
+            }
         }
+        self.finish_record(slot, multi).await;
+    }
+
+    /// Send the multi-line record being built, if any: its file will not add lines to it.
+    async fn finish_record(&mut self, slot: u64, multi: &mut Option<MultiLine>) {
+        let Some(m) = multi.as_mut() else { return };
+        let mut built = Built::new(slot);
+        let mut stats = SplitStats::default();
+        m.finish(&mut stats, &mut |data, e| built.add(data, e));
+        built.stats = stats;
+        let _ = self.send_built(built).await;
+    }
+
+    /// Send records the multi-line builder finished outside a read.
+    async fn send_built(&mut self, built: Built) -> Next {
+        self.count(&built.stats, 0);
+        if built.records.is_empty() {
+            return Next::Continue;
+        }
+        let marker = identity::marker(&self.file, built.end);
+        self.send_chunk(built.slot, built.end, marker, built.records).await
+    }
+
+    /// Count what the splitter or the multi-line builder did; `consumed`: file bytes of
+    /// complete lines.
+    fn count(&self, stats: &SplitStats, consumed: usize) {
+        let m = &self.metrics;
+        FlowMetrics::add(&m.bytes_read, consumed as u64);
+        FlowMetrics::add(&m.records_truncated, stats.truncated);
+        FlowMetrics::add(&m.records_dropped, stats.dropped);
+        FlowMetrics::add(&m.header_lines_skipped, stats.header_lines_skipped);
+        if stats.truncated + stats.dropped > 0 {
+            tracing::warn!(
+                "{}: {} {} longer than {} bytes were {}",
+                self.path().display(),
+                stats.truncated + stats.dropped,
+                if self.settings.multi_line.is_some() { "record(s)" } else { "line(s)" },
+                self.settings.record_limit,
+                if stats.dropped > 0 { "dropped" } else { "truncated" }
+            );
+        }
+    }
+
+    /// A new file found shorter than a full head: wait (with the file open, so nothing can be
+    /// lost) until it can be told whether it is a copy of a tailed file. `None` on shutdown.
+    async fn settle_new_file(&self) -> Option<Option<CopySource>> {
+        let mut last_size = 0;
+        let mut changed = Instant::now();
+        let mut first_byte: Option<Instant> = None;
+        loop {
+            let Ok(meta) = self.file.metadata() else { return Some(None) };
+            let size = meta.len();
+            if size >= identity::HEAD_BYTES as u64 || meta.nlink() == 0 || !self.handle.matched.load(Ordering::Relaxed)
+            {
+                break;
+            }
+            if size != last_size {
+                last_size = size;
+                changed = Instant::now();
+            }
+            // An empty file can wait as long as it likes: there is nothing to send yet.
+            let wait = if size > 0 {
+                let first = *first_byte.get_or_insert_with(Instant::now);
+                if changed.elapsed() >= copy::SETTLE_QUIET || first.elapsed() >= copy::SETTLE_MAX {
+                    break;
+                }
+                Duration::from_millis(20)
+            } else {
+                self.settings.poll
+            };
+            tokio::select! {
+                _ = self.handle.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.shutdown.cancelled() => return None,
+            }
+        }
+        let size = self.file.metadata().map(|m| m.len()).unwrap_or(0);
+        let peers: Vec<Arc<TailHandle>> = self.peers.lock().unwrap().values().cloned().collect();
+        Some(copy::copy_source(&self.file, size, self.handle.id, &peers))
     }
 
     /// Take the head fingerprint again when the file may have grown past the last one (`had`
@@ -307,7 +503,7 @@ impl Tailer {
     /// within `COPY_HOLD`, the copy repeats what `original` holds: start at the copy's end.
     /// `None` on shutdown.
     async fn wait_for_truncation(&self, original: &TailHandle) -> Option<u64> {
-        let deadline = Instant::now() + COPY_HOLD;
+        let deadline = Instant::now() + copy::COPY_HOLD;
         let my_head = identity::head(&self.file, self.file.metadata().map(|m| m.len()).unwrap_or(0));
         loop {
             let size = self.file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -342,29 +538,13 @@ impl Tailer {
         end: u64,
         marker: Option<identity::Sample>,
         mut records: Vec<Record>,
-        stats: &SplitStats,
-        consumed: usize,
     ) -> Next {
         let seq = self.tracker.add_chunk(slot, end, records.len() as u64, marker);
         self.handle.committed.store(end, Ordering::Relaxed);
         for r in &mut records {
             r.origin.chunk = seq;
         }
-        let m = &self.metrics;
-        FlowMetrics::add(&m.records_read, records.len() as u64);
-        FlowMetrics::add(&m.bytes_read, consumed as u64);
-        FlowMetrics::add(&m.records_truncated, stats.truncated);
-        FlowMetrics::add(&m.records_dropped, stats.dropped);
-        FlowMetrics::add(&m.header_lines_skipped, stats.header_lines_skipped);
-        if stats.truncated + stats.dropped > 0 {
-            tracing::warn!(
-                "{}: {} line(s) longer than {} bytes were {}",
-                self.path().display(),
-                stats.truncated + stats.dropped,
-                self.settings.record_limit,
-                if stats.dropped > 0 { "dropped" } else { "truncated" }
-            );
-        }
+        FlowMetrics::add(&self.metrics.records_read, records.len() as u64);
         if records.is_empty() {
             return Next::Continue;
         }
