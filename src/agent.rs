@@ -394,13 +394,16 @@ impl Discovery {
     async fn run(self) {
         let mut tailers: HashMap<FileId, Arc<TailHandle>> = HashMap::new();
         let mut reported: HashSet<PathBuf> = HashSet::new();
-        let mut watching = false;
+        // The watched base directory's identity: when it is deleted (or replaced) and comes back,
+        // the new one is watched.
+        let mut watching: Option<FileId> = None;
         let mut first = true;
         let mut warned_empty = false;
         let rescan = RESCAN.min(self.flow.max_time_between_file_tracker_refresh);
         loop {
-            if !watching {
-                watching = self.try_watch();
+            let base = dir_id(self.watch.pattern.base());
+            if base.is_some() && watching != base {
+                watching = if self.try_watch() { base } else { None };
             }
             let mut problems = Vec::new();
             let pattern = self.watch.pattern.clone();
@@ -452,9 +455,6 @@ impl Discovery {
         let mut guard = self.watcher.lock().unwrap();
         let Some(w) = guard.as_mut() else { return true };
         let base = self.watch.pattern.base();
-        if !base.is_dir() {
-            return false;
-        }
         let mode = if self.watch.pattern.recursive() { RecursiveMode::Recursive } else { RecursiveMode::NonRecursive };
         match w.watch(base, mode) {
             Ok(()) => true,
@@ -646,6 +646,11 @@ impl Discovery {
         }
         Some((0, None))
     }
+}
+
+fn dir_id(path: &Path) -> Option<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().filter(|m| m.is_dir()).map(|m| FileId { dev: m.dev(), ino: m.ino() })
 }
 
 /// Whether an opened file is the one a scan found (the path may have been rotated in between).

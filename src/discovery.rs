@@ -94,6 +94,10 @@ impl Pattern {
         let limit = self.depth.unwrap_or(MAX_DEPTH);
         self.walk(&self.base.clone(), 0, limit, &mut out, problems);
         out.sort_by(|a, b| a.path.cmp(&b.path));
+        // A file reached by two paths (a symbolic link and its target both match) is one file:
+        // keep its first path, so it is tailed once and its path does not flip between scans.
+        let mut seen = std::collections::HashSet::new();
+        out.retain(|f| seen.insert(f.id));
         out
     }
 
