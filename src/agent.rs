@@ -513,7 +513,7 @@ impl Discovery {
             if !is_same_file(&file, f.id) {
                 continue; // Rotated between the scan and the open: the next scan sees it right.
             }
-            let Some((mut offset, marker)) = self.start_offset(f, &file, first) else { continue };
+            let Some((mut offset, marker)) = self.start_offset(f, &file, first, found) else { continue };
             let mut copy_of = None;
             // A new file may be a copy of a tailed one (copytruncate); one too short to tell yet
             // is decided on by its tailer, with the file open.
@@ -613,7 +613,13 @@ impl Discovery {
     /// Where a newly found file starts, and the marker of the bytes before that: its checkpoint
     /// if the file still holds the same bytes there; else `initialPosition` for files present at
     /// the first start of a daemon flow; else 0 (files that appear later, and `--once`).
-    fn start_offset(&self, f: &Found, file: &File, first: bool) -> Option<(u64, Option<identity::Sample>)> {
+    fn start_offset(
+        &self,
+        f: &Found,
+        file: &File,
+        first: bool,
+        found: &[Found],
+    ) -> Option<(u64, Option<identity::Sample>)> {
         let store = self.store.lock().unwrap();
         if let Some(e) = store.get(&self.flow.id, f.id) {
             let why = if e.offset > f.size {
@@ -637,6 +643,9 @@ impl Discovery {
                 }
             };
         }
+        if let Some(offset) = self.copy_of_checkpointed(&store, f, file, found) {
+            return Some((offset, identity::marker(file, offset)));
+        }
         drop(store);
         if self.mode == Mode::Daemon && first && !self.had_checkpoints {
             return match self.flow.initial_position {
@@ -657,6 +666,41 @@ fn dir_id(path: &Path) -> Option<FileId> {
 fn is_same_file(file: &File, id: FileId) -> bool {
     use std::os::unix::fs::MetadataExt;
     file.metadata().is_ok_and(|m| FileId { dev: m.dev(), ino: m.ino() } == id)
+}
+
+impl Discovery {
+    /// A file without a checkpoint of its own that starts like a checkpointed file of this flow is
+    /// a copy made while the agent was stopped (logrotate `copytruncate`, or a plain `cp`). When
+    /// the original was truncated or is gone, the copy is read from where the original had been
+    /// read; when the original still holds what was read, the copy repeats it: only lines added
+    /// to the copy from now on are sent.
+    fn copy_of_checkpointed(&self, store: &CheckpointStore, f: &Found, file: &File, found: &[Found]) -> Option<u64> {
+        let head = identity::head(file, f.size).filter(|h| h.len >= copy::MIN_COPY_HEAD)?;
+        let e = store.entries().find(|e| {
+            e.flow == self.flow.id && e.head == Some(head) && FileId { dev: e.dev, ino: e.ino } != f.id && e.offset > 0
+        })?;
+        let id = FileId { dev: e.dev, ino: e.ino };
+        let intact = found.iter().find(|o| o.id == id).is_some_and(|o| {
+            o.size >= e.offset
+                && File::open(&o.path).is_ok_and(|of| is_same_file(&of, id) && identity::still_matches(&of, head, None))
+        });
+        if intact {
+            tracing::info!(
+                "{} repeats the start of {}: only lines added to it from now on are sent",
+                f.path.display(),
+                e.path.display()
+            );
+            Some(f.size)
+        } else {
+            let offset = e.offset.min(f.size);
+            tracing::info!(
+                "{} is a copy of {} made while the agent was stopped (copytruncate): reading it from byte {offset}",
+                f.path.display(),
+                e.path.display()
+            );
+            Some(offset)
+        }
+    }
 }
 
 /// The offset just after the last newline of the file (so a partial last line is still sent

@@ -553,6 +553,36 @@ fn restart_after_rotations_while_stopped() {
     t.assert_exactly_once("restart while rotated", &agent);
 }
 
+/// copytruncate while the agent is stopped (the copy matches the pattern), the writer going on:
+/// at the restart the copy is read from where its original had been read (the lines written
+/// after the stop and before the copy are in it), and the live file, holding new lines, from 0.
+/// Everything exactly once.
+#[test]
+fn copytruncate_while_stopped() {
+    let (fake, ws) = setup("app.log*");
+    let live = ws.file("app.log");
+    let writer = Writer::start(&live, 500);
+    let mut agent = ws.spawn(false, &[]);
+    std::thread::sleep(Duration::from_millis(2_000));
+    stop(&mut agent);
+    std::thread::sleep(Duration::from_millis(500));
+    writer.locked(|| {
+        std::fs::copy(&live, ws.file("app.log.1")).expect("copy app.log");
+        truncate(&live);
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    let mut agent = ws.spawn(false, &[]);
+    std::thread::sleep(Duration::from_millis(2_000));
+    let written = writer.finish();
+    let t = finish("copytruncate while stopped", &fake, &mut agent, &ws, written);
+    t.assert_exactly_once("copytruncate while stopped", &agent);
+    assert!(
+        agent.log().contains("made while the agent was stopped"),
+        "the copy was recognised; log:\n{}",
+        tail(&agent.log(), 4000)
+    );
+}
+
 /// copytruncate (`app.log` copied to `app.log.1`, archives shifting, then truncated in place; the
 /// writer is held during the copy and truncation so that no line falls between them).
 fn copytruncate_run(pattern: &str, kind: &str) -> (Tally, AgentProcess, Workspace) {
