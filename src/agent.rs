@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use crate::ack::{AckTracker, FileId};
 use crate::aws::{self, AwsSetupError};
 use crate::checkpoint::{CheckpointError, CheckpointStore};
-use crate::config::{AgentConfig, Destination, FlowConfig, InitialPosition, OversizedRecordAction};
+use crate::config::{AgentConfig, ConfigErrors, Destination, FlowConfig, InitialPosition, OversizedRecordAction};
 use crate::discovery::{Found, Pattern};
 use crate::metrics::FlowMetrics;
 use crate::record::Chunk;
@@ -101,56 +101,72 @@ pub fn flow_label(flow: &FlowConfig, region: Option<&str>) -> String {
     }
 }
 
-pub async fn run(cfg: AgentConfig, mode: Mode, shutdown: CancellationToken) -> Result<Outcome, RunError> {
-    let (store, notes) = CheckpointStore::open(&cfg.checkpoint_file, cfg.checkpoint_ttl_days)?;
-    for n in notes {
-        tracing::warn!("{n}");
-    }
-    tracing::debug!("checkpoints in {}", store.path().display());
-    let mut patterns = Vec::new();
-    for f in &cfg.flows {
-        let p = Pattern::new(&f.file_pattern).map_err(|source| RunError::Pattern {
-            index: f.index,
-            pattern: f.file_pattern.clone(),
-            source,
-        })?;
-        patterns.push(p);
-    }
-    let clients = aws::build(&cfg).await?;
-    let had_flow: Vec<bool> = cfg.flows.iter().map(|f| store.has_flow(&f.id)).collect();
-    let store = Arc::new(Mutex::new(store));
-    let tracker = AckTracker::new();
-    let inflight = InFlight::new(cfg.max_sending_threads, MAX_IN_FLIGHT_BYTES);
-    let watches: Arc<Mutex<Vec<Arc<FlowWatch>>>> = Arc::new(Mutex::new(Vec::new()));
-    let watcher = if mode == Mode::Daemon { start_watcher(watches.clone()) } else { None };
-    let watcher = Arc::new(Mutex::new(watcher));
-    // Tailers stop on this; batchers then flush what was read and finish their sends.
-    let stop_reading = shutdown.child_token();
+/// How a running daemon re-reads its configuration on SIGHUP.
+pub struct Reload {
+    /// Notified on SIGHUP.
+    pub signal: Arc<Notify>,
+    /// Reads and validates the configuration again (the same files as at start).
+    pub load: Box<dyn Fn() -> Result<AgentConfig, ConfigErrors> + Send + Sync>,
+}
 
-    let mut batchers = Vec::new();
-    let mut senders = Vec::new();
-    for (flow, pattern) in cfg.flows.iter().zip(patterns) {
+/// A flow that was started: running, or stopping (removed or changed by a reload) until its
+/// batcher has sent what its tailers read.
+struct RunningFlow {
+    config: FlowConfig,
+    /// Stops the flow's discovery and tailers; its batcher then flushes and ends.
+    stop: CancellationToken,
+    batcher: tokio::task::JoinHandle<()>,
+    /// The batcher ended (set before `Flows::finished` is notified, unlike the handle's state).
+    done: Arc<AtomicBool>,
+    sender: Arc<FlowSender>,
+    watch: Arc<FlowWatch>,
+    stopping: bool,
+}
+
+/// What starting a flow needs: the parts every flow shares.
+struct Flows {
+    mode: Mode,
+    store: Arc<Mutex<CheckpointStore>>,
+    tracker: AckTracker,
+    inflight: InFlight,
+    clients: aws::Clients,
+    watches: Arc<Mutex<Vec<Arc<FlowWatch>>>>,
+    watcher: Arc<Mutex<Option<notify::RecommendedWatcher>>>,
+    /// Cancelled on shutdown: every flow stops reading.
+    stop_reading: CancellationToken,
+    /// Notified when a flow's batcher ends.
+    finished: Arc<Notify>,
+    /// Senders of the flows that still run, for the status lines.
+    live: Arc<Mutex<Vec<Arc<FlowSender>>>>,
+    /// Every flow's sender, for the outcome.
+    all: Vec<Arc<FlowSender>>,
+}
+
+impl Flows {
+    fn start(&mut self, flow: &FlowConfig, pattern: Pattern) -> RunningFlow {
         let (client, region) = match &flow.destination {
             Destination::Kinesis { stream } => (
                 SinkClient::Kinesis {
-                    client: clients.kinesis.clone().expect("built for kinesis flows"),
+                    client: self.clients.kinesis.clone().expect("built for kinesis flows"),
                     stream: stream.clone(),
                     key: flow.partition_key,
                 },
-                clients.kinesis_region.clone(),
+                self.clients.kinesis_region.clone(),
             ),
             Destination::Firehose { stream } => (
                 SinkClient::Firehose {
-                    client: clients.firehose.clone().expect("built for firehose flows"),
+                    client: self.clients.firehose.clone().expect("built for firehose flows"),
                     stream: stream.clone(),
                 },
-                clients.firehose_region.clone(),
+                self.clients.firehose_region.clone(),
             ),
         };
         let label = flow_label(flow, region.as_deref());
-        // The flow's tailers stop on shutdown, or when `--once` gives up after a fatal error
-        // (`give_up`; a shutdown alone must not make the senders abandon their retries).
-        let flow_stop = stop_reading.child_token();
+        let had_checkpoints = self.store.lock().unwrap().has_flow(&flow.id);
+        // The flow's tailers stop on shutdown, on a reload that removes the flow, or when `--once`
+        // gives up after a fatal error (`give_up`; a shutdown alone must not make the senders
+        // abandon their retries).
+        let flow_stop = self.stop_reading.child_token();
         let give_up = CancellationToken::new();
         tokio::spawn({
             let (give_up, flow_stop) = (give_up.clone(), flow_stop.clone());
@@ -165,9 +181,9 @@ pub async fn run(cfg: AgentConfig, mode: Mode, shutdown: CancellationToken) -> R
         let sender = Arc::new(FlowSender::new(
             label,
             client,
-            tracker.clone(),
+            self.tracker.clone(),
             metrics.clone(),
-            mode == Mode::Once,
+            self.mode == Mode::Once,
             (flow.retry_initial_backoff, flow.retry_max_backoff),
             give_up,
         ));
@@ -183,9 +199,18 @@ pub async fn run(cfg: AgentConfig, mode: Mode, shutdown: CancellationToken) -> R
             max_batches: flow.publish_queue_capacity,
         };
         let (tx, rx) = mpsc::channel::<Chunk>(CHANNEL_CHUNKS);
-        batchers.push(tokio::spawn(batcher::run(rx, sender.clone(), limits, inflight.clone())));
+        let done = Arc::new(AtomicBool::new(false));
+        let batcher = tokio::spawn({
+            let (sender, inflight, finished) = (sender.clone(), self.inflight.clone(), self.finished.clone());
+            let done = done.clone();
+            async move {
+                batcher::run(rx, sender, limits, inflight).await;
+                done.store(true, Ordering::SeqCst);
+                finished.notify_one();
+            }
+        });
         let watch = Arc::new(FlowWatch { pattern, rescan: Notify::new(), files: TailedFiles::default() });
-        watches.lock().unwrap().push(watch.clone());
+        self.watches.lock().unwrap().push(watch.clone());
         let settings = TailSettings {
             flow_id: Arc::from(flow.id.as_str()),
             // Room for the longest partition key, which counts towards the Kinesis record limit.
@@ -196,7 +221,7 @@ pub async fn run(cfg: AgentConfig, mode: Mode, shutdown: CancellationToken) -> R
             },
             skip_header_lines: flow.skip_header_lines,
             poll: flow.min_time_between_file_polls,
-            once: mode == Mode::Once,
+            once: self.mode == Mode::Once,
             multi_line: flow
                 .multi_line_start_pattern
                 .as_deref()
@@ -206,42 +231,159 @@ pub async fn run(cfg: AgentConfig, mode: Mode, shutdown: CancellationToken) -> R
         };
         let disc = Discovery {
             flow: flow.clone(),
-            watch,
+            watch: watch.clone(),
             settings,
             tx,
-            store: store.clone(),
-            tracker: tracker.clone(),
-            metrics: metrics.clone(),
-            shutdown: flow_stop,
-            had_checkpoints: had_flow[flow.index],
-            mode,
-            watcher: watcher.clone(),
+            store: self.store.clone(),
+            tracker: self.tracker.clone(),
+            metrics,
+            shutdown: flow_stop.clone(),
+            had_checkpoints,
+            mode: self.mode,
+            watcher: self.watcher.clone(),
         };
         tokio::spawn(disc.run());
-        senders.push(sender);
+        self.live.lock().unwrap().push(sender.clone());
+        self.all.push(sender.clone());
+        RunningFlow { config: flow.clone(), stop: flow_stop, batcher, done, sender, watch, stopping: false }
     }
 
+    /// Stop a flow's reading; its batcher sends what was read, then ends.
+    fn stop(&self, flow: &mut RunningFlow) {
+        flow.stop.cancel();
+        flow.stopping = true;
+        self.watches.lock().unwrap().retain(|w| !Arc::ptr_eq(w, &flow.watch));
+    }
+
+    /// Forget a flow whose batcher ended.
+    fn forget(&self, flow: &RunningFlow) {
+        self.live.lock().unwrap().retain(|s| !Arc::ptr_eq(s, &flow.sender));
+    }
+}
+
+/// Whether two versions of a flow behave the same (its place in the list and its file aside).
+fn same_flow(a: &FlowConfig, b: &FlowConfig) -> bool {
+    let mut b = b.clone();
+    b.index = a.index;
+    b.source = a.source.clone();
+    *a == b
+}
+
+/// Global settings a reload cannot change while running.
+fn global_changes(old: &AgentConfig, new: &AgentConfig) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    let mut check = |differs: bool, key: &'static str| {
+        if differs {
+            changed.push(key);
+        }
+    };
+    check(old.checkpoint_file != new.checkpoint_file, "checkpointFile");
+    check(old.checkpoint_ttl_days != new.checkpoint_ttl_days, "checkpointTimeToLiveDays");
+    check(old.shutdown_timeout != new.shutdown_timeout, "shutdownTimeoutMillis");
+    check(old.max_sending_threads != new.max_sending_threads, "maxSendingThreads");
+    check(old.status_period != new.status_period, "log.statusReportingPeriodSeconds");
+    check(old.aws != new.aws, "endpoints, regions, credentials or timeouts");
+    changed
+}
+
+pub async fn run(
+    cfg: AgentConfig,
+    mode: Mode,
+    shutdown: CancellationToken,
+    reload: Option<Reload>,
+) -> Result<Outcome, RunError> {
+    let (store, notes) = CheckpointStore::open(&cfg.checkpoint_file, cfg.checkpoint_ttl_days)?;
+    for n in notes {
+        tracing::warn!("{n}");
+    }
+    tracing::debug!("checkpoints in {}", store.path().display());
+    let mut patterns = Vec::new();
+    for f in &cfg.flows {
+        let p = Pattern::new(&f.file_pattern).map_err(|source| RunError::Pattern {
+            index: f.index,
+            pattern: f.file_pattern.clone(),
+            source,
+        })?;
+        patterns.push(p);
+    }
+    let clients = aws::build(&cfg).await?;
+    let tracker = AckTracker::new();
+    let watches: Arc<Mutex<Vec<Arc<FlowWatch>>>> = Arc::new(Mutex::new(Vec::new()));
+    let watcher = if mode == Mode::Daemon { start_watcher(watches.clone()) } else { None };
+    let mut flows = Flows {
+        mode,
+        store: Arc::new(Mutex::new(store)),
+        tracker: tracker.clone(),
+        inflight: InFlight::new(cfg.max_sending_threads, MAX_IN_FLIGHT_BYTES),
+        clients,
+        watches,
+        watcher: Arc::new(Mutex::new(watcher)),
+        // Tailers stop on this; batchers then flush what was read and finish their sends.
+        stop_reading: shutdown.child_token(),
+        finished: Arc::new(Notify::new()),
+        live: Arc::new(Mutex::new(Vec::new())),
+        all: Vec::new(),
+    };
+    let mut running: Vec<RunningFlow> = cfg.flows.iter().zip(patterns).map(|(f, p)| flows.start(f, p)).collect();
+    // Flows changed by a reload start once their previous version has drained.
+    let mut waiting: Vec<FlowConfig> = Vec::new();
+
+    let store = flows.store.clone();
     let writer_stop = CancellationToken::new();
     let writer = tokio::spawn(checkpoint_writer(store.clone(), tracker.clone(), writer_stop.clone()));
     let status_stop = CancellationToken::new();
-    let status = tokio::spawn(status_logger(senders.clone(), cfg.status_period, status_stop.clone()));
+    let status = tokio::spawn(status_logger(flows.live.clone(), cfg.status_period, status_stop.clone()));
 
-    // Wait for the batchers: they end when their tailers are done (`--once`, or shutdown) and
-    // their sends are finished. After a shutdown request, wait at most `shutdownTimeoutMillis`.
-    let aborts: Vec<_> = batchers.iter().map(|b| b.abort_handle()).collect();
-    let wait_all = async {
-        for b in batchers {
-            let _ = b.await;
-        }
-    };
-    let timeout = cfg.shutdown_timeout;
+    // Wait for the batchers: they end when their tailers are done (`--once`, shutdown, or a
+    // reload that removed their flow) and their sends are finished. After a shutdown request,
+    // wait at most `shutdownTimeoutMillis`.
+    let mut current = cfg;
+    let timeout = current.shutdown_timeout;
+    let mut deadline: Option<tokio::time::Instant> = None;
     let mut timed_out = false;
-    tokio::select! {
-        _ = wait_all => {}
-        _ = async { shutdown.cancelled().await; tokio::time::sleep(timeout).await } => {
-            timed_out = true;
-            for a in &aborts {
-                a.abort();
+    let never = Arc::new(Notify::new());
+    let reload_signal = reload.as_ref().map_or(never, |r| r.signal.clone());
+    loop {
+        running.retain(|f| {
+            let done = f.done.load(Ordering::SeqCst);
+            if done {
+                flows.forget(f);
+            }
+            !done || !f.stopping
+        });
+        if deadline.is_none() {
+            waiting.retain(|next| {
+                if running.iter().any(|f| f.config.id == next.id && !f.done.load(Ordering::SeqCst)) {
+                    return true;
+                }
+                match Pattern::new(&next.file_pattern) {
+                    Ok(p) => running.push(flows.start(next, p)),
+                    Err(e) => tracing::error!("flows[{}]: filePattern {:?}: {e}", next.index, next.file_pattern),
+                }
+                false
+            });
+        }
+        let all_done = running.iter().all(|f| f.done.load(Ordering::SeqCst)) && waiting.is_empty();
+        if all_done && (mode == Mode::Once || shutdown.is_cancelled()) {
+            break;
+        }
+        tokio::select! {
+            _ = flows.finished.notified() => {}
+            _ = reload_signal.notified(), if mode == Mode::Daemon && deadline.is_none() => {
+                if let Some(r) = &reload {
+                    apply_reload(r, &mut current, &mut flows, &mut running, &mut waiting).await;
+                }
+            }
+            _ = shutdown.cancelled(), if deadline.is_none() => {
+                deadline = Some(tokio::time::Instant::now() + timeout);
+                waiting.clear();
+            }
+            _ = async { tokio::time::sleep_until(deadline.expect("set")).await }, if deadline.is_some() => {
+                timed_out = true;
+                for f in &running {
+                    f.batcher.abort();
+                }
+                break;
             }
         }
     }
@@ -258,10 +400,10 @@ pub async fn run(cfg: AgentConfig, mode: Mode, shutdown: CancellationToken) -> R
     let _ = writer.await;
     // Final checkpoint.
     flush_checkpoints(&store, &tracker, true);
-    drop(watcher.lock().unwrap().take());
+    drop(flows.watcher.lock().unwrap().take());
 
     let mut outcome = Outcome { flows: Vec::new(), interrupted: shutdown.is_cancelled() };
-    for s in &senders {
+    for s in &flows.all {
         let m = s.metrics.snapshot();
         outcome.flows.push(FlowOutcome {
             label: s.label.clone(),
@@ -271,6 +413,115 @@ pub async fn run(cfg: AgentConfig, mode: Mode, shutdown: CancellationToken) -> R
         });
     }
     Ok(outcome)
+}
+
+/// SIGHUP: read the configuration again. Added flows start; removed flows stop after sending
+/// what they read; changed flows stop and start again with the new settings once drained;
+/// unchanged flows go on undisturbed. Checkpoints are kept. An invalid configuration is
+/// rejected and the running one goes on.
+async fn apply_reload(
+    reload: &Reload,
+    current: &mut AgentConfig,
+    flows: &mut Flows,
+    running: &mut Vec<RunningFlow>,
+    waiting: &mut Vec<FlowConfig>,
+) {
+    let load = &reload.load;
+    let new = match load() {
+        Ok(c) => c,
+        Err(errs) => {
+            tracing::error!(
+                "SIGHUP: the configuration has {} problem(s); it was not applied and the running one goes on:",
+                errs.0.len()
+            );
+            for e in &errs.0 {
+                tracing::error!("{e}");
+            }
+            return;
+        }
+    };
+    for n in &new.notices {
+        tracing::warn!("{n}");
+    }
+    let changed = global_changes(current, &new);
+    if !changed.is_empty() {
+        tracing::warn!(
+            "SIGHUP: changes to {} take effect at the next restart; flows are reloaded now",
+            changed.join(", ")
+        );
+    }
+    // Clients for a destination kind no flow used so far.
+    let needs_kinesis = new.flows.iter().any(|f| matches!(f.destination, Destination::Kinesis { .. }));
+    let needs_firehose = new.flows.iter().any(|f| matches!(f.destination, Destination::Firehose { .. }));
+    if (needs_kinesis && flows.clients.kinesis.is_none()) || (needs_firehose && flows.clients.firehose.is_none()) {
+        // The running global settings, with the new flows (whose kinds decide which clients).
+        match aws::build(&AgentConfig { flows: new.flows.clone(), ..current.clone() }).await {
+            Ok(c) => {
+                if flows.clients.kinesis.is_none() {
+                    flows.clients.kinesis = c.kinesis;
+                    flows.clients.kinesis_region = c.kinesis_region;
+                }
+                if flows.clients.firehose.is_none() {
+                    flows.clients.firehose = c.firehose;
+                    flows.clients.firehose_region = c.firehose_region;
+                }
+            }
+            Err(e) => {
+                tracing::error!("SIGHUP: {e}; the configuration was not applied");
+                return;
+            }
+        }
+    }
+    let mut patterns = HashMap::new();
+    for f in &new.flows {
+        match Pattern::new(&f.file_pattern) {
+            Ok(p) => {
+                patterns.insert(f.id.clone(), p);
+            }
+            Err(e) => {
+                tracing::error!(
+                    "SIGHUP: flows[{}].filePattern {:?} is not a valid glob: {e}; the configuration was not applied",
+                    f.index,
+                    f.file_pattern
+                );
+                return;
+            }
+        }
+    }
+    let (mut added, mut removed, mut restarted, mut kept) = (0, 0, 0, 0);
+    for old in running.iter_mut().filter(|f| !f.stopping) {
+        match new.flows.iter().find(|n| n.id == old.config.id) {
+            None => {
+                tracing::info!("SIGHUP: {} was removed: it stops once what it read is sent", old.sender.label);
+                flows.stop(old);
+                removed += 1;
+            }
+            Some(n) if !same_flow(&old.config, n) => {
+                tracing::info!("SIGHUP: {} changed: it restarts with the new settings once drained", old.sender.label);
+                flows.stop(old);
+                waiting.push(n.clone());
+                restarted += 1;
+            }
+            Some(_) => kept += 1,
+        }
+    }
+    for n in &new.flows {
+        let known = running.iter().any(|f| f.config.id == n.id && !f.stopping) || waiting.iter().any(|w| w.id == n.id);
+        if known {
+            continue;
+        }
+        added += 1;
+        if running.iter().any(|f| f.config.id == n.id) {
+            waiting.push(n.clone()); // Its previous version is still draining.
+        } else {
+            running.push(flows.start(n, patterns.remove(&n.id).expect("checked")));
+            tracing::info!("SIGHUP: flows[{}] was added", n.index);
+        }
+    }
+    tracing::info!(
+        "SIGHUP: configuration reloaded: {added} flow(s) added, {removed} removed, {restarted} changed, {kept} unchanged"
+    );
+    *current = new;
 }
 
 /// Fold the tracker's watermarks into the store and write it if anything changed. Errors are
@@ -317,16 +568,23 @@ async fn checkpoint_writer(store: Arc<Mutex<CheckpointStore>>, tracker: AckTrack
     }
 }
 
-async fn status_logger(senders: Vec<Arc<FlowSender>>, period: Duration, stop: CancellationToken) {
+async fn status_logger(senders: Arc<Mutex<Vec<Arc<FlowSender>>>>, period: Duration, stop: CancellationToken) {
     let mut interval = tokio::time::interval(period);
     interval.tick().await;
-    let mut last: Vec<crate::metrics::Snapshot> = vec![Default::default(); senders.len()];
+    // The counters at the last line, by sender (flows come and go with reloads).
+    let mut last: Vec<(Arc<FlowSender>, crate::metrics::Snapshot)> = Vec::new();
     loop {
         tokio::select! {
             _ = interval.tick() => {}
             _ = stop.cancelled() => return,
         }
-        for (s, prev) in senders.iter().zip(last.iter_mut()) {
+        let now: Vec<Arc<FlowSender>> = senders.lock().unwrap().clone();
+        last.retain(|(s, _)| now.iter().any(|n| Arc::ptr_eq(n, s)));
+        for s in &now {
+            if !last.iter().any(|(l, _)| Arc::ptr_eq(l, s)) {
+                last.push((s.clone(), Default::default()));
+            }
+            let prev = &mut last.iter_mut().find(|(l, _)| Arc::ptr_eq(l, s)).expect("added").1;
             let m = s.metrics.snapshot();
             tracing::info!(
                 "{}: {} file(s); records read {} (+{}), sent {} (+{}), failed attempts {} (+{}, throttled +{}); {} bytes behind",
@@ -446,8 +704,18 @@ impl Discovery {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 _ = tokio::time::sleep(rescan) => {}
-                _ = self.shutdown.cancelled() => return,
+                _ = self.shutdown.cancelled() => break,
             }
+        }
+        // Stopped (shutdown, or a reload removed the flow): once the tailers are done, stop
+        // tracking the files when what was read is acknowledged; their checkpoints stay, for
+        // a flow added again later.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while tailers.values().any(|h| !h.done.load(Ordering::Relaxed)) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for h in tailers.values() {
+            self.tracker.release(h.slot);
         }
     }
 
@@ -643,7 +911,9 @@ impl Discovery {
                 }
             };
         }
-        if let Some(offset) = self.copy_of_checkpointed(&store, f, file, found) {
+        // Only at the first scan: later, copies of tailed files are recognised live (the store
+        // then lags behind what was read).
+        if let Some(offset) = first.then(|| self.copy_of_checkpointed(&store, f, file, found)).flatten() {
             return Some((offset, identity::marker(file, offset)));
         }
         drop(store);

@@ -1,9 +1,11 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
 use kinesis_agent::agent::{self, Mode};
 use kinesis_agent::config::{self, AgentConfig, DEFAULT_CONFIG_FILE, Destination};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// Exit codes (documented in the README).
@@ -125,12 +127,17 @@ fn main() -> ExitCode {
     let mode = if cli.once { Mode::Once } else { Mode::Daemon };
     let code = runtime.block_on(async move {
         let shutdown = CancellationToken::new();
-        if let Err(e) = kinesis_agent::service::install(shutdown.clone()) {
+        let reload_signal = Arc::new(Notify::new());
+        if let Err(e) = kinesis_agent::service::install(shutdown.clone(), reload_signal.clone()) {
             tracing::error!("cannot install signal handlers: {e}");
             return EXIT_FATAL;
         }
+        let reload = (mode == Mode::Daemon).then(|| {
+            let (main, dir) = (cli.configuration.clone(), dir.clone());
+            agent::Reload { signal: reload_signal, load: Box::new(move || config::load(&main, Some(&dir))) }
+        });
         tracing::info!("kinesis-agent {} starting with {} flow(s)", env!("CARGO_PKG_VERSION"), cfg.flows.len());
-        let outcome = match agent::run(cfg, mode, shutdown).await {
+        let outcome = match agent::run(cfg, mode, shutdown, reload).await {
             Ok(o) => o,
             Err(e) => {
                 tracing::error!("{e}");

@@ -1,15 +1,19 @@
 //! Process-level behaviour: signals. SIGTERM/SIGINT request a graceful stop (a second one exits at
-//! once: checkpoints on disk are always consistent, so nothing is lost, only re-sent). SIGHUP is
-//! caught so it does not kill the daemon.
+//! once: checkpoints on disk are always consistent, so nothing is lost, only re-sent). SIGHUP
+//! asks the daemon to reload its configuration.
+
+use std::sync::Arc;
 
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// Exit status after a second stop signal.
 pub const EXIT_FORCED: i32 = 130;
 
-/// Cancels `shutdown` on the first SIGTERM or SIGINT; exits the process on the second.
-pub fn install(shutdown: CancellationToken) -> std::io::Result<()> {
+/// Cancels `shutdown` on the first SIGTERM or SIGINT; exits the process on the second. Notifies
+/// `reload` on SIGHUP.
+pub fn install(shutdown: CancellationToken, reload: Arc<Notify>) -> std::io::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -20,7 +24,8 @@ pub fn install(shutdown: CancellationToken) -> std::io::Result<()> {
                 _ = term.recv() => "SIGTERM",
                 _ = int.recv() => "SIGINT",
                 _ = hup.recv() => {
-                    tracing::warn!("SIGHUP: reloading the configuration is not supported yet; restart the agent to apply changes");
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    reload.notify_one();
                     continue;
                 }
             };

@@ -154,7 +154,7 @@ pub enum OversizedRecordAction {
 }
 
 /// A validated flow.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FlowConfig {
     /// Position in the merged flow list (main file first, then drop-ins in name order).
     pub index: usize,
@@ -213,7 +213,7 @@ pub struct FlowConfig {
 }
 
 /// AWS endpoints, regions and credentials (global keys).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct AwsSettings {
     /// `kinesis.endpoint`: URL (`http://127.0.0.1:4567`) or bare host (https is assumed).
     pub kinesis_endpoint: Option<String>,
