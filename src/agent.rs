@@ -587,7 +587,7 @@ async fn status_logger(senders: Arc<Mutex<Vec<Arc<FlowSender>>>>, period: Durati
             let prev = &mut last.iter_mut().find(|(l, _)| Arc::ptr_eq(l, s)).expect("added").1;
             let m = s.metrics.snapshot();
             tracing::info!(
-                "{}: {} file(s); records read {} (+{}), sent {} (+{}), failed attempts {} (+{}, throttled +{}); {} bytes behind",
+                "{}: {} file(s); records read {} (+{}), sent {} (+{}), failed attempts {} (+{}, throttled +{}); {} bytes behind{}",
                 s.label,
                 m.files,
                 m.records_read,
@@ -597,7 +597,8 @@ async fn status_logger(senders: Arc<Mutex<Vec<Arc<FlowSender>>>>, period: Durati
                 m.record_errors,
                 m.record_errors - prev.record_errors,
                 m.records_throttled - prev.records_throttled,
-                m.bytes_behind
+                m.bytes_behind,
+                if m.files_stalled > 0 { format!(" ({} file(s) stalled)", m.files_stalled) } else { String::new() }
             );
             *prev = m;
         }
@@ -657,6 +658,7 @@ impl Discovery {
         let mut watching: Option<FileId> = None;
         let mut first = true;
         let mut warned_empty = false;
+        let mut stalls: HashMap<FileId, Stall> = HashMap::new();
         let rescan = RESCAN.min(self.flow.max_time_between_file_tracker_refresh);
         loop {
             let base = dir_id(self.watch.pattern.base());
@@ -694,6 +696,7 @@ impl Discovery {
                 warned_empty = false;
             }
             self.update(&found, &mut tailers, &mut reported, first);
+            self.check_stalls(&found, &tailers, &mut stalls);
             first = false;
             if self.mode == Mode::Once {
                 return; // Dropping `tx` here: the batcher ends when the tailers do.
@@ -852,6 +855,52 @@ impl Discovery {
         }
     }
 
+    /// A file with unread bytes whose read offset has not moved for `stalledFileWarningMillis`
+    /// is stalled: the destination is slow or down (the tailer waits for room), or the tailer is
+    /// stuck. Said once per flow and scan for the files newly stalled, again when they move, and
+    /// counted in the status line.
+    fn check_stalls(
+        &self,
+        found: &[Found],
+        tailers: &HashMap<FileId, Arc<TailHandle>>,
+        stalls: &mut HashMap<FileId, Stall>,
+    ) {
+        let now = tokio::time::Instant::now();
+        let mut newly = Vec::new();
+        let mut stalled = 0;
+        stalls.retain(|id, _| tailers.contains_key(id));
+        for f in found {
+            let Some(h) = tailers.get(&f.id).filter(|h| !h.done.load(Ordering::Relaxed)) else { continue };
+            let offset = h.read_offset.load(Ordering::Relaxed);
+            let unread = f.size.saturating_sub(offset);
+            let st = stalls.entry(f.id).or_insert(Stall { offset, since: now, warned: false });
+            if offset != st.offset || unread == 0 {
+                if st.warned {
+                    tracing::info!("flows[{}]: {} is being read again", self.flow.index, f.path.display());
+                }
+                *st = Stall { offset, since: now, warned: false };
+                continue;
+            }
+            if !st.warned && now.duration_since(st.since) >= self.flow.stalled_file_warning {
+                st.warned = true;
+                newly.push(format!("{} ({unread} bytes unread at byte {offset})", f.path.display()));
+            }
+            if st.warned {
+                stalled += 1;
+            }
+        }
+        self.metrics.files_stalled.store(stalled, Ordering::Relaxed);
+        if !newly.is_empty() {
+            tracing::warn!(
+                "flows[{}]: {} file(s) not read for {} s although they have unread bytes: {}; the destination is slow or down (see the status and error lines), or reading is stuck",
+                self.flow.index,
+                newly.len(),
+                self.flow.stalled_file_warning.as_secs(),
+                newly.join(", ")
+            );
+        }
+    }
+
     /// Files that left the pattern's reach stay open while they may still be written to
     /// (`rotateWaitMillis`); beyond `maxOpenRotatedFiles` of them read to their end, the ones
     /// quiet the longest are closed now.
@@ -930,6 +979,13 @@ impl Discovery {
 fn dir_id(path: &Path) -> Option<FileId> {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(path).ok().filter(|m| m.is_dir()).map(|m| FileId { dev: m.dev(), ino: m.ino() })
+}
+
+/// Progress of a tailed file as seen by discovery, for the stall warning.
+struct Stall {
+    offset: u64,
+    since: tokio::time::Instant,
+    warned: bool,
 }
 
 /// Whether an opened file is the one a scan found (the path may have been rotated in between).

@@ -37,6 +37,8 @@ pub struct FlowMetrics {
     pub unreadable: AtomicU64,
     /// Checkpoints not trusted because the file changed under them (read again from 0).
     pub checkpoints_distrusted: AtomicU64,
+    /// Files with unread bytes not read for `stalledFileWarningMillis` (at the last scan).
+    pub files_stalled: AtomicU64,
 }
 
 /// A plain copy of the counters.
@@ -56,6 +58,7 @@ pub struct Snapshot {
     pub bytes_behind: u64,
     pub files: u64,
     pub unreadable: u64,
+    pub files_stalled: u64,
 }
 
 impl FlowMetrics {
@@ -79,6 +82,7 @@ impl FlowMetrics {
             bytes_behind: self.bytes_behind.load(Relaxed),
             files: self.files.load(Relaxed),
             unreadable: self.unreadable.load(Relaxed),
+            files_stalled: self.files_stalled.load(Relaxed),
         }
     }
 }

@@ -249,3 +249,41 @@ fn a_full_disk_under_the_checkpoint_file() {
     stop(&mut agent);
     assert_exactly_once(expected_lines(0..600, "L"), &split_lines(&fake.record_data()));
 }
+
+/// The destination is down: the tailer stops reading (the files are the buffer) and, after
+/// `stalledFileWarningMillis`, the file is named once in a warning; once the destination is
+/// back, it is read again (said once) and every line arrives once.
+#[test]
+fn a_stalled_file_is_warned_about_once() {
+    let fake = FakeKinesis::start();
+    let ws = Workspace::new();
+    let mut cfg = config(
+        &ws,
+        &fake,
+        "*.log",
+        json!({ "stalledFileWarningMillis": 1000, "maxBufferSizeRecords": 50, "publishQueueCapacity": 1 }),
+    );
+    cfg["maxSendingThreads"] = json!(1);
+    ws.write_config(cfg);
+    let log = ws.file("big.log");
+    write_lines(&log, 0..50_000, "S");
+    fake.set_down(Some(DownMode::Refuse));
+    let mut agent = ws.spawn(false, &[]);
+    assert!(
+        agent.wait_for_log("not read for 1 s although they have unread bytes", Duration::from_secs(15)),
+        "log:\n{}",
+        tail(&agent.log(), 4000)
+    );
+    assert!(agent.log().contains("big.log ("), "the warning names the file");
+    std::thread::sleep(Duration::from_millis(2000));
+    assert_eq!(count_occurrences(&agent.log(), "although they have unread bytes"), 1, "said once");
+    fake.set_down(None);
+    assert!(
+        agent.wait_for_log("big.log is being read again", Duration::from_secs(20)),
+        "log:\n{}",
+        tail(&agent.log(), 4000)
+    );
+    let got = wait_lines(&fake, 50_000, Duration::from_secs(60));
+    stop(&mut agent);
+    assert_exactly_once(expected_lines(0..50_000, "S"), &got);
+}

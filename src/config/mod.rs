@@ -206,6 +206,9 @@ pub struct FlowConfig {
     /// `maxOpenRotatedFiles` (new, default 64): files that left the pattern's reach kept open
     /// once read to their end, per flow.
     pub max_open_rotated_files: usize,
+    /// `stalledFileWarningMillis` (new, default 300,000): a file with unread bytes not read for
+    /// this long is warned about.
+    pub stalled_file_warning: Duration,
     /// `aggregatedRecordSizeBytes` (Firehose; not yet supported).
     pub aggregated_record_size_bytes: usize,
     /// `dataProcessingOptions`, kept raw (not yet supported).

@@ -588,6 +588,14 @@ static KEYS: &[KeyInfo] = &[
         int(0, INT, 64),
     ),
     flow(
+        "stalledFileWarningMillis",
+        "integer (ms), at least 1000",
+        "300000",
+        "A file with unread bytes whose reading has not advanced for this long is named in a warning (the destination is slow or down, or reading is stuck) and counted as stalled in the status line (new).",
+        Supported,
+        int(1_000, LONG, 300_000),
+    ),
+    flow(
         "skipHeaderLines",
         "integer, 0-2147483647",
         "0",
@@ -1172,6 +1180,7 @@ impl Loader {
         let multi_line_flush_timeout = self.millis_key(s, "multiLineFlushTimeoutMillis");
         let rotate_wait = self.millis_key(s, "rotateWaitMillis");
         let max_open_rotated_files = self.int_key(s, "maxOpenRotatedFiles") as usize;
+        let stalled_file_warning = self.millis_key(s, "stalledFileWarningMillis");
 
         let aggregated_record_size_bytes = if !s.has("aggregatedRecordSizeBytes") {
             0
@@ -1222,6 +1231,7 @@ impl Loader {
             multi_line_flush_timeout,
             rotate_wait,
             max_open_rotated_files,
+            stalled_file_warning,
             aggregated_record_size_bytes,
             data_processing_options,
         })
