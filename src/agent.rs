@@ -22,6 +22,7 @@ use crate::discovery::{Found, Pattern};
 use crate::metrics::FlowMetrics;
 use crate::record::Chunk;
 use crate::record::key::key_len;
+use crate::service::systemd;
 use crate::sink::batcher::{self, BatchLimits, InFlight};
 use crate::sink::client::SinkClient;
 use crate::sink::sender::FlowSender;
@@ -325,6 +326,7 @@ pub async fn run(
         all: Vec::new(),
     };
     let mut running: Vec<RunningFlow> = cfg.flows.iter().zip(patterns).map(|(f, p)| flows.start(f, p)).collect();
+    systemd::ready(&format!("{} flow(s) started", running.len()));
     // Flows changed by a reload start once their previous version has drained.
     let mut waiting: Vec<FlowConfig> = Vec::new();
 
@@ -373,6 +375,8 @@ pub async fn run(
                 if let Some(r) = &reload {
                     apply_reload(r, &mut current, &mut flows, &mut running, &mut waiting).await;
                 }
+                let live = running.iter().filter(|f| !f.stopping).count();
+                systemd::ready(&format!("{live} flow(s) running (configuration reloaded)"));
             }
             _ = shutdown.cancelled(), if deadline.is_none() => {
                 deadline = Some(tokio::time::Instant::now() + timeout);
@@ -546,7 +550,10 @@ fn flush_checkpoints(store: &Mutex<CheckpointStore>, tracker: &AckTracker, last:
 
 async fn checkpoint_writer(store: Arc<Mutex<CheckpointStore>>, tracker: AckTracker, stop: CancellationToken) {
     let mut failing = false;
-    let mut interval = tokio::time::interval(CHECKPOINT_EVERY);
+    // This loop is the agent's heartbeat for systemd's watchdog: it needs the tracker and the
+    // store, which a wedged agent would not give it.
+    let every = systemd::watchdog_every().map_or(CHECKPOINT_EVERY, |w| w.min(CHECKPOINT_EVERY));
+    let mut interval = tokio::time::interval(every);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -555,6 +562,7 @@ async fn checkpoint_writer(store: Arc<Mutex<CheckpointStore>>, tracker: AckTrack
         }
         let (st, tr) = (store.clone(), tracker.clone());
         let ok = tokio::task::spawn_blocking(move || flush_checkpoints(&st, &tr, false)).await.unwrap_or(false);
+        systemd::watchdog();
         if !ok && !failing {
             let path = store.lock().unwrap().path().to_path_buf();
             tracing::error!(
@@ -579,6 +587,9 @@ async fn status_logger(senders: Arc<Mutex<Vec<Arc<FlowSender>>>>, period: Durati
             _ = stop.cancelled() => return,
         }
         let now: Vec<Arc<FlowSender>> = senders.lock().unwrap().clone();
+        let (sent, behind) =
+            now.iter().map(|s| s.metrics.snapshot()).fold((0, 0), |(a, b), m| (a + m.records_sent, b + m.bytes_behind));
+        systemd::status(&format!("{} flow(s): {sent} records sent, {behind} bytes behind", now.len()));
         last.retain(|(s, _)| now.iter().any(|n| Arc::ptr_eq(n, s)));
         for s in &now {
             if !last.iter().any(|(l, _)| Arc::ptr_eq(l, s)) {

@@ -125,6 +125,7 @@ fn main() -> ExitCode {
         }
     };
     let mode = if cli.once { Mode::Once } else { Mode::Daemon };
+    kinesis_agent::service::systemd::init();
     let code = runtime.block_on(async move {
         let shutdown = CancellationToken::new();
         let reload_signal = Arc::new(Notify::new());

@@ -1,6 +1,8 @@
 //! Process-level behaviour: signals. SIGTERM/SIGINT request a graceful stop (a second one exits at
 //! once: checkpoints on disk are always consistent, so nothing is lost, only re-sent). SIGHUP
-//! asks the daemon to reload its configuration.
+//! asks the daemon to reload its configuration. `systemd`: the notification protocol.
+
+pub mod systemd;
 
 use std::sync::Arc;
 
@@ -25,6 +27,7 @@ pub fn install(shutdown: CancellationToken, reload: Arc<Notify>) -> std::io::Res
                 _ = int.recv() => "SIGINT",
                 _ = hup.recv() => {
                     tracing::info!("SIGHUP: reloading the configuration");
+                    systemd::reloading();
                     reload.notify_one();
                     continue;
                 }
@@ -34,6 +37,7 @@ pub fn install(shutdown: CancellationToken, reload: Arc<Notify>) -> std::io::Res
                 std::process::exit(EXIT_FORCED);
             }
             stopping = true;
+            systemd::stopping();
             tracing::info!("{name}: stopping (flushing batches and waiting for requests in flight)");
             shutdown.cancel();
         }

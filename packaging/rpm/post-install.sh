@@ -1,0 +1,14 @@
+# agent.json may hold credentials: readable by the service's group only.
+chown root:kinesis-agent /etc/aws-kinesis/agent.json /etc/aws-kinesis/agent.d
+chmod 0750 /etc/aws-kinesis/agent.d
+if [ -d /run/systemd/system ]; then
+    systemctl daemon-reload >/dev/null 2>&1 || true
+    if [ "$1" -eq 1 ]; then
+        systemctl enable kinesis-agent.service >/dev/null 2>&1 || true
+        if /usr/bin/kinesis-agent --check-config -c /etc/aws-kinesis/agent.json >/dev/null 2>&1; then
+            systemctl start kinesis-agent.service || true
+        else
+            echo "kinesis-agent: add a flow to /etc/aws-kinesis/agent.json, then: systemctl start kinesis-agent"
+        fi
+    fi
+fi

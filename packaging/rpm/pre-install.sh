@@ -1,0 +1,4 @@
+# The service's own system user; it reads logs through the adm group, never as root.
+getent group kinesis-agent >/dev/null || groupadd -r kinesis-agent
+getent passwd kinesis-agent >/dev/null || useradd -r -g kinesis-agent -d /var/lib/kinesis-agent -s /sbin/nologin -c "kinesis-agent log shipper" kinesis-agent
+getent group adm >/dev/null && usermod -a -G adm kinesis-agent || true

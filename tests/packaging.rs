@@ -1,0 +1,127 @@
+//! The packages `packaging/build --dev` makes from the test build: the .deb is installed with
+//! `dpkg -i` on this machine (then purged): files, the system user in group adm, the conffile kept
+//! across a reinstall and a remove, `kinesis-agent --version`; the .rpm is inspected with `rpm -qp`
+//! (Debian's `rpm` package). Needs root for dpkg; skipped with a message otherwise.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use common::*;
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn stdout(cmd: &mut Command) -> String {
+    String::from_utf8_lossy(&run(cmd).stdout).into_owned()
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Builds both packages once; returns (deb, rpm).
+fn packages() -> (PathBuf, PathBuf) {
+    run(Command::new(repo_dir().join("packaging/build")).arg("--dev").current_dir(repo_dir()));
+    let dir = repo_dir().join("target/packages");
+    let find = |ext: &str| {
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == ext))
+            .unwrap_or_else(|| panic!("no .{ext} in {}", dir.display()))
+    };
+    (find("deb"), find("rpm"))
+}
+
+#[test]
+fn deb_installs_and_rpm_holds_the_same() {
+    if !is_root() || Command::new("dpkg").arg("--version").output().is_err() {
+        eprintln!("skipped: needs root and dpkg");
+        return;
+    }
+    let (deb, rpm) = packages();
+
+    // --- .deb, installed for real.
+    let _ = Command::new("dpkg").args(["--purge", "kinesis-agent"]).output();
+    run(Command::new("dpkg").arg("-i").arg(&deb));
+    let purge = Purge;
+    for f in [
+        "/usr/bin/kinesis-agent",
+        "/etc/aws-kinesis/agent.json",
+        "/etc/aws-kinesis/agent.d/README",
+        "/usr/share/doc/kinesis-agent/README.md",
+        "/usr/share/doc/kinesis-agent/examples/agent.json",
+    ] {
+        assert!(std::path::Path::new(f).exists(), "{f} is installed");
+    }
+    let unit = stdout(Command::new("dpkg").args(["-L", "kinesis-agent"]));
+    assert!(unit.contains("/kinesis-agent.service"), "the unit is installed:\n{unit}");
+    let version = stdout(Command::new("/usr/bin/kinesis-agent").arg("--version"));
+    assert!(version.starts_with("kinesis-agent "), "{version}");
+    let user = stdout(Command::new("id").arg("kinesis-agent"));
+    assert!(user.contains("(adm)"), "the service user reads logs through adm: {user}");
+    let conffiles = stdout(Command::new("dpkg-query").args(["-W", "-f=${Conffiles}", "kinesis-agent"]));
+    assert!(conffiles.contains("/etc/aws-kinesis/agent.json"), "agent.json is a conffile: {conffiles}");
+    let meta = std::fs::metadata("/etc/aws-kinesis/agent.json").unwrap();
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    assert_eq!(meta.permissions().mode() & 0o777, 0o640, "agent.json may hold credentials");
+    assert_ne!(meta.gid(), 0, "agent.json is readable by the service's group");
+    // The shipped configuration has no flows: --check-config says what to do.
+    let check = Command::new("/usr/bin/kinesis-agent").args(["--check-config"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&check.stderr).contains("no flows"), "{check:?}");
+
+    // An edited agent.json (a Java agent's, say) survives a reinstall and a remove.
+    let edited = "{ \"flows\": [ { \"filePattern\": \"/var/log/app/*.log\", \"kinesisStream\": \"s\" } ] }\n";
+    std::fs::write("/etc/aws-kinesis/agent.json", edited).unwrap();
+    run(Command::new("dpkg").arg("-i").arg(&deb));
+    assert_eq!(std::fs::read_to_string("/etc/aws-kinesis/agent.json").unwrap(), edited, "kept on reinstall");
+    run(Command::new("/usr/bin/kinesis-agent").arg("--check-config"));
+    run(Command::new("dpkg").args(["-r", "kinesis-agent"]));
+    assert!(!std::path::Path::new("/usr/bin/kinesis-agent").exists());
+    assert_eq!(std::fs::read_to_string("/etc/aws-kinesis/agent.json").unwrap(), edited, "kept on remove");
+    drop(purge);
+    assert!(!std::path::Path::new("/etc/aws-kinesis/agent.json").exists(), "purged");
+    assert!(Command::new("id").arg("kinesis-agent").output().is_ok_and(|o| !o.status.success()), "user removed");
+
+    // --- .rpm, inspected.
+    if Command::new("rpm").arg("--version").output().is_err() {
+        eprintln!("rpm checks skipped: Debian's rpm package is not installed");
+        return;
+    }
+    let files = stdout(Command::new("rpm").arg("-qlp").arg(&rpm));
+    for f in [
+        "/usr/bin/kinesis-agent",
+        "/etc/aws-kinesis/agent.json",
+        "/usr/lib/systemd/system/kinesis-agent.service",
+        "/usr/share/doc/kinesis-agent/README.md",
+    ] {
+        assert!(files.lines().any(|l| l == f), "{f} in the rpm:\n{files}");
+    }
+    let config = stdout(Command::new("rpm").arg("-qcp").arg(&rpm));
+    assert!(config.contains("/etc/aws-kinesis/agent.json"), "agent.json is %config: {config}");
+    let scripts = stdout(Command::new("rpm").args(["-qp", "--scripts"]).arg(&rpm));
+    for needle in ["useradd -r", "usermod -a -G adm", "systemctl enable", "try-restart", "disable --now"] {
+        assert!(scripts.contains(needle), "{needle:?} in the rpm scripts:\n{scripts}");
+    }
+}
+
+/// Purges the package when the test ends, however it ends.
+struct Purge;
+
+impl Drop for Purge {
+    fn drop(&mut self) {
+        let _ = Command::new("dpkg").args(["--purge", "kinesis-agent"]).output();
+    }
+}
