@@ -308,6 +308,11 @@ pub async fn run(
         patterns.push(p);
     }
     let clients = aws::build(&cfg).await?;
+    // Said at start, in the background: a wrong stream, region or credentials is one clear line.
+    tokio::spawn({
+        let (cfg, clients) = (cfg.clone(), clients.clone());
+        async move { crate::check::log(&crate::check::destinations(&cfg, &clients).await) }
+    });
     let tracker = AckTracker::new();
     let watches: Arc<Mutex<Vec<Arc<FlowWatch>>>> = Arc::new(Mutex::new(Vec::new()));
     let watcher = if mode == Mode::Daemon { start_watcher(watches.clone()) } else { None };

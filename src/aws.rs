@@ -59,6 +59,9 @@ pub struct Clients {
     pub kinesis_region: Option<String>,
     pub firehose: Option<aws_sdk_firehose::Client>,
     pub firehose_region: Option<String>,
+    /// For the identity check: only where it means something (AWS itself, or `sts.endpoint`
+    /// given), so that a run against local emulators never calls out.
+    pub sts: Option<aws_sdk_sts::Client>,
 }
 
 /// `kinesis.endpoint` may be a bare host (`kinesis.eu-west-1.amazonaws.com`), as in Java.
@@ -111,7 +114,7 @@ pub async fn build(cfg: &AgentConfig) -> Result<Clients, AwsSetupError> {
     let uses_firehose = cfg.flows.iter().any(|f| matches!(f.destination, Destination::Firehose { .. }));
     let default_region = base.region().map(|r| r.to_string());
 
-    let mut clients = Clients { kinesis: None, kinesis_region: None, firehose: None, firehose_region: None };
+    let mut clients = Clients { kinesis: None, kinesis_region: None, firehose: None, firehose_region: None, sts: None };
     if uses_kinesis {
         let region = aws
             .kinesis_region
@@ -146,6 +149,18 @@ pub async fn build(cfg: &AgentConfig) -> Result<Clients, AwsSetupError> {
         }
         clients.firehose = Some(aws_sdk_firehose::Client::from_conf(b.build()));
         clients.firehose_region = Some(region);
+    }
+    let custom_endpoints = aws.kinesis_endpoint.is_some() || aws.firehose_endpoint.is_some();
+    if aws.sts_endpoint.is_some() || !custom_endpoints {
+        let region = default_region
+            .or_else(|| clients.kinesis_region.clone())
+            .or_else(|| clients.firehose_region.clone())
+            .unwrap_or_else(|| "us-east-1".to_string());
+        let mut b = aws_sdk_sts::config::Builder::from(&base).region(Region::new(region));
+        if let Some(ep) = &aws.sts_endpoint {
+            b = b.endpoint_url(endpoint_url(ep));
+        }
+        clients.sts = Some(aws_sdk_sts::Client::from_conf(b.build()));
     }
     Ok(clients)
 }

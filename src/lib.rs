@@ -5,6 +5,7 @@
 pub mod ack;
 pub mod agent;
 pub mod aws;
+pub mod check;
 pub mod checkpoint;
 pub mod config;
 pub mod discovery;

@@ -32,6 +32,10 @@ struct Cli {
     /// Parse and validate the configuration, print the effective flows, exit.
     #[arg(long = "check-config")]
     check_config: bool,
+    /// With --check-config: also check that each destination exists and is active in its
+    /// region, and whose credentials these are (calls AWS, or the configured endpoints).
+    #[arg(long = "check-destinations", requires = "check_config")]
+    check_destinations: bool,
     /// Log level (error, warn, info, debug, trace) or a tracing filter; RUST_LOG also works.
     #[arg(short = 'L', long = "log-level", value_name = "LEVEL")]
     log_level: Option<String>,
@@ -92,6 +96,45 @@ fn print_config(cfg: &AgentConfig) {
     }
 }
 
+/// `--check-destinations`: one line per destination and for the credentials; 2 on any error.
+fn check_destinations(cfg: &AgentConfig) -> u8 {
+    use kinesis_agent::check::{self, Level};
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return EXIT_FATAL;
+        }
+    };
+    runtime.block_on(async {
+        let clients = match kinesis_agent::aws::build(cfg).await {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_INCOMPLETE;
+            }
+        };
+        let findings = check::destinations(cfg, &clients).await;
+        let mut errors = 0;
+        for f in &findings {
+            match f.level {
+                Level::Ok => println!("ok: {}", f.full()),
+                Level::Warn => println!("warning: {}", f.full()),
+                Level::Error => {
+                    errors += 1;
+                    eprintln!("error: {}", f.full());
+                }
+            }
+        }
+        if errors > 0 {
+            eprintln!("{errors} destination problem(s)");
+            EXIT_INCOMPLETE
+        } else {
+            EXIT_OK
+        }
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_level.as_deref());
@@ -108,6 +151,9 @@ fn main() -> ExitCode {
     };
     if cli.check_config {
         print_config(&cfg);
+        if cli.check_destinations {
+            return ExitCode::from(check_destinations(&cfg));
+        }
         return ExitCode::from(EXIT_OK);
     }
     for n in &cfg.notices {

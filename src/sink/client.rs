@@ -88,7 +88,7 @@ fn entry_failures<'a>(
         .collect())
 }
 
-fn request_failure<E, R>(e: SdkError<E, R>) -> Failure
+pub fn request_failure<E, R>(e: SdkError<E, R>) -> Failure
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug + HttpStatus + 'static,
