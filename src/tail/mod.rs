@@ -576,8 +576,8 @@ impl Tailer {
         marker: Option<identity::Sample>,
         mut records: Vec<Record>,
     ) -> Next {
-        if let Some(processor) = self.settings.processor.clone() {
-            self.process(&processor, &mut records);
+        if let Some(processor) = &self.settings.processor {
+            self.process(processor, &mut records);
         }
         // The count is of the records sent: dropped ones are not waited for, and a chunk left
         // empty moves the checkpoint over its lines at once.

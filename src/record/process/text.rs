@@ -108,7 +108,12 @@ pub fn java_split<'a>(re: &regex::Regex, s: &'a str) -> Vec<&'a str> {
     let mut fields = Vec::new();
     let mut index = 0;
     let mut matched = false;
-    for m in re.find_iter(s) {
+    // Java's `find()` sequence: after an empty match the search moves on one character; after
+    // a non-empty one it may find an empty match where that one ended (`find_iter` would not).
+    let mut from = 0;
+    while from <= s.len() {
+        let Some(m) = re.find_at(s, from) else { break };
+        from = if m.is_empty() { m.end() + s[m.end()..].chars().next().map_or(1, char::len_utf8) } else { m.end() };
         if m.end() == 0 {
             continue;
         }
@@ -171,6 +176,9 @@ mod tests {
         assert_eq!(java_split(&comma, ",,,"), Vec::<&str>::new());
         let empty = regex::Regex::new("|").unwrap();
         assert_eq!(java_split(&empty, "abc"), vec!["a", "b", "c"]);
+        let commas = regex::Regex::new(",*").unwrap();
+        assert_eq!(java_split(&commas, "a,b"), vec!["a", "", "b"]);
+        assert_eq!(java_split(&commas, "a,,b,"), vec!["a", "", "b"]);
         let dot = regex::Regex::new(".").unwrap();
         assert_eq!(java_split(&dot, "abc"), Vec::<&str>::new());
     }
