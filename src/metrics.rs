@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 #[derive(Debug, Default)]
 pub struct FlowMetrics {
-    /// Records produced by the tailers.
+    /// Records the tailers handed on (after `dataProcessingOptions`: dropped ones are not counted).
     pub records_read: AtomicU64,
     /// File bytes consumed (complete lines, headers included).
     pub bytes_read: AtomicU64,
