@@ -229,6 +229,9 @@ impl Flows {
                 .map(|p| crate::record::multiline::start_regex(p).expect("multiLineStartPattern was validated")),
             multi_line_flush: flow.multi_line_flush_timeout,
             rotate_wait: flow.rotate_wait,
+            processor: crate::record::process::Processor::new(&flow.data_processing_options)
+                .expect("dataProcessingOptions were validated")
+                .map(Arc::new),
         };
         let disc = Discovery {
             flow: flow.clone(),
@@ -603,7 +606,7 @@ async fn status_logger(senders: Arc<Mutex<Vec<Arc<FlowSender>>>>, period: Durati
             let prev = &mut last.iter_mut().find(|(l, _)| Arc::ptr_eq(l, s)).expect("added").1;
             let m = s.metrics.snapshot();
             tracing::info!(
-                "{}: {} file(s); records read {} (+{}), sent {} (+{}), failed attempts {} (+{}, throttled +{}); {} bytes behind{}",
+                "{}: {} file(s); records read {} (+{}), sent {} (+{}), failed attempts {} (+{}, throttled +{}); {} bytes behind{}{}",
                 s.label,
                 m.files,
                 m.records_read,
@@ -614,11 +617,31 @@ async fn status_logger(senders: Arc<Mutex<Vec<Arc<FlowSender>>>>, period: Durati
                 m.record_errors - prev.record_errors,
                 m.records_throttled - prev.records_throttled,
                 m.bytes_behind,
-                if m.files_stalled > 0 { format!(" ({} file(s) stalled)", m.files_stalled) } else { String::new() }
+                if m.files_stalled > 0 { format!(" ({} file(s) stalled)", m.files_stalled) } else { String::new() },
+                processing_counts(&m, Some(prev)),
             );
             *prev = m;
         }
     }
+}
+
+/// What `dataProcessingOptions` dropped and failed to convert (with the increase since `prev`),
+/// for the status line and the `--once` summary; empty when nothing was.
+pub fn processing_counts(m: &crate::metrics::Snapshot, prev: Option<&crate::metrics::Snapshot>) -> String {
+    if m.records_skipped == 0 && m.processing_errors == 0 {
+        return String::new();
+    }
+    let delta = |now: u64, before: fn(&crate::metrics::Snapshot) -> u64| match prev {
+        Some(p) => format!(" (+{})", now - before(p)),
+        None => String::new(),
+    };
+    format!(
+        "; dataProcessingOptions dropped {}{}, conversion errors {}{}",
+        m.records_skipped,
+        delta(m.records_skipped, |p| p.records_skipped),
+        m.processing_errors,
+        delta(m.processing_errors, |p| p.processing_errors)
+    )
 }
 
 fn start_watcher(watches: Arc<Mutex<Vec<Arc<FlowWatch>>>>) -> Option<notify::RecommendedWatcher> {

@@ -213,6 +213,10 @@ fn main() -> ExitCode {
             } else {
                 tracing::info!("{}: {} record(s) read, {} sent", f.label, m.records_read, m.records_sent);
             }
+            let processing = agent::processing_counts(m, None);
+            if !processing.is_empty() {
+                tracing::info!("{}: {}", f.label, processing.trim_start_matches("; "));
+            }
             if m.unreadable > 0 && mode == Mode::Once {
                 tracing::error!("{}: {} file(s) or directories could not be read (see above)", f.label, m.unreadable);
             }

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 #[derive(Debug, Default)]
 pub struct FlowMetrics {
-    /// Records produced by the tailers.
+    /// Records the tailers handed on (after `dataProcessingOptions`: dropped ones are not counted).
     pub records_read: AtomicU64,
     /// File bytes consumed (complete lines, headers included).
     pub bytes_read: AtomicU64,
@@ -29,6 +29,11 @@ pub struct FlowMetrics {
     pub records_dropped: AtomicU64,
     /// Header lines skipped (`skipHeaderLines`).
     pub header_lines_skipped: AtomicU64,
+    /// Records a processing option dropped (LOGTOJSON on a line that does not match): the
+    /// Java agent's `TotalRecordsSkipped`.
+    pub records_skipped: AtomicU64,
+    /// Records a processing option could not convert, sent as read (`TotalDataProcessingErrors`).
+    pub processing_errors: AtomicU64,
     /// Unread bytes of the flow's files at the last discovery pass.
     pub bytes_behind: AtomicU64,
     /// Files being tailed.
@@ -55,6 +60,8 @@ pub struct Snapshot {
     pub records_undelivered: u64,
     pub records_truncated: u64,
     pub header_lines_skipped: u64,
+    pub records_skipped: u64,
+    pub processing_errors: u64,
     pub bytes_behind: u64,
     pub files: u64,
     pub unreadable: u64,
@@ -79,6 +86,8 @@ impl FlowMetrics {
             records_undelivered: self.records_undelivered.load(Relaxed),
             records_truncated: self.records_truncated.load(Relaxed),
             header_lines_skipped: self.header_lines_skipped.load(Relaxed),
+            records_skipped: self.records_skipped.load(Relaxed),
+            processing_errors: self.processing_errors.load(Relaxed),
             bytes_behind: self.bytes_behind.load(Relaxed),
             files: self.files.load(Relaxed),
             unreadable: self.unreadable.load(Relaxed),

@@ -211,8 +211,70 @@ pub struct FlowConfig {
     pub stalled_file_warning: Duration,
     /// `aggregatedRecordSizeBytes` (Firehose; not yet supported).
     pub aggregated_record_size_bytes: usize,
-    /// `dataProcessingOptions`, kept raw (not yet supported).
-    pub data_processing_options: Option<serde_json::Value>,
+    /// `dataProcessingOptions`: converters applied in order to each record (empty: records
+    /// are sent as read, without a copy).
+    pub data_processing_options: Vec<ProcessingOption>,
+}
+
+/// `jsonFormat` of the converters that write JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonFormat {
+    /// One line (default).
+    Compact,
+    /// Jackson's default pretty printer: multi-line records.
+    PrettyPrint,
+}
+
+/// `logFormat` of LOGTOJSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    CommonApacheLog,
+    CombinedApacheLog,
+    ApacheErrorLog,
+    Syslog,
+    Rfc3339Syslog,
+}
+
+impl LogFormat {
+    /// The Apache formats write `-` for a missing field; it becomes JSON `null`.
+    pub fn is_apache(self) -> bool {
+        matches!(self, LogFormat::CommonApacheLog | LogFormat::CombinedApacheLog | LogFormat::ApacheErrorLog)
+    }
+}
+
+/// How CSVTOJSON cuts a line into columns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CsvSplit {
+    /// As the Java agent: `delimiter` is a regular expression, quotes are not special, trailing
+    /// empty columns are removed (so they become `null`).
+    Regex(String),
+    /// `csvMode: RFC4180` (new): quoted fields (`"a,b"`, `""` for a quote) with a one-byte delimiter;
+    /// empty columns stay `""`.
+    Quoted(u8),
+}
+
+/// One validated entry of `dataProcessingOptions`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProcessingOption {
+    /// SINGLELINE: the lines of a record trimmed (unless `NO_TRIM`) and joined with nothing, or
+    /// with the text `\\n` (`ESCAPE_NEW_LINE`).
+    SingleLine { no_trim: bool, escape_new_line: bool },
+    /// CSVTOJSON: columns named by `customFieldNames`.
+    CsvToJson { fields: Vec<String>, split: CsvSplit, json: JsonFormat },
+    /// LOGTOJSON: a log format's or `matchPattern`'s groups as named fields; lines that do not
+    /// match are dropped. `format` is `None` when only `matchPattern` is given.
+    LogToJson {
+        format: Option<LogFormat>,
+        match_pattern: Option<String>,
+        fields: Option<Vec<String>>,
+        json: JsonFormat,
+    },
+    /// ADDMETADATA: `{"ts"?, "metadata", "data"}`.
+    AddMetadata { metadata: serde_json::Value, timestamp: bool, json: JsonFormat },
+    /// ADDBRACKETS (the Java sample converter): the record wrapped in `{` and `}`.
+    AddBrackets,
+    /// ADDEC2METADATA: accepted, not applied yet (records pass unchanged).
+    AddEc2Metadata,
 }
 
 /// AWS endpoints, regions and credentials (global keys).

@@ -2,6 +2,7 @@
 
 pub mod key;
 pub mod multiline;
+pub mod process;
 pub mod split;
 
 /// Which tracked file and which chunk of it a record came from; acknowledgements use it to

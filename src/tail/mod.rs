@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::ack::{AckTracker, FileId};
 use crate::metrics::FlowMetrics;
 use crate::record::multiline::MultiLine;
+use crate::record::process::Processor;
 use crate::record::split::{LineSplitter, SplitStats};
 use crate::record::{Chunk, Origin, Record};
 use copy::CopySource;
@@ -111,6 +112,8 @@ pub struct TailSettings {
     pub multi_line_flush: Duration,
     /// A file that no longer matches the pattern is closed once drained and quiet this long.
     pub rotate_wait: Duration,
+    /// `dataProcessingOptions` (`None`: records are sent as read, without a copy).
+    pub processor: Option<Arc<Processor>>,
 }
 
 pub struct Tailer {
@@ -532,6 +535,40 @@ impl Tailer {
         }
     }
 
+    /// Applies the processing options: a converted record is a new buffer with the same origin;
+    /// a dropped one is removed and counted; one whose conversion is too big for the destination
+    /// is sent as read and counted as an error (the Java agent sends the raw record when a
+    /// converter fails).
+    fn process(&self, processor: &Processor, records: &mut Vec<Record>) {
+        let (mut skipped, mut errors) = (0u64, 0u64);
+        records.retain_mut(|r| match processor.apply(&r.data) {
+            Some(out) if out.len() <= self.settings.record_limit => {
+                r.data = Bytes::from(out);
+                true
+            }
+            Some(_) => {
+                errors += 1;
+                true
+            }
+            None => {
+                skipped += 1;
+                false
+            }
+        });
+        FlowMetrics::add(&self.metrics.records_skipped, skipped);
+        FlowMetrics::add(&self.metrics.processing_errors, errors);
+        if errors > 0 {
+            tracing::warn!(
+                "{}: {errors} record(s) were larger than {} bytes once converted by dataProcessingOptions and were sent as read",
+                self.path().display(),
+                self.settings.record_limit
+            );
+        }
+        if skipped > 0 {
+            tracing::debug!("{}: dataProcessingOptions dropped {skipped} record(s)", self.path().display());
+        }
+    }
+
     async fn send_chunk(
         &mut self,
         slot: u64,
@@ -539,6 +576,11 @@ impl Tailer {
         marker: Option<identity::Sample>,
         mut records: Vec<Record>,
     ) -> Next {
+        if let Some(processor) = &self.settings.processor {
+            self.process(processor, &mut records);
+        }
+        // The count is of the records sent: dropped ones are not waited for, and a chunk left
+        // empty moves the checkpoint over its lines at once.
         let seq = self.tracker.add_chunk(slot, end, records.len() as u64, marker);
         self.handle.committed.store(end, Ordering::Relaxed);
         for r in &mut records {

@@ -1,0 +1,232 @@
+//! `dataProcessingOptions`: converters applied in order to each record, with the Java agent's
+//! output byte for byte (see `json.rs` for the JSON text, `text.rs` for Java's string rules).
+//! A record is decoded once (bad UTF-8 replaced as Java does), passed through the chain as text,
+//! and becomes a new `Bytes`; a converter may drop it (LOGTOJSON on a line that does not match).
+
+pub mod csv;
+pub mod json;
+pub mod log;
+pub mod simple;
+pub mod text;
+
+use std::borrow::Cow;
+
+use crate::config::{CsvSplit, JsonFormat, ProcessingOption};
+
+#[derive(Debug)]
+enum Step {
+    SingleLine { no_trim: bool, escape_new_line: bool },
+    Csv(csv::CsvToJson),
+    Log(log::LogParser),
+    Metadata { metadata: serde_json::Value, timestamp: bool, json: JsonFormat },
+    Brackets,
+}
+
+impl Step {
+    fn run(&self, record: &str) -> Option<String> {
+        Some(match self {
+            Step::SingleLine { no_trim, escape_new_line } => simple::single_line(record, *no_trim, *escape_new_line),
+            Step::Csv(c) => c.convert(record),
+            Step::Log(p) => return p.convert(record),
+            Step::Metadata { metadata, timestamp, json } => simple::add_metadata(record, metadata, *timestamp, *json),
+            Step::Brackets => simple::add_brackets(record),
+        })
+    }
+}
+
+/// A flow's compiled converter chain.
+#[derive(Debug)]
+pub struct Processor {
+    steps: Vec<Step>,
+}
+
+impl Processor {
+    /// `None` when no option changes records (none given, or only ones not applied yet): records
+    /// then go out as read, without a copy. Errors only for options the configuration would
+    /// have rejected.
+    pub fn new(options: &[ProcessingOption]) -> Result<Option<Processor>, String> {
+        let mut steps = Vec::with_capacity(options.len());
+        for option in options {
+            steps.push(match option {
+                ProcessingOption::SingleLine { no_trim, escape_new_line } => {
+                    Step::SingleLine { no_trim: *no_trim, escape_new_line: *escape_new_line }
+                }
+                ProcessingOption::CsvToJson { fields, split, json } => Step::Csv(csv::CsvToJson {
+                    fields: fields.clone(),
+                    splitter: match split {
+                        CsvSplit::Regex(r) => csv::Splitter::Regex(regex::Regex::new(r).map_err(|e| e.to_string())?),
+                        CsvSplit::Quoted(d) => csv::Splitter::Quoted(*d),
+                    },
+                    json: *json,
+                }),
+                ProcessingOption::LogToJson { format, match_pattern, fields, json } => {
+                    Step::Log(log::LogParser::new(*format, match_pattern.as_deref(), fields.as_deref(), *json)?)
+                }
+                ProcessingOption::AddMetadata { metadata, timestamp, json } => {
+                    Step::Metadata { metadata: metadata.clone(), timestamp: *timestamp, json: *json }
+                }
+                ProcessingOption::AddBrackets => Step::Brackets,
+                ProcessingOption::AddEc2Metadata => continue,
+            });
+        }
+        Ok((!steps.is_empty()).then_some(Processor { steps }))
+    }
+
+    /// The converted record, or `None` when a converter dropped it.
+    pub fn apply(&self, record: &[u8]) -> Option<Vec<u8>> {
+        let mut text: Cow<str> = text::decode(record);
+        for step in &self.steps {
+            text = Cow::Owned(step.run(&text)?);
+        }
+        Some(text.into_owned().into_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::LogFormat;
+    use proptest::prelude::*;
+
+    fn chain(options: Vec<ProcessingOption>) -> Processor {
+        Processor::new(&options).unwrap().unwrap()
+    }
+
+    fn all_options() -> Vec<ProcessingOption> {
+        let names = |n: usize| (0..n).map(|i| format!("f{i}")).collect::<Vec<_>>();
+        let mut v = vec![
+            ProcessingOption::SingleLine { no_trim: false, escape_new_line: true },
+            ProcessingOption::SingleLine { no_trim: true, escape_new_line: false },
+            ProcessingOption::CsvToJson {
+                fields: names(3),
+                split: CsvSplit::Regex(",".into()),
+                json: JsonFormat::Compact,
+            },
+            ProcessingOption::CsvToJson {
+                fields: names(3),
+                split: CsvSplit::Regex("|".into()),
+                json: JsonFormat::PrettyPrint,
+            },
+            ProcessingOption::CsvToJson { fields: names(3), split: CsvSplit::Quoted(b';'), json: JsonFormat::Compact },
+            ProcessingOption::LogToJson {
+                format: None,
+                match_pattern: Some(r"(\S+) (.*)".into()),
+                fields: Some(names(2)),
+                json: JsonFormat::Compact,
+            },
+            ProcessingOption::AddMetadata {
+                metadata: serde_json::json!({"a": [1, 2.5, null]}),
+                timestamp: true,
+                json: JsonFormat::PrettyPrint,
+            },
+            ProcessingOption::AddBrackets,
+        ];
+        for format in [
+            LogFormat::CommonApacheLog,
+            LogFormat::CombinedApacheLog,
+            LogFormat::ApacheErrorLog,
+            LogFormat::Syslog,
+            LogFormat::Rfc3339Syslog,
+        ] {
+            v.push(ProcessingOption::LogToJson {
+                format: Some(format),
+                match_pattern: None,
+                fields: None,
+                json: JsonFormat::Compact,
+            });
+        }
+        v
+    }
+
+    #[test]
+    fn options_run_in_order() {
+        let p = chain(vec![
+            ProcessingOption::SingleLine { no_trim: false, escape_new_line: false },
+            ProcessingOption::CsvToJson {
+                fields: vec!["a".into(), "b".into()],
+                split: CsvSplit::Regex(",".into()),
+                json: JsonFormat::Compact,
+            },
+            ProcessingOption::AddMetadata {
+                metadata: serde_json::json!("web"),
+                timestamp: false,
+                json: JsonFormat::Compact,
+            },
+        ]);
+        assert_eq!(
+            String::from_utf8(p.apply(b"  1,\n   2  \n").unwrap()).unwrap(),
+            "{\"metadata\":\"web\",\"data\":\"{\\\"a\\\":\\\"1\\\",\\\"b\\\":\\\"2\\\"}\"}\n"
+        );
+    }
+
+    #[test]
+    fn a_dropped_record_stops_the_chain() {
+        let p = chain(vec![
+            ProcessingOption::LogToJson {
+                format: Some(LogFormat::Syslog),
+                match_pattern: None,
+                fields: None,
+                json: JsonFormat::Compact,
+            },
+            ProcessingOption::AddBrackets,
+        ]);
+        assert_eq!(p.apply(b"nonsense\n"), None);
+    }
+
+    #[test]
+    fn invalid_utf8_is_replaced_as_java_does() {
+        let p = chain(vec![ProcessingOption::AddMetadata {
+            metadata: serde_json::Value::Null,
+            timestamp: false,
+            json: JsonFormat::Compact,
+        }]);
+        assert_eq!(
+            p.apply(b"a\xED\xA0\x80b\xFF\n").unwrap(),
+            "{\"metadata\":null,\"data\":\"a\u{FFFD}b\u{FFFD}\"}\n".as_bytes()
+        );
+    }
+
+    #[test]
+    fn options_without_effect_need_no_processor() {
+        assert!(Processor::new(&[]).unwrap().is_none());
+        assert!(Processor::new(&[ProcessingOption::AddEc2Metadata]).unwrap().is_none());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn no_input_panics(input in proptest::collection::vec(any::<u8>(), 0..300), text in "\\PC{0,200}") {
+            for option in all_options() {
+                let p = chain(vec![option]);
+                let _ = p.apply(&input);
+                if let Some(out) = p.apply(text.as_bytes()) {
+                    prop_assert!(std::str::from_utf8(&out).is_ok());
+                }
+            }
+        }
+
+        #[test]
+        fn json_output_is_valid_json(text in "[ -~\\t\\r\\x00-\\x1f\u{80}-\u{10ffff}]{0,120}") {
+            let p = chain(vec![ProcessingOption::CsvToJson {
+                fields: vec!["a".into(), "b".into()],
+                split: CsvSplit::Regex(",".into()),
+                json: JsonFormat::Compact,
+            }]);
+            let out = p.apply(text.as_bytes()).unwrap();
+            prop_assert!(out.ends_with(b"\n"));
+            let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            prop_assert!(v.is_object());
+        }
+
+        #[test]
+        fn log_lines_like_apache_never_panic(host in "[0-9a-f:.]{1,20}", user in "[a-z-]{1,8}", req in "[ -!#-~]{0,40}", code in "[0-9-]{1,3}") {
+            let line = format!("{host} - {user} [10/Oct/2000:13:55:36 -0700] \"{req}\" {code} 1\n");
+            let p = chain(vec![ProcessingOption::LogToJson { format: Some(LogFormat::CommonApacheLog), match_pattern: None, fields: None, json: JsonFormat::Compact }]);
+            if let Some(out) = p.apply(line.as_bytes()) {
+                let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+                prop_assert_eq!(v.as_object().unwrap().len(), 7);
+            }
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! End-to-end `dataProcessingOptions` with the real binary and `--once` against the fake
+//! endpoint: each flow's records are checked one by one against the Java agent's output for the
+//! same lines, dropped lines are counted and still move the checkpoint, and a file whose every
+//! line is dropped is checkpointed to its end.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+fn flow(ws: &Workspace, glob: &str, stream: &str, extra: Value) -> Value {
+    let mut f = json!({
+        "filePattern": ws.pattern(glob),
+        "kinesisStream": stream,
+        "initialPosition": "START_OF_FILE",
+        "maxBufferAgeMillis": 1000,
+    });
+    for (k, v) in extra.as_object().expect("object") {
+        f[k] = v.clone();
+    }
+    f
+}
+
+fn config(fake: &FakeKinesis, flows: Vec<Value>) -> Value {
+    json!({
+        "kinesis.endpoint": fake.endpoint(),
+        "kinesis.region": TEST_REGION,
+        "shutdownTimeoutMillis": 5000,
+        "flows": flows,
+    })
+}
+
+/// The records `stream` received, in the order they were accepted, as text.
+fn received(fake: &FakeKinesis, stream: &str) -> Vec<String> {
+    fake.all_records()
+        .into_iter()
+        .filter(|r| r.stream == stream)
+        .map(|r| String::from_utf8(r.data).expect("converted records are UTF-8"))
+        .collect()
+}
+
+fn assert_records(fake: &FakeKinesis, stream: &str, expected: &[&str], log: &str) {
+    let got = received(fake, stream);
+    assert_eq!(got.len(), expected.len(), "{stream}: {got:#?}\n{}", tail(log, 4000));
+    for (i, (g, e)) in got.iter().zip(expected).enumerate() {
+        assert_eq!(g, e, "{stream}: record {i} differs\n{}", tail(log, 4000));
+    }
+}
+
+#[test]
+fn logs_csv_and_multi_line_records_are_converted_as_java_does() {
+    let fake = FakeKinesis::start();
+    let ws = Workspace::new();
+
+    let access = ws.file("access.log");
+    let access_text = concat!(
+        "192.168.1.10 - frank [10/Oct/2000:13:55:36 -0700] \"GET /apache_pb.gif HTTP/1.0\" 200 2326 \"http://www.example.com/start.html\" \"Mozilla/4.08 [en] (Win98; I ;Nav)\"\n",
+        "this line is not an access log line\n",
+        "2001:db8::7 - - [22/Nov/2026:03:56:26 +0000] \"GET /straße?q=日本 HTTP/1.1\" 404 - \"-\" \"curl/8.5.0\"\r\n",
+        "10.0.0.1 - - [22/Nov/2026:03:56:27 +0000] \"GET / HTTP/1.1\" 200 10 \"-\" \"\"\n",
+    );
+    std::fs::write(&access, access_text).unwrap();
+
+    let csv = ws.file("people.csv");
+    std::fs::write(&csv, "1,Zoë,zoe@example.com\n2,,\n3\n\"4\",\"Doe, Jane\",x,extra\n").unwrap();
+    let quoted = ws.file("people.tsv");
+    std::fs::write(&quoted, "1\t\"Doe\tJane\"\t\n\"2\"\t\"say \"\"hi\"\"\"\n").unwrap();
+
+    let app = ws.file("app.trace");
+    std::fs::write(
+        &app,
+        "2026-11-22 10:00:00 ERROR boom\n\tat a.B.c(B.java:1)\n\tat d.E.f(E.java:2)\n2026-11-22 10:00:01 INFO fine\n",
+    )
+    .unwrap();
+
+    ws.write_config(config(
+        &fake,
+        vec![
+            flow(
+                &ws,
+                "access.log",
+                "web",
+                json!({"dataProcessingOptions": [
+                    {"optionName": "LOGTOJSON", "logFormat": "COMBINEDAPACHELOG"},
+                    {"optionName": "ADDMETADATA", "metadata": {"env": "prod", "rack": 7, "weight": 0.5}}
+                ]}),
+            ),
+            flow(
+                &ws,
+                "people.csv",
+                "csv",
+                json!({"dataProcessingOptions": [
+                    {"optionName": "CSVTOJSON", "customFieldNames": ["id", "name", "email"]}
+                ]}),
+            ),
+            flow(
+                &ws,
+                "people.tsv",
+                "tsv",
+                json!({"dataProcessingOptions": [
+                    {"optionName": "CSVTOJSON", "customFieldNames": ["id", "name", "note"], "csvMode": "RFC4180",
+                     "delimiter": "\\t", "jsonFormat": "PRETTYPRINT"}
+                ]}),
+            ),
+            flow(
+                &ws,
+                "app.trace",
+                "app",
+                json!({
+                    "multiLineStartPattern": "\\d{4}-\\d{2}-\\d{2} ",
+                    "dataProcessingOptions": [{"optionName": "SINGLELINE", "parseOptions": ["ESCAPE_NEW_LINE"]}]
+                }),
+            ),
+        ],
+    ));
+    let (status, log, _) = ws.run_once(Duration::from_secs(60));
+    assert!(status.success(), "{}", tail(&log, 4000));
+
+    assert_records(
+        &fake,
+        "web",
+        &[
+            "{\"metadata\":{\"env\":\"prod\",\"rack\":7,\"weight\":0.5},\"data\":\"{\\\"host\\\":\\\"192.168.1.10\\\",\\\"ident\\\":null,\\\"authuser\\\":\\\"frank\\\",\\\"datetime\\\":\\\"10/Oct/2000:13:55:36 -0700\\\",\\\"request\\\":\\\"GET /apache_pb.gif HTTP/1.0\\\",\\\"response\\\":\\\"200\\\",\\\"bytes\\\":\\\"2326\\\",\\\"referer\\\":\\\"http://www.example.com/start.html\\\",\\\"agent\\\":\\\"Mozilla/4.08 [en] (Win98; I ;Nav)\\\"}\"}\n",
+            // IPv6 and a CRLF ending: converted here (the Java agent drops the line).
+            "{\"metadata\":{\"env\":\"prod\",\"rack\":7,\"weight\":0.5},\"data\":\"{\\\"host\\\":\\\"2001:db8::7\\\",\\\"ident\\\":null,\\\"authuser\\\":null,\\\"datetime\\\":\\\"22/Nov/2026:03:56:26 +0000\\\",\\\"request\\\":\\\"GET /straße?q=日本 HTTP/1.1\\\",\\\"response\\\":\\\"404\\\",\\\"bytes\\\":null,\\\"referer\\\":null,\\\"agent\\\":\\\"curl/8.5.0\\\"}\"}\n",
+        ],
+        &log,
+    );
+    assert_records(
+        &fake,
+        "csv",
+        &[
+            "{\"id\":\"1\",\"name\":\"Zoë\",\"email\":\"zoe@example.com\"}\n",
+            "{\"id\":\"2\",\"name\":null,\"email\":null}\n",
+            "{\"id\":\"3\",\"name\":null,\"email\":null}\n",
+            "{\"id\":\"\\\"4\\\"\",\"name\":\"\\\"Doe\",\"email\":\" Jane\\\"\"}\n",
+        ],
+        &log,
+    );
+    assert_records(
+        &fake,
+        "tsv",
+        &[
+            "{\n  \"id\" : \"1\",\n  \"name\" : \"Doe\\tJane\",\n  \"note\" : \"\"\n}\n",
+            "{\n  \"id\" : \"2\",\n  \"name\" : \"say \\\"hi\\\"\",\n  \"note\" : null\n}\n",
+        ],
+        &log,
+    );
+    assert_records(
+        &fake,
+        "app",
+        &[
+            "2026-11-22 10:00:00 ERROR boom\\\\nat a.B.c(B.java:1)\\\\nat d.E.f(E.java:2)\n",
+            "2026-11-22 10:00:01 INFO fine\n",
+        ],
+        &log,
+    );
+
+    // Dropped lines, the last one included, are behind the checkpoint.
+    for f in [&access, &csv, &quoted, &app] {
+        assert_eq!(ws.checkpoint_of(f), Some(file_len(f)), "{}\n{}", f.display(), tail(&log, 4000));
+    }
+    assert!(log.contains("dataProcessingOptions dropped 2, conversion errors 0"), "{}", tail(&log, 4000));
+}
+
+#[test]
+fn a_file_whose_every_line_is_dropped_is_checkpointed_to_its_end() {
+    let fake = FakeKinesis::start();
+    let ws = Workspace::new();
+    let file = ws.file("sys.log");
+    let mut text = String::new();
+    for i in 0..2000 {
+        text.push_str(&format!("not syslog {i}\n"));
+    }
+    std::fs::write(&file, &text).unwrap();
+    ws.write_config(config(
+        &fake,
+        vec![flow(
+            &ws,
+            "sys.log",
+            "sys",
+            json!({"dataProcessingOptions": [{"optionName": "LOGTOJSON", "logFormat": "SYSLOG"}]}),
+        )],
+    ));
+    let (status, log, _) = ws.run_once(Duration::from_secs(60));
+    assert!(status.success(), "{}", tail(&log, 4000));
+    assert_eq!(fake.record_count(), 0);
+    assert_eq!(ws.checkpoint_of(&file), Some(file_len(&file)), "{}", tail(&log, 4000));
+    assert!(log.contains("dataProcessingOptions dropped 2000"), "{}", tail(&log, 4000));
+
+    // Lines added later are converted from where the checkpoint stands.
+    append_bytes(&file, b"Nov 22 03:56:26 host sshd[7]: ok\nnope\n");
+    let (status, log, _) = ws.run_once(Duration::from_secs(60));
+    assert!(status.success(), "{}", tail(&log, 4000));
+    assert_records(
+        &fake,
+        "sys",
+        &[
+            "{\"timestamp\":\"Nov 22 03:56:26\",\"hostname\":\"host\",\"program\":\"sshd\",\"processid\":\"7\",\"message\":\"ok\"}\n",
+        ],
+        &log,
+    );
+    assert_eq!(ws.checkpoint_of(&file), Some(file_len(&file)));
+}
