@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -141,6 +141,17 @@ struct Flows {
     live: Arc<Mutex<Vec<Arc<FlowSender>>>>,
     /// Every flow's sender, for the outcome.
     all: Vec<Arc<FlowSender>>,
+    /// The flows that still run, for the Prometheus listener.
+    views: Arc<Mutex<Vec<FlowView>>>,
+}
+
+/// What a scrape shows of one flow.
+#[derive(Clone)]
+struct FlowView {
+    id: String,
+    destination: String,
+    sender: Arc<FlowSender>,
+    watch: Arc<FlowWatch>,
 }
 
 impl Flows {
@@ -248,6 +259,12 @@ impl Flows {
         };
         tokio::spawn(disc.run());
         self.live.lock().unwrap().push(sender.clone());
+        self.views.lock().unwrap().push(FlowView {
+            id: flow.id.clone(),
+            destination: flow.destination.name().to_string(),
+            sender: sender.clone(),
+            watch: watch.clone(),
+        });
         self.all.push(sender.clone());
         RunningFlow { config: flow.clone(), stop: flow_stop, batcher, done, sender, watch, stopping: false }
     }
@@ -262,6 +279,7 @@ impl Flows {
     /// Forget a flow whose batcher ended.
     fn forget(&self, flow: &RunningFlow) {
         self.live.lock().unwrap().retain(|s| !Arc::ptr_eq(s, &flow.sender));
+        self.views.lock().unwrap().retain(|v| !Arc::ptr_eq(&v.sender, &flow.sender));
     }
 }
 
@@ -286,6 +304,7 @@ fn global_changes(old: &AgentConfig, new: &AgentConfig) -> Vec<&'static str> {
     check(old.shutdown_timeout != new.shutdown_timeout, "shutdownTimeoutMillis");
     check(old.max_sending_threads != new.max_sending_threads, "maxSendingThreads");
     check(old.status_period != new.status_period, "log.statusReportingPeriodSeconds");
+    check(old.prometheus != new.prometheus, "prometheus.port/address");
     check(old.aws != new.aws, "endpoints, regions, credentials or timeouts");
     changed
 }
@@ -331,6 +350,7 @@ pub async fn run(
         stop_reading: shutdown.child_token(),
         finished: Arc::new(Notify::new()),
         live: Arc::new(Mutex::new(Vec::new())),
+        views: Arc::new(Mutex::new(Vec::new())),
         all: Vec::new(),
     };
     let mut running: Vec<RunningFlow> = cfg.flows.iter().zip(patterns).map(|(f, p)| flows.start(f, p)).collect();
@@ -340,7 +360,14 @@ pub async fn run(
 
     let store = flows.store.clone();
     let writer_stop = CancellationToken::new();
-    let writer = tokio::spawn(checkpoint_writer(store.clone(), tracker.clone(), writer_stop.clone()));
+    let beat = Heartbeat::default();
+    let writer = tokio::spawn(checkpoint_writer(store.clone(), tracker.clone(), writer_stop.clone(), beat.clone()));
+    if let Some(addr) = cfg.prometheus {
+        let scrape = Scrape { views: flows.views.clone(), inflight: flows.inflight.clone(), beat: beat.clone() };
+        if let Err(e) = crate::prometheus::serve(addr, Arc::new(scrape), writer_stop.clone()).await {
+            tracing::error!("prometheus.port: cannot listen on {addr}: {e}; no metrics are served");
+        }
+    }
     let status_stop = CancellationToken::new();
     let status = tokio::spawn(status_logger(flows.live.clone(), cfg.status_period, status_stop.clone()));
 
@@ -556,7 +583,111 @@ fn flush_checkpoints(store: &Mutex<CheckpointStore>, tracker: &AckTracker, last:
     }
 }
 
-async fn checkpoint_writer(store: Arc<Mutex<CheckpointStore>>, tracker: AckTracker, stop: CancellationToken) {
+/// When the checkpoint loop last turned and last wrote (ms since `start`), for `/healthz` and the
+/// checkpoint-age metric.
+#[derive(Clone)]
+struct Heartbeat {
+    start: std::time::Instant,
+    tick_ms: Arc<AtomicU64>,
+    written_ms: Arc<AtomicU64>,
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Heartbeat { start: std::time::Instant::now(), tick_ms: Arc::default(), written_ms: Arc::default() }
+    }
+}
+
+impl Heartbeat {
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    fn age(&self, at: &AtomicU64) -> Duration {
+        Duration::from_millis(self.now_ms().saturating_sub(at.load(Ordering::Relaxed)))
+    }
+}
+
+/// The Prometheus view of the running flows.
+struct Scrape {
+    views: Arc<Mutex<Vec<FlowView>>>,
+    inflight: InFlight,
+    beat: Heartbeat,
+}
+
+/// The loop that writes checkpoints turns every second; this long without a turn is unhealthy.
+const UNHEALTHY_AFTER: Duration = Duration::from_secs(30);
+
+impl crate::prometheus::Source for Scrape {
+    fn render(&self) -> String {
+        type Get = fn(&crate::metrics::Snapshot) -> u64;
+        const FLOW_METRICS: &[(&str, &str, &str, Get)] = &[
+            ("records_read_total", "counter", "Records read from the files.", |m| m.records_read),
+            ("bytes_read_total", "counter", "File bytes read (complete lines).", |m| m.bytes_read),
+            ("records_sent_total", "counter", "Records the destination accepted.", |m| m.records_sent),
+            ("bytes_sent_total", "counter", "Record bytes the destination accepted.", |m| m.bytes_sent),
+            ("record_send_errors_total", "counter", "Record send attempts that failed (retried).", |m| m.record_errors),
+            ("records_throttled_total", "counter", "Record send attempts throttled.", |m| m.records_throttled),
+            ("requests_total", "counter", "Requests sent.", |m| m.requests),
+            ("request_errors_total", "counter", "Requests that failed as a whole.", |m| m.request_errors),
+            ("records_truncated_total", "counter", "Records cut to the record limit.", |m| m.records_truncated),
+            ("records_skipped_total", "counter", "Records dropped by processing options.", |m| m.records_skipped),
+            ("files", "gauge", "Files being tailed.", |m| m.files),
+            ("files_stalled", "gauge", "Files with unread bytes that are not being read.", |m| m.files_stalled),
+            ("bytes_behind", "gauge", "Unread bytes of the flow's files.", |m| m.bytes_behind),
+        ];
+        let views = self.views.lock().unwrap().clone();
+        let snaps: Vec<_> = views.iter().map(|v| v.sender.metrics.snapshot()).collect();
+        let labels = |v: &FlowView| vec![("flow", v.id.clone()), ("destination", v.destination.clone())];
+        let mut e = crate::prometheus::Exposition::default();
+        for (name, kind, help, get) in FLOW_METRICS {
+            let samples: Vec<_> = views.iter().zip(&snaps).map(|(v, m)| (labels(v), get(m) as f64)).collect();
+            e.metric(&format!("kinesis_agent_{name}"), kind, help, &samples);
+        }
+        let mut lag = Vec::new();
+        for v in &views {
+            for (path, h) in v.watch.files.lock().unwrap().iter() {
+                let unread = h.size.load(Ordering::Relaxed).saturating_sub(h.read_offset.load(Ordering::Relaxed));
+                let mut l = labels(v);
+                l.push(("path", path.display().to_string()));
+                lag.push((l, unread as f64));
+            }
+        }
+        e.metric("kinesis_agent_file_unread_bytes", "gauge", "Bytes of a tailed file not read yet.", &lag);
+        let free = self.inflight.kib.available_permits() as u64;
+        let in_flight = u64::from(self.inflight.kib_total).saturating_sub(free) * 1024;
+        e.metric("kinesis_agent_in_flight_bytes", "gauge", "Record bytes being sent.", &[(vec![], in_flight as f64)]);
+        let age = if self.beat.written_ms.load(Ordering::Relaxed) == 0 {
+            self.beat.start.elapsed()
+        } else {
+            self.beat.age(&self.beat.written_ms)
+        };
+        e.metric(
+            "kinesis_agent_checkpoint_age_seconds",
+            "gauge",
+            "Seconds since the checkpoint file was last written (or since start).",
+            &[(vec![], age.as_secs_f64())],
+        );
+        e.finish()
+    }
+
+    fn health(&self) -> Result<String, String> {
+        let stalled = self.beat.age(&self.beat.tick_ms);
+        let flows = self.views.lock().unwrap().len();
+        if stalled > UNHEALTHY_AFTER {
+            Err(format!("unhealthy: the checkpoint loop has not turned for {} s", stalled.as_secs()))
+        } else {
+            Ok(format!("ok: {flows} flow(s)"))
+        }
+    }
+}
+
+async fn checkpoint_writer(
+    store: Arc<Mutex<CheckpointStore>>,
+    tracker: AckTracker,
+    stop: CancellationToken,
+    beat: Heartbeat,
+) {
     let mut failing = false;
     // This loop is the agent's heartbeat for systemd's watchdog: it needs the tracker and the
     // store, which a wedged agent would not give it.
@@ -571,6 +702,10 @@ async fn checkpoint_writer(store: Arc<Mutex<CheckpointStore>>, tracker: AckTrack
         let (st, tr) = (store.clone(), tracker.clone());
         let ok = tokio::task::spawn_blocking(move || flush_checkpoints(&st, &tr, false)).await.unwrap_or(false);
         systemd::watchdog();
+        beat.tick_ms.store(beat.now_ms(), Ordering::Relaxed);
+        if ok {
+            beat.written_ms.store(beat.now_ms(), Ordering::Relaxed);
+        }
         if !ok && !failing {
             let path = store.lock().unwrap().path().to_path_buf();
             tracing::error!(
@@ -807,6 +942,7 @@ impl Discovery {
                 }
                 drop(p);
                 behind += f.size.saturating_sub(h.read_offset.load(Ordering::Relaxed));
+                h.size.store(f.size, Ordering::Relaxed);
                 if !h.done.load(Ordering::Relaxed) {
                     continue;
                 }

@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod discovery;
 pub mod metrics;
+pub mod prometheus;
 pub mod record;
 pub mod service;
 pub mod sink;

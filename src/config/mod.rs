@@ -325,6 +325,8 @@ pub struct AgentConfig {
     pub max_sending_threads: usize,
     /// `log.statusReportingPeriodSeconds` (default 30).
     pub status_period: Duration,
+    /// `prometheus.port` / `prometheus.address` (new; off by default, loopback unless set).
+    pub prometheus: Option<std::net::SocketAddr>,
     pub aws: AwsSettings,
     /// Keys that are accepted but not implemented yet, or mean nothing here: one line per key
     /// and file, already phrased for the user (`/etc/aws-kinesis/agent.json:

@@ -401,6 +401,22 @@ static KEYS: &[KeyInfo] = &[
         Check::Bool,
     ),
     global(
+        "prometheus.port",
+        "integer, 1-65535",
+        "none: off",
+        "Serve Prometheus metrics on this TCP port (`/metrics`, and `/healthz` for health checks) (new).",
+        Supported,
+        Check::Int { min: 1, max: 65_535, default: None },
+    ),
+    global(
+        "prometheus.address",
+        "IP address",
+        "127.0.0.1",
+        "Address the Prometheus listener binds (`0.0.0.0` for every interface) (new).",
+        Supported,
+        Check::Custom,
+    ),
+    global(
         "log.statusReportingPeriodSeconds",
         "integer (s), 1-2147483647",
         "30",
@@ -1006,6 +1022,18 @@ impl Loader {
             }
         };
         let status_period = Duration::from_secs(self.int_key(s, "log.statusReportingPeriodSeconds") as u64);
+        let prometheus_port = self.int_opt(s, "prometheus.port").map(|p| p as u16);
+        let prometheus_ip = self
+            .get(s, "prometheus.address", |k, v| {
+                let text = parse_str(k, v)?;
+                text.parse::<std::net::IpAddr>()
+                    .map_err(|_| format!("must be an IP address such as 127.0.0.1 or 0.0.0.0, found {text:?}"))
+            })
+            .unwrap_or(std::net::IpAddr::from([127, 0, 0, 1]));
+        if s.has("prometheus.address") && prometheus_port.is_none() && !s.has("prometheus.port") {
+            self.key_error(s, "prometheus.address", "needs `prometheus.port` to mean anything: add it".to_owned());
+        }
+        let prometheus = prometheus_port.map(|port| std::net::SocketAddr::new(prometheus_ip, port));
         let aws = self.aws(s);
         AgentConfig {
             sources: Vec::new(),
@@ -1015,6 +1043,7 @@ impl Loader {
             shutdown_timeout,
             max_sending_threads,
             status_period,
+            prometheus,
             aws,
             notices: Vec::new(),
         }

@@ -47,6 +47,8 @@ pub struct TailHandle {
     pub matched: AtomicBool,
     /// Offset of the next read (for "bytes behind").
     pub read_offset: AtomicU64,
+    /// The file's size at the last discovery scan (for the per-file lag metric).
+    pub size: AtomicU64,
     /// End of the last complete line handed on: where a new tailer of this file resumes.
     pub committed: AtomicU64,
     /// The tailer has stopped.
@@ -83,6 +85,7 @@ impl TailHandle {
             wake: Notify::new(),
             matched: AtomicBool::new(true),
             read_offset: AtomicU64::new(offset),
+            size: AtomicU64::new(offset),
             committed: AtomicU64::new(offset),
             done: AtomicBool::new(false),
             retired: AtomicBool::new(false),
