@@ -305,6 +305,7 @@ fn global_changes(old: &AgentConfig, new: &AgentConfig) -> Vec<&'static str> {
     check(old.max_sending_threads != new.max_sending_threads, "maxSendingThreads");
     check(old.status_period != new.status_period, "log.statusReportingPeriodSeconds");
     check(old.prometheus != new.prometheus, "prometheus.port/address");
+    check(old.log != new.log, "log.*");
     check(old.aws != new.aws, "endpoints, regions, credentials or timeouts");
     changed
 }

@@ -41,19 +41,28 @@ struct Cli {
     log_level: Option<String>,
 }
 
-fn init_logging(level: Option<&str>) {
-    use tracing_subscriber::EnvFilter;
-    let filter = match level {
-        Some(l) => EnvFilter::try_new(l).unwrap_or_else(|_| EnvFilter::new("info")),
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-    };
+/// The level: `-L`, else `RUST_LOG`, else `log.level`, else info. The destination: `log.file`
+/// (rotated by size) or standard error. `Err` names a log file that cannot be opened.
+fn init_logging(level: Option<&str>, log: Option<&config::LogSettings>) -> Result<(), String> {
+    use kinesis_agent::service::logfile::RotatingFile;
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(filter)
-        .with_target(false)
-        .init();
+    use tracing_subscriber::EnvFilter;
+    let configured = || EnvFilter::new(log.and_then(|l| l.level.as_deref()).unwrap_or("info"));
+    let filter = match level {
+        Some(l) => EnvFilter::try_new(l).unwrap_or_else(|_| configured()),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| configured()),
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    match log.and_then(|l| l.file.as_ref().map(|f| (f, l))) {
+        Some((path, l)) => {
+            let file = RotatingFile::open(path, l.max_file_size, l.max_backups)
+                .map_err(|e| format!("log.file: cannot open the log file {e}"))?;
+            let file: &'static RotatingFile = Box::leak(Box::new(file));
+            builder.with_writer(move || file).with_ansi(false).init();
+        }
+        None => builder.with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).init(),
+    }
+    Ok(())
 }
 
 fn dropin_dir(cli: &Cli) -> PathBuf {
@@ -137,7 +146,6 @@ fn check_destinations(cfg: &AgentConfig) -> u8 {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_level.as_deref());
     let dir = dropin_dir(&cli);
     let cfg = match config::load(&cli.configuration, Some(&dir)) {
         Ok(c) => c,
@@ -155,6 +163,10 @@ fn main() -> ExitCode {
             return ExitCode::from(check_destinations(&cfg));
         }
         return ExitCode::from(EXIT_OK);
+    }
+    if let Err(e) = init_logging(cli.log_level.as_deref(), Some(&cfg.log)) {
+        eprintln!("error: {e}");
+        return ExitCode::from(EXIT_FATAL);
     }
     for n in &cfg.notices {
         tracing::warn!("{n}");

@@ -308,6 +308,19 @@ pub struct AwsSettings {
     pub socket_timeout: Duration,
 }
 
+/// Where and how much to log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogSettings {
+    /// `log.level`, as a `tracing` level (`info`); `None`: info.
+    pub level: Option<String>,
+    /// `log.file`: `None`, standard error.
+    pub file: Option<PathBuf>,
+    /// `log.maxFileSize` in bytes (default 10 MiB).
+    pub max_file_size: u64,
+    /// `log.maxBackupIndex` (default 5).
+    pub max_backups: u32,
+}
+
 /// The whole validated configuration.
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -325,6 +338,8 @@ pub struct AgentConfig {
     pub max_sending_threads: usize,
     /// `log.statusReportingPeriodSeconds` (default 30).
     pub status_period: Duration,
+    /// `log.level`, `log.file`, `log.maxFileSize`, `log.maxBackupIndex`.
+    pub log: LogSettings,
     /// `prometheus.port` / `prometheus.address` (new; off by default, loopback unless set).
     pub prometheus: Option<std::net::SocketAddr>,
     pub aws: AwsSettings,

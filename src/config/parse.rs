@@ -15,7 +15,7 @@ use super::{
     FIREHOSE_MAX_BATCH_BYTES, FIREHOSE_MAX_RECORD_BYTES, FlowConfig, InitialPosition, KINESIS_MAX_BATCH_BYTES,
     KINESIS_MAX_RECORD_BYTES, OversizedRecordAction, PartitionKeyOption, Secret,
 };
-use super::{CsvSplit, JsonFormat, LogFormat, ProcessingOption};
+use super::{CsvSplit, JsonFormat, LogFormat, LogSettings, ProcessingOption};
 
 /// What the agent does with a key it accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,7 +113,6 @@ const JAVA_CREDENTIALS: &str = "Java credential provider classes cannot be loade
 const QUEUES: &str = "batches move through bounded channels; there is no queue polling to tune";
 const NEVER_READ: &str = "the Java agent never reads it either";
 const CLOUDWATCH: &str = "CloudWatch metrics are not published yet";
-const LOGGING: &str = "logging is not configured from this file yet";
 const INTERNAL_METRICS: &str = "internal counters are not logged yet";
 
 static KEYS: &[KeyInfo] = &[
@@ -426,35 +425,35 @@ static KEYS: &[KeyInfo] = &[
     ),
     global(
         "log.level",
-        "string",
-        "none",
-        "Log level (removed from the Java agent in 2018).",
-        NotYetSupported(LOGGING),
-        Check::Str,
+        "TRACE, DEBUG, INFO, WARN or ERROR (any case)",
+        "INFO",
+        "Log level, as in older Java agents; `-L/--log-level` and `RUST_LOG` win over it.",
+        Supported,
+        Check::Custom,
     ),
     global(
         "log.file",
         "string (path)",
-        "none",
-        "Log file (removed from the Java agent in 2018).",
-        NotYetSupported(LOGGING),
-        Check::Str,
+        "none: standard error (the journal under systemd)",
+        "Write the log to this file instead of standard error, rotated by size.",
+        Supported,
+        Check::Custom,
     ),
     global(
         "log.maxBackupIndex",
-        "integer (as written)",
-        "none",
-        "Number of rotated log files kept (removed from the Java agent in 2018).",
-        NotYetSupported(LOGGING),
-        Check::Str,
+        "integer, 0-1000",
+        "5",
+        "Rotated log files kept beside `log.file` (`agent.log.1` is the newest).",
+        Supported,
+        Check::Custom,
     ),
     global(
         "log.maxFileSize",
-        "string or integer",
-        "none",
-        "Size at which the log file rotates (removed from the Java agent in 2018).",
-        NotYetSupported(LOGGING),
-        Check::Str,
+        "size: bytes, or a number with KB, MB or GB",
+        "10MB",
+        "Size at which `log.file` rotates.",
+        Supported,
+        Check::Custom,
     ),
     global("pollPeriodMillis", "any", "none", "Never read by the Java agent.", Ignored(NEVER_READ), Check::Any),
     // Flow keys.
@@ -1034,6 +1033,7 @@ impl Loader {
             self.key_error(s, "prometheus.address", "needs `prometheus.port` to mean anything: add it".to_owned());
         }
         let prometheus = prometheus_port.map(|port| std::net::SocketAddr::new(prometheus_ip, port));
+        let log = self.log_settings(s);
         let aws = self.aws(s);
         AgentConfig {
             sources: Vec::new(),
@@ -1044,9 +1044,45 @@ impl Loader {
             max_sending_threads,
             status_period,
             prometheus,
+            log,
             aws,
             notices: Vec::new(),
         }
+    }
+
+    fn log_settings(&mut self, s: &Section) -> LogSettings {
+        const LEVELS: [(&str, &str); 9] = [
+            ("TRACE", "trace"),
+            ("ALL", "trace"),
+            ("DEBUG", "debug"),
+            ("INFO", "info"),
+            ("WARN", "warn"),
+            ("WARNING", "warn"),
+            ("ERROR", "error"),
+            ("FATAL", "error"),
+            ("OFF", "off"),
+        ];
+        let level = self.get(s, "log.level", |k, v| {
+            let text = parse_str(k, v)?;
+            LEVELS
+                .iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case(text.trim()))
+                .map(|(_, l)| (*l).to_string())
+                .ok_or_else(|| format!("must be TRACE, DEBUG, INFO, WARN or ERROR, found {text:?}"))
+        });
+        let file = self.get(s, "log.file", parse_nonempty).map(PathBuf::from);
+        let max_file_size = self
+            .get(s, "log.maxFileSize", |k, v| {
+                let text = match v {
+                    Value::Number(n) => n.to_string(),
+                    _ => parse_str(k, v)?,
+                };
+                crate::service::logfile::parse_size(&text)
+                    .ok_or_else(|| format!("must be a size such as 10MB, 512KB or 1048576, found {text:?}"))
+            })
+            .unwrap_or(10 << 20);
+        let max_backups = self.get(s, "log.maxBackupIndex", |k, v| parse_int(k, v, 0, 1000)).unwrap_or(5) as u32;
+        LogSettings { level, file, max_file_size, max_backups }
     }
 
     /// An optional string where empty means unset, as in the Java agent.
@@ -2677,7 +2713,6 @@ mod tests {
         for expected in [
             "cloudwatch.emitMetrics: accepted but not yet supported (CloudWatch metrics are not published yet)",
             "cloudwatch.namespace: accepted but not yet supported",
-            "log.level: accepted but not yet supported",
             "userDefinedCredentialsProvider.classname: accepted and ignored: Java credential provider",
             "pollPeriodMillis: accepted and ignored",
             "checkpoints.queryTimeoutSeconds: accepted and ignored",
@@ -2686,7 +2721,8 @@ mod tests {
         ] {
             assert!(notices.contains(expected), "{expected} not in\n{notices}");
         }
-        assert_eq!(config.notices.len(), 8);
+        assert_eq!(config.notices.len(), 7);
+        assert_eq!(config.log.level.as_deref(), Some("debug"));
         // Ignored keys are still checked as the Java agent checked them.
         let e = flow_error(r#", "waitOnFullPublishQueueMillis": 10"#);
         assert!(e.message.contains("from 1000 to 900000"), "{}", e.message);

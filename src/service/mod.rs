@@ -2,6 +2,7 @@
 //! once: checkpoints on disk are always consistent, so nothing is lost, only re-sent). SIGHUP
 //! asks the daemon to reload its configuration. `systemd`: the notification protocol.
 
+pub mod logfile;
 pub mod systemd;
 
 use std::sync::Arc;
