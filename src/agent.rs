@@ -29,9 +29,6 @@ use crate::tail::{TailHandle, TailSettings, Tailer, identity};
 
 /// Chunks (each up to `tail::READ_SIZE` of lines) queued between a flow's tailers and batcher.
 const CHANNEL_CHUNKS: usize = 4;
-/// Record bytes in flight across all flows. Requests hold about three times this in memory
-/// (records, request entries, encoded body).
-pub const MAX_IN_FLIGHT_BYTES: usize = 16 * 1024 * 1024;
 /// Re-glob at least this often, even without file-system events.
 const RESCAN: Duration = Duration::from_secs(1);
 /// Checkpoints are written at most this often.
@@ -119,7 +116,9 @@ pub async fn run(cfg: AgentConfig, mode: Mode, shutdown: CancellationToken) -> R
     let had_flow: Vec<bool> = cfg.flows.iter().map(|f| store.has_flow(&f.id)).collect();
     let store = Arc::new(Mutex::new(store));
     let tracker = AckTracker::new();
-    let inflight = InFlight::new(cfg.max_sending_threads, MAX_IN_FLIGHT_BYTES);
+    // `maxInFlightBytes` of record data; requests being sent hold up to about three times their
+    // share in memory (records, request entries, encoded body).
+    let inflight = InFlight::new(cfg.max_sending_threads, cfg.max_in_flight_bytes, cfg.flows.len());
     let watches: Arc<Mutex<Vec<Arc<FlowWatch>>>> = Arc::new(Mutex::new(Vec::new()));
     let watcher = if mode == Mode::Daemon { start_watcher(watches.clone()) } else { None };
     let watcher = Arc::new(Mutex::new(watcher));
@@ -182,7 +181,7 @@ pub async fn run(cfg: AgentConfig, mode: Mode, shutdown: CancellationToken) -> R
             max_batches: flow.publish_queue_capacity,
         };
         let (tx, rx) = mpsc::channel::<Chunk>(CHANNEL_CHUNKS);
-        batchers.push(tokio::spawn(batcher::run(rx, sender.clone(), limits, inflight.clone())));
+        batchers.push(tokio::spawn(batcher::run(rx, sender.clone(), limits, inflight.clone(), inflight.flow_budget())));
         let watch = Arc::new(FlowWatch { pattern, rescan: Notify::new(), files: Mutex::new(HashMap::new()) });
         watches.lock().unwrap().push(watch.clone());
         let settings = TailSettings {
@@ -334,6 +333,24 @@ async fn status_logger(senders: Vec<Arc<FlowSender>>, period: Duration, stop: Ca
                 m.records_throttled - prev.records_throttled,
                 m.bytes_behind
             );
+            // Throttling: one line per period, with the counts and the pace.
+            let (codes, requests) = s.pacer.take_counts();
+            if !codes.is_empty() {
+                let codes: Vec<String> = codes.iter().map(|(c, n)| format!("{c} x{n}")).collect();
+                let pace = match s.pacer.rate() {
+                    Some(r) => format!("sending at most {r:.0} records/s"),
+                    None => "sending at full speed".to_string(),
+                };
+                tracing::warn!(
+                    "{}: throttled in the last {} s: {} in {requests} request(s); {pace}",
+                    s.label,
+                    period.as_secs(),
+                    codes.join(", ")
+                );
+            }
+            if m.record_errors == prev.record_errors && m.records_sent > prev.records_sent {
+                s.quiet_period();
+            }
             *prev = m;
         }
     }
