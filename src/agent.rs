@@ -348,7 +348,7 @@ async fn status_logger(senders: Vec<Arc<FlowSender>>, period: Duration, stop: Ca
                     codes.join(", ")
                 );
             }
-            if m.record_errors == prev.record_errors && m.records_sent > prev.records_sent {
+            if m.record_errors == prev.record_errors {
                 s.quiet_period();
             }
             *prev = m;

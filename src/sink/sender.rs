@@ -39,6 +39,8 @@ pub struct FlowSender {
     /// Error codes already reported in the current episode, so a problem is logged once, not
     /// once per request; the status logger ends the episode after a period without failures.
     reported: Mutex<Vec<String>>,
+    /// The last attempt succeeded (an episode can only end then).
+    last_ok: AtomicBool,
 }
 
 impl FlowSender {
@@ -63,6 +65,7 @@ impl FlowSender {
             give_up,
             pacer: Pacer::new(),
             reported: Mutex::new(Vec::new()),
+            last_ok: AtomicBool::new(true),
         }
     }
 
@@ -95,9 +98,12 @@ impl FlowSender {
         }
     }
 
-    /// Called by the status logger after a period with sends and no failure: the problems
-    /// reported are over (said once).
+    /// Called by the status logger after a period without failures: if the last attempt
+    /// succeeded, the problems reported are over (said once).
     pub fn quiet_period(&self) {
+        if !self.last_ok.load(Ordering::Relaxed) {
+            return;
+        }
         let codes = std::mem::take(&mut *self.reported.lock().unwrap());
         if !codes.is_empty() {
             tracing::info!("{}: sending normally again after {}", self.label, codes.join(", "));
@@ -175,6 +181,7 @@ impl FlowSender {
             drop(slot);
             let failure = match result {
                 Ok(failures) if failures.is_empty() => {
+                    self.last_ok.store(true, Ordering::Relaxed);
                     self.pacer.record(records.len(), 0, None);
                     self.acknowledge(&records, None);
                     return 0;
@@ -217,6 +224,7 @@ impl FlowSender {
                     f
                 }
             };
+            self.last_ok.store(false, Ordering::Relaxed);
             self.report(&failure);
             let delay = if failure.class == ErrorClass::Fatal {
                 self.saw_fatal.store(true, Ordering::Relaxed);
