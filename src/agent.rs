@@ -333,6 +333,7 @@ async fn status_logger(senders: Vec<Arc<FlowSender>>, period: Duration, stop: Ca
                 m.records_throttled - prev.records_throttled,
                 m.bytes_behind
             );
+            s.pace_tick();
             // Throttling: one line per period, with the counts and the pace.
             let (codes, requests) = s.pacer.take_counts();
             if !codes.is_empty() {

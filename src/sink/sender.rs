@@ -110,6 +110,11 @@ impl FlowSender {
         }
     }
 
+    /// Periodic: notices a return to full speed while the flow is idle.
+    pub fn pace_tick(&self) {
+        self.pace_change(self.pacer.tick(), "");
+    }
+
     fn pace_change(&self, change: Option<PaceChange>, code: &str) {
         match change {
             Some(PaceChange::Slowed { to }) => tracing::warn!(
@@ -182,7 +187,8 @@ impl FlowSender {
             let failure = match result {
                 Ok(failures) if failures.is_empty() => {
                     self.last_ok.store(true, Ordering::Relaxed);
-                    self.pacer.record(records.len(), 0, None);
+                    let change = self.pacer.record(records.len(), 0, None);
+                    self.pace_change(change, "");
                     self.acknowledge(&records, None);
                     return 0;
                 }

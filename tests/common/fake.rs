@@ -90,6 +90,9 @@ pub struct Faults {
     /// at once (a response slower than the client's timeout is lost, the records are not).
     pub response_delay_fraction: f64,
     pub response_delay: Duration,
+    /// Records per second accepted (all streams together, a burst of one second); entries over
+    /// it fail with `entry_fail_code` / `firehose_entry_fail_code`, as a shard at its limit does.
+    pub rate_limit: Option<f64>,
     pub enforce_limits: bool,
     /// If set, other stream names get `ResourceNotFoundException`.
     pub known_streams: Option<Vec<String>>,
@@ -111,6 +114,7 @@ impl Default for Faults {
             reset_after_processing: false,
             response_delay_fraction: 0.0,
             response_delay: Duration::ZERO,
+            rate_limit: None,
             enforce_limits: true,
             known_streams: None,
         }
@@ -175,7 +179,26 @@ struct State {
     delayed_stored_entries: u64,
     /// Requests whose headers arrived (before any fault).
     received: u64,
+    /// `rate_limit` bucket: records that may be accepted now, and when it was last filled.
+    rate_tokens: f64,
+    rate_filled: std::time::Instant,
     created: f64,
+}
+
+impl State {
+    /// Whether one more entry is over `rate_limit`.
+    fn over_rate(&mut self) -> bool {
+        let Some(limit) = self.faults.rate_limit else { return false };
+        let now = std::time::Instant::now();
+        self.rate_tokens = (self.rate_tokens + limit * (now - self.rate_filled).as_secs_f64()).min(limit);
+        self.rate_filled = now;
+        if self.rate_tokens >= 1.0 {
+            self.rate_tokens -= 1.0;
+            false
+        } else {
+            true
+        }
+    }
 }
 
 struct Shared {
@@ -232,6 +255,8 @@ impl FakeKinesis {
                 delayed_responses: 0,
                 delayed_stored_entries: 0,
                 received: 0,
+                rate_tokens: 0.0,
+                rate_filled: std::time::Instant::now(),
                 created: now_secs(),
             }),
             changed: tokio::sync::Notify::new(),
@@ -347,6 +372,14 @@ impl FakeKinesis {
             f.reset_fraction = fraction;
             f.reset_after_processing = after_processing;
         });
+    }
+
+    /// Accept at most `records_per_sec` (None: no limit), throttling the entries over it.
+    pub fn set_rate_limit(&self, records_per_sec: Option<f64>) {
+        self.update_faults(|f| f.rate_limit = records_per_sec);
+        let mut st = self.shared.lock();
+        st.rate_tokens = records_per_sec.unwrap_or(0.0);
+        st.rate_filled = std::time::Instant::now();
     }
 
     /// Answers `fraction` of the requests only after `delay`, their records stored at once.
@@ -1008,7 +1041,7 @@ fn accept_kinesis(st: &mut State, stream: &str, e: Entry) -> Result<(String, Str
     };
     let shard = shard_for(st.shard_count, hash);
     let frac = st.faults.entry_fail_fraction;
-    if frac > 0.0 && next_f64(&mut st.rng) < frac {
+    if st.over_rate() || (frac > 0.0 && next_f64(&mut st.rng) < frac) {
         let code = st.faults.entry_fail_code.clone();
         let msg = fail_message(&code, &shard, stream);
         return Err((code, msg));
@@ -1066,7 +1099,7 @@ fn firehose_put(st: &mut State, req: &Value, log: &mut RequestLog, batch: bool) 
     let mut failed = 0usize;
     for e in entries {
         let frac = st.faults.entry_fail_fraction;
-        if frac > 0.0 && next_f64(&mut st.rng) < frac {
+        if st.over_rate() || (frac > 0.0 && next_f64(&mut st.rng) < frac) {
             failed += 1;
             let code = st.faults.firehose_entry_fail_code.clone();
             let message = format!("Slow down. (injected {code}, fake firehose)");
