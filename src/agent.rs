@@ -31,9 +31,6 @@ use crate::tail::{TailHandle, TailSettings, TailedFiles, Tailer, identity};
 
 /// Chunks (each up to `tail::READ_SIZE` of lines) queued between a flow's tailers and batcher.
 const CHANNEL_CHUNKS: usize = 4;
-/// Record bytes in flight across all flows. Requests hold about three times this in memory
-/// (records, request entries, encoded body).
-pub const MAX_IN_FLIGHT_BYTES: usize = 16 * 1024 * 1024;
 /// Re-glob at least this often, even without file-system events.
 const RESCAN: Duration = Duration::from_secs(1);
 /// Checkpoints are written at most this often.
@@ -214,9 +211,10 @@ impl Flows {
         let done = Arc::new(AtomicBool::new(false));
         let batcher = tokio::spawn({
             let (sender, inflight, finished) = (sender.clone(), self.inflight.clone(), self.finished.clone());
+            let budget = self.inflight.flow_budget();
             let done = done.clone();
             async move {
-                batcher::run(rx, sender, limits, inflight).await;
+                batcher::run(rx, sender, limits, inflight, budget).await;
                 done.store(true, Ordering::SeqCst);
                 finished.notify_one();
             }
@@ -303,6 +301,7 @@ fn global_changes(old: &AgentConfig, new: &AgentConfig) -> Vec<&'static str> {
     check(old.checkpoint_ttl_days != new.checkpoint_ttl_days, "checkpointTimeToLiveDays");
     check(old.shutdown_timeout != new.shutdown_timeout, "shutdownTimeoutMillis");
     check(old.max_sending_threads != new.max_sending_threads, "maxSendingThreads");
+    check(old.max_in_flight_bytes != new.max_in_flight_bytes, "maxInFlightBytes");
     check(old.status_period != new.status_period, "log.statusReportingPeriodSeconds");
     check(old.prometheus != new.prometheus, "prometheus.port/address");
     check(old.log != new.log, "log.*");
@@ -343,7 +342,10 @@ pub async fn run(
         mode,
         store: Arc::new(Mutex::new(store)),
         tracker: tracker.clone(),
-        inflight: InFlight::new(cfg.max_sending_threads, MAX_IN_FLIGHT_BYTES),
+        // `maxInFlightBytes` of record data; requests being sent hold up to about three times
+        // their share in memory (records, request entries, encoded body). Flows added by a
+        // reload get a reserve of the same size on top.
+        inflight: InFlight::new(cfg.max_sending_threads, cfg.max_in_flight_bytes, cfg.flows.len()),
         clients,
         watches,
         watcher: Arc::new(Mutex::new(watcher)),
@@ -655,8 +657,7 @@ impl crate::prometheus::Source for Scrape {
             }
         }
         e.metric("kinesis_agent_file_unread_bytes", "gauge", "Bytes of a tailed file not read yet.", &lag);
-        let free = self.inflight.kib.available_permits() as u64;
-        let in_flight = u64::from(self.inflight.kib_total).saturating_sub(free) * 1024;
+        let in_flight = self.inflight.bytes.load(Ordering::Relaxed);
         e.metric("kinesis_agent_in_flight_bytes", "gauge", "Record bytes being sent.", &[(vec![], in_flight as f64)]);
         let age = if self.beat.written_ms.load(Ordering::Relaxed) == 0 {
             self.beat.start.elapsed()
@@ -756,6 +757,25 @@ async fn status_logger(senders: Arc<Mutex<Vec<Arc<FlowSender>>>>, period: Durati
                 if m.files_stalled > 0 { format!(" ({} file(s) stalled)", m.files_stalled) } else { String::new() },
                 processing_counts(&m, Some(prev)),
             );
+            s.pace_tick();
+            // Throttling: one line per period, with the counts and the pace.
+            let (codes, requests) = s.pacer.take_counts();
+            if !codes.is_empty() {
+                let codes: Vec<String> = codes.iter().map(|(c, n)| format!("{c} x{n}")).collect();
+                let pace = match s.pacer.rate() {
+                    Some(r) => format!("sending at most {r:.0} records/s"),
+                    None => "sending at full speed".to_string(),
+                };
+                tracing::warn!(
+                    "{}: throttled in the last {} s: {} in {requests} request(s); {pace}",
+                    s.label,
+                    period.as_secs(),
+                    codes.join(", ")
+                );
+            }
+            if m.record_errors == prev.record_errors {
+                s.quiet_period();
+            }
             *prev = m;
         }
     }

@@ -162,11 +162,13 @@ async fn whole_request_errors_have_the_right_code() {
         let svc = err.into_service_error();
         assert!(svc.is_resource_not_found_exception(), "{svc:?}");
         assert_eq!(svc.code(), Some("ResourceNotFoundException"));
-        assert!(svc.message().unwrap_or("").contains("Injected"));
+        assert_eq!(svc.message(), Some("Stream s under account 123456789012 not found."));
 
         fake.set_request_error(Some("AccessDeniedException"));
         let svc = try_put(&client, "s", &entries(2, "e")).await.unwrap_err().into_service_error();
         assert!(svc.is_access_denied_exception(), "{svc:?}");
+        let m = svc.message().unwrap_or("");
+        assert!(m.contains("not authorized to perform: kinesis:PutRecords") && m.contains("stream/s "), "{m}");
         assert_eq!(svc.code(), Some("AccessDeniedException"));
 
         // Works for other operations too.
@@ -337,6 +339,56 @@ async fn firehose_put_record_batch() {
             .unwrap_err()
             .into_service_error();
         assert!(err.is_resource_not_found_exception(), "{err:?}");
+    })
+    .await;
+}
+
+/// Connection resets (before or after storing), responses held past the client's timeout (records
+/// stored), and a down period that ends by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_response_delay_and_timed_down() {
+    bounded(60, "test", async {
+        let fake = FakeKinesis::start();
+        let client = kinesis_client_no_retry(&fake.endpoint());
+        for after in [false, true] {
+            fake.reset_observations();
+            fake.set_reset(1.0, after);
+            let err = try_put(&client, "s", &entries(3, "r")).await.unwrap_err();
+            assert!(matches!(err, SdkError::DispatchFailure(_) | SdkError::ResponseError(_)), "{}", err_text(&err));
+            let text = err_text(&err);
+            assert!(text.contains("reset") || text.contains("closed"), "after {after}: {text}");
+            assert_eq!(fake.reset_counts(), (1, if after { 3 } else { 0 }));
+            assert_eq!(fake.record_count(), if after { 3 } else { 0 });
+        }
+        fake.set_reset(0.0, false);
+        try_put(&client, "s", &entries(1, "ok")).await.expect("after resets");
+
+        fake.reset_observations();
+        fake.set_response_delay(1.0, Duration::from_millis(1500));
+        let short = kinesis_client_with(&fake.endpoint(), 1, Duration::from_millis(300));
+        let err = try_put(&short, "s", &entries(2, "d")).await.unwrap_err();
+        assert!(matches!(err, SdkError::TimeoutError(_)), "{}", err_text(&err));
+        assert_eq!(fake.record_count(), 2, "stored although the answer was late");
+        assert_eq!(fake.delayed_response_counts(), (1, 2));
+        let t = Instant::now();
+        try_put(&client, "s", &entries(1, "slow")).await.expect("a patient client gets it");
+        assert!(t.elapsed() >= Duration::from_millis(1500));
+        fake.set_response_delay(0.0, Duration::ZERO);
+
+        fake.set_down_for(DownMode::Refuse, Duration::from_millis(800));
+        let fresh = kinesis_client_no_retry(&fake.endpoint());
+        assert!(try_put(&fresh, "s", &entries(1, "x")).await.is_err(), "down");
+        let t = Instant::now();
+        loop {
+            match try_put(&fresh, "s", &entries(1, "up")).await {
+                Ok(_) => break,
+                Err(e) if t.elapsed() > Duration::from_secs(5) => panic!("not back up: {}", err_text(&e)),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        assert!(fake.faults().down.is_none());
+        // The late one, the patient one, and the first after the down period.
+        assert!(fake.received_count() >= 3);
     })
     .await;
 }

@@ -22,6 +22,8 @@ pub const KINESIS_MAX_RECORDS: usize = 500;
 pub const KINESIS_MAX_BATCH_BYTES: usize = 5 * 1024 * 1024;
 /// Data plus partition key of one record.
 pub const KINESIS_MAX_RECORD_BYTES: usize = 1024 * 1024;
+/// Default of `maxInFlightBytes`.
+pub const DEFAULT_MAX_IN_FLIGHT_BYTES: usize = 64 * 1024 * 1024;
 /// Firehose limits.
 pub const FIREHOSE_MAX_RECORDS: usize = 500;
 pub const FIREHOSE_MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
@@ -336,6 +338,9 @@ pub struct AgentConfig {
     /// `maxSendingThreads` (default max(2, 12 × CPUs) as in Java): here, the most requests in
     /// flight at once across all flows.
     pub max_sending_threads: usize,
+    /// `maxInFlightBytes` (default 64 MiB; at least 1 MiB): record bytes being sent or retried at
+    /// once, across all flows (new: the Java agent has no such bound).
+    pub max_in_flight_bytes: usize,
     /// `log.statusReportingPeriodSeconds` (default 30).
     pub status_period: Duration,
     /// `log.level`, `log.file`, `log.maxFileSize`, `log.maxBackupIndex`.

@@ -11,9 +11,9 @@ use json_comments::CommentSettings;
 use serde_json::{Map, Value};
 
 use super::{
-    AgentConfig, AwsSettings, ConfigError, ConfigErrors, DEFAULT_CHECKPOINT_FILE, Destination,
-    FIREHOSE_MAX_BATCH_BYTES, FIREHOSE_MAX_RECORD_BYTES, FlowConfig, InitialPosition, KINESIS_MAX_BATCH_BYTES,
-    KINESIS_MAX_RECORD_BYTES, OversizedRecordAction, PartitionKeyOption, Secret,
+    AgentConfig, AwsSettings, ConfigError, ConfigErrors, DEFAULT_CHECKPOINT_FILE, DEFAULT_MAX_IN_FLIGHT_BYTES,
+    Destination, FIREHOSE_MAX_BATCH_BYTES, FIREHOSE_MAX_RECORD_BYTES, FlowConfig, InitialPosition,
+    KINESIS_MAX_BATCH_BYTES, KINESIS_MAX_RECORD_BYTES, OversizedRecordAction, PartitionKeyOption, Secret,
 };
 use super::{CsvSplit, JsonFormat, LogFormat, LogSettings, ProcessingOption};
 
@@ -180,6 +180,14 @@ static KEYS: &[KeyInfo] = &[
         "Sets the default of `maxSendingThreads`: this many per CPU.",
         Supported,
         int(1, INT, 12),
+    ),
+    global(
+        "maxInFlightBytes",
+        "integer (bytes), at least 1048576",
+        "67108864 (64 MiB)",
+        "Most record bytes being sent or retried at once, across all flows; half is shared, half split evenly between the flows so that one with a backlog cannot starve the others. Reached only when a destination is slow or down: the files then wait (new: the Java agent has no such bound).",
+        Supported,
+        int(KINESIS_MAX_RECORD_BYTES as i64, LONG, DEFAULT_MAX_IN_FLIGHT_BYTES as i64),
     ),
     global(
         "sendingThreadsKeepAliveMillis",
@@ -1020,6 +1028,16 @@ impl Loader {
                 per_core.saturating_mul(cpus).max(2)
             }
         };
+        let max_in_flight_bytes = self
+            .get(s, "maxInFlightBytes", |k, v| match parse_int(k, v, KINESIS_MAX_RECORD_BYTES as i64, LONG) {
+                Ok(n) => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+                Err(_) => Err(format!(
+                    "must be a whole number of bytes, at least {KINESIS_MAX_RECORD_BYTES} (1 MiB: room for one \
+                     record of the largest size), found {}",
+                    shown(k, v)
+                )),
+            })
+            .unwrap_or(DEFAULT_MAX_IN_FLIGHT_BYTES);
         let status_period = Duration::from_secs(self.int_key(s, "log.statusReportingPeriodSeconds") as u64);
         let prometheus_port = self.int_opt(s, "prometheus.port").map(|p| p as u16);
         let prometheus_ip = self
@@ -1042,6 +1060,7 @@ impl Loader {
             checkpoint_ttl_days,
             shutdown_timeout,
             max_sending_threads,
+            max_in_flight_bytes,
             status_period,
             prometheus,
             log,
@@ -2419,6 +2438,24 @@ mod tests {
         );
         let e = one_error(&format!(r#"{{"maxSendingThreads": 0, "flows": [{{{FLOW}}}]}}"#));
         assert_eq!(e.message, "must be a whole number from 1 to 2147483647, found 0");
+    }
+
+    #[test]
+    fn max_in_flight_bytes() {
+        let with = |globals: &str| parse(&format!(r#"{{{globals} "flows": [{{{FLOW}}}]}}"#));
+        assert_eq!(with("").unwrap().max_in_flight_bytes, 64 * 1024 * 1024);
+        assert_eq!(with(r#""maxInFlightBytes": "1048576","#).unwrap().max_in_flight_bytes, 1_048_576);
+        assert_eq!(with(r#""maxInFlightBytes": 268435456,"#).unwrap().max_in_flight_bytes, 256 << 20);
+        for (bad, found) in [("1048575", "1048575"), ("0", "0"), ("-5", "-5"), ("\"lots\"", "\"lots\"")] {
+            let e = with(&format!(r#""maxInFlightBytes": {bad},"#)).unwrap_err();
+            assert_eq!(e.0.len(), 1, "{e}");
+            assert_eq!(e.0[0].location, "maxInFlightBytes");
+            assert!(e.0[0].message.contains("at least 1048576"), "{}", e.0[0].message);
+            assert!(e.0[0].message.ends_with(&format!("found {found}")), "{}", e.0[0].message);
+        }
+        let e = parse(r#"{"flows": [{"filePattern": "/a", "kinesisStream": "s", "maxInFlightBytes": 2000000}]}"#)
+            .unwrap_err();
+        assert!(e.0[0].message.contains("is a global key"), "{e}");
     }
 
     #[test]

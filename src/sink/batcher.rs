@@ -1,8 +1,8 @@
 //! The batcher of one flow: packs the records of incoming chunks into requests bounded by the
 //! flow's record and byte limits, flushes a batch when its oldest record reaches
-//! `maxBufferAgeMillis`, and hands each batch to a send task once a sending slot and in-flight
-//! byte budget are free. While it waits for them it reads no more chunks, so the bounded channel
-//! fills and the tailers stop reading: the files are the buffer.
+//! `maxBufferAgeMillis`, and hands each batch to a send task once the flow's in-flight byte
+//! budget, its pace and a sending slot allow. While it waits for them it reads no more chunks, so
+//! the bounded channel fills and the tailers stop reading: the files are the buffer.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,24 +14,76 @@ use tokio::time::Instant;
 use super::sender::FlowSender;
 use crate::record::{Chunk, Record};
 
-/// Shared limits on what is in flight across all flows.
+/// Shared limits on what is in flight across all flows: request slots (`maxSendingThreads`) and
+/// the record bytes budget (`maxInFlightBytes`).
+///
+/// The budget is shared so that a flow with a backlog cannot starve the others: half of it is
+/// split into a reserve per flow, which only that flow uses; the other half is first come, first
+/// served. A flow whose destination is down fills its reserve and the shared half, and stops
+/// there; every other flow still has its reserve. One busy flow alone gets its reserve plus the
+/// shared half (all of it when it is the only flow).
 #[derive(Clone)]
 pub struct InFlight {
-    /// Requests in flight (`maxSendingThreads`).
+    /// Requests being sent (`maxSendingThreads`). Held only during the HTTP call.
     pub requests: Arc<Semaphore>,
-    /// Record bytes in flight, in KiB.
-    pub kib: Arc<Semaphore>,
-    pub kib_total: u32,
+    /// Record bytes being sent now, for the metrics.
+    pub bytes: Arc<std::sync::atomic::AtomicU64>,
+    shared: Arc<Semaphore>,
+    shared_kib: u32,
+    reserve_kib: u32,
 }
 
 impl InFlight {
-    pub fn new(requests: usize, bytes: usize) -> Self {
-        let kib_total = (bytes / 1024).clamp(1, u32::MAX as usize >> 4) as u32;
+    /// `bytes` of record data in flight at most, shared by `flows` flows.
+    pub fn new(requests: usize, bytes: usize, flows: usize) -> Self {
+        let total = (bytes / 1024).clamp(2, u32::MAX as usize >> 4);
+        let reserve = (total / 2 / flows.max(1)).max(1);
+        let shared = total.saturating_sub(reserve * flows.max(1)).max(1);
         InFlight {
             requests: Arc::new(Semaphore::new(requests.max(1))),
-            kib: Arc::new(Semaphore::new(kib_total as usize)),
-            kib_total,
+            bytes: Arc::default(),
+            shared: Arc::new(Semaphore::new(shared)),
+            shared_kib: shared as u32,
+            reserve_kib: reserve as u32,
         }
+    }
+
+    /// The budget of one more flow: its own reserve, plus the shared part.
+    pub fn flow_budget(&self) -> FlowBudget {
+        FlowBudget {
+            reserve: Arc::new(Semaphore::new(self.reserve_kib as usize)),
+            reserve_kib: self.reserve_kib,
+            shared: self.shared.clone(),
+            shared_kib: self.shared_kib,
+        }
+    }
+}
+
+/// What one flow may hold in flight: see `InFlight`.
+pub struct FlowBudget {
+    reserve: Arc<Semaphore>,
+    reserve_kib: u32,
+    shared: Arc<Semaphore>,
+    shared_kib: u32,
+}
+
+impl FlowBudget {
+    /// Waits for `kib` KiB from the flow's reserve or else the shared part, whichever frees
+    /// first. A batch larger than a part takes all of it (it is never refused).
+    pub async fn acquire(&self, kib: u32) -> OwnedSemaphorePermit {
+        let own = kib.clamp(1, self.reserve_kib);
+        let shared = kib.clamp(1, self.shared_kib);
+        if let Ok(p) = self.reserve.clone().try_acquire_many_owned(own) {
+            return p;
+        }
+        if let Ok(p) = self.shared.clone().try_acquire_many_owned(shared) {
+            return p;
+        }
+        tokio::select! {
+            p = self.reserve.clone().acquire_many_owned(own) => p,
+            p = self.shared.clone().acquire_many_owned(shared) => p,
+        }
+        .expect("never closed")
     }
 }
 
@@ -59,6 +111,7 @@ pub async fn run(
     sender: Arc<FlowSender>,
     limits: BatchLimits,
     inflight: InFlight,
+    budget: FlowBudget,
 ) -> u64 {
     let flow_slots = Arc::new(Semaphore::new(limits.max_batches.max(1)));
     let mut tasks: JoinSet<u64> = JoinSet::new();
@@ -76,7 +129,7 @@ pub async fn run(
                     });
                     if full {
                         let b = batch.take().expect("full batch");
-                        dispatch(b, &sender, &inflight, &flow_slots, &mut tasks).await;
+                        dispatch(b, &sender, &inflight, &budget, &flow_slots, &mut tasks).await;
                     }
                     let b = batch.get_or_insert_with(|| Batch {
                         records: Vec::with_capacity(limits.max_records.min(512)),
@@ -90,12 +143,12 @@ pub async fn run(
                 }
                 if batch.as_ref().is_some_and(|b| b.records.len() >= limits.max_records) {
                     let b = batch.take().expect("full batch");
-                    dispatch(b, &sender, &inflight, &flow_slots, &mut tasks).await;
+                    dispatch(b, &sender, &inflight, &budget, &flow_slots, &mut tasks).await;
                 }
             }
             _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                 if let Some(b) = batch.take() {
-                    dispatch(b, &sender, &inflight, &flow_slots, &mut tasks).await;
+                    dispatch(b, &sender, &inflight, &budget, &flow_slots, &mut tasks).await;
                 }
             }
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
@@ -104,7 +157,7 @@ pub async fn run(
         }
     }
     if let Some(b) = batch.take() {
-        dispatch(b, &sender, &inflight, &flow_slots, &mut tasks).await;
+        dispatch(b, &sender, &inflight, &budget, &flow_slots, &mut tasks).await;
     }
     while let Some(done) = tasks.join_next().await {
         given_up += done.unwrap_or(0);
@@ -116,18 +169,64 @@ async fn dispatch(
     b: Batch,
     sender: &Arc<FlowSender>,
     inflight: &InFlight,
+    budget: &FlowBudget,
     flow_slots: &Arc<Semaphore>,
     tasks: &mut JoinSet<u64>,
 ) {
-    let kib = ((b.data_bytes / 1024) as u32 + 1).min(inflight.kib_total);
+    let kib = (b.data_bytes / 1024) as u32 + 1;
     let slot: OwnedSemaphorePermit = flow_slots.clone().acquire_owned().await.expect("never closed");
+    let mem = budget.acquire(kib).await;
+    sender.pacer.acquire(b.records.len()).await;
     let req = inflight.requests.clone().acquire_owned().await.expect("never closed");
-    let mem = inflight.kib.clone().acquire_many_owned(kib).await.expect("never closed");
     let sender = sender.clone();
+    let requests = inflight.requests.clone();
+    let bytes = inflight.bytes.clone();
+    let data_bytes = b.data_bytes as u64;
+    bytes.fetch_add(data_bytes, std::sync::atomic::Ordering::Relaxed);
     tasks.spawn(async move {
         let mut rng: rand::rngs::SmallRng = rand::make_rng();
-        let n = sender.deliver(b.records, &mut rng).await;
-        drop((slot, req, mem));
+        let n = sender.deliver(b.records, req, &requests, &mut rng).await;
+        bytes.fetch_sub(data_bytes, std::sync::atomic::Ordering::Relaxed);
+        drop((slot, mem));
         n
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// A flow whose destination is down holds all it can and never releases it: another flow
+    /// still gets its reserve, and a flow alone can use more than its reserve.
+    #[tokio::test(start_paused = true)]
+    async fn a_stuck_flow_does_not_starve_another() {
+        let inflight = InFlight::new(4, 8 * 1024 * 1024, 2);
+        let (stuck, other) = (inflight.flow_budget(), inflight.flow_budget());
+        // The stuck flow takes 512 KiB batches until it is blocked.
+        let mut held = Vec::new();
+        while let Ok(p) = tokio::time::timeout(Duration::from_secs(1), stuck.acquire(512)).await {
+            held.push(p);
+        }
+        let stuck_kib: u32 = held.iter().map(|p| p.num_permits() as u32).sum();
+        // Its reserve (2 MiB) and the shared half (4 MiB), not the other's reserve.
+        assert_eq!(stuck_kib, 6 * 1024);
+        // The other flow still sends, batch after batch, from its reserve.
+        for _ in 0..20 {
+            let p = tokio::time::timeout(Duration::from_secs(1), other.acquire(512)).await;
+            assert!(p.is_ok(), "the other flow is starved");
+        }
+        // Once the stuck flow's batches complete, the shared part is free again.
+        drop(held);
+        let big = tokio::time::timeout(Duration::from_secs(1), other.acquire(4 * 1024)).await;
+        assert!(big.is_ok());
+    }
+
+    #[test]
+    fn budget_parts() {
+        let one = InFlight::new(1, 64 * 1024 * 1024, 1);
+        assert_eq!((one.reserve_kib, one.shared_kib), (32 * 1024, 32 * 1024));
+        let many = InFlight::new(1, 1024 * 1024, 1000);
+        assert!(many.reserve_kib >= 1 && many.shared_kib >= 1);
+    }
 }

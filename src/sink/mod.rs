@@ -1,7 +1,9 @@
 //! The sending side: a batcher per flow packs records into requests within the destination's
-//! limits; each request is delivered by a sender task that retries only what failed.
+//! limits; each request is delivered by a sender task that retries only what failed, at a pace
+//! the destination's throttling sets.
 
 pub mod batcher;
 pub mod client;
+pub mod pace;
 pub mod retry;
 pub mod sender;

@@ -1,6 +1,7 @@
 //! Delivery of one batch: send, acknowledge what was accepted, back off, re-send only what
 //! failed. Throttling and transient errors are retried for ever; a fatal error is reported once
-//! and retried at the slowest pace by the daemon, or given up by `--once`.
+//! and retried at the slowest pace by the daemon, or given up by `--once`. Every attempt waits
+//! for the flow's pace (`pace::Pacer`) and holds a global request slot only while it is sent.
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -8,9 +9,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rand::rngs::SmallRng;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::client::SinkClient;
+use super::pace::{PaceChange, Pacer};
 use super::retry::{ErrorClass, Failure, backoff, hint};
 use crate::ack::AckTracker;
 use crate::metrics::FlowMetrics;
@@ -31,11 +34,13 @@ pub struct FlowSender {
     pub saw_fatal: AtomicBool,
     /// Cancelled by `--once` on a fatal error: the flow's tailers stop reading.
     pub give_up: CancellationToken,
-    /// The error code currently being reported; cleared by the next success, so a persistent
-    /// problem is logged once, not once per request.
-    reporting: Mutex<Option<String>>,
-    /// Throttling is normal under load: said once, then counted in the status lines.
-    throttle_reported: AtomicBool,
+    /// The pace of this flow's sends, set by throttling.
+    pub pacer: Pacer,
+    /// Error codes already reported in the current episode, so a problem is logged once, not
+    /// once per request; the status logger ends the episode after a period without failures.
+    reported: Mutex<Vec<String>>,
+    /// The last attempt succeeded (an episode can only end then).
+    last_ok: AtomicBool,
 }
 
 impl FlowSender {
@@ -58,28 +63,22 @@ impl FlowSender {
             max_backoff,
             saw_fatal: AtomicBool::new(false),
             give_up,
-            reporting: Mutex::new(None),
-            throttle_reported: AtomicBool::new(false),
+            pacer: Pacer::new(),
+            reported: Mutex::new(Vec::new()),
+            last_ok: AtomicBool::new(true),
         }
     }
 
-    fn report(&self, f: &Failure, records: usize) {
+    fn report(&self, f: &Failure) {
         if f.class == ErrorClass::Throttled {
-            if !self.throttle_reported.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    "{}: throttled ({}) on {records} record(s); backing off and retrying only what failed \
-                     (further throttling is counted in the status lines)",
-                    self.label,
-                    f.code
-                );
-            }
+            // Throttling is summarised by the pacer's changes and the status lines.
             return;
         }
-        let mut cur = self.reporting.lock().unwrap();
-        if cur.as_deref() == Some(f.code.as_str()) {
+        let mut reported = self.reported.lock().unwrap();
+        if reported.contains(&f.code) {
             return;
         }
-        *cur = Some(f.code.clone());
+        reported.push(f.code.clone());
         match f.class {
             ErrorClass::Fatal => tracing::error!(
                 "{}: {}: {} ({}); {}",
@@ -90,16 +89,45 @@ impl FlowSender {
                 if self.once { "giving up" } else { "retrying slowly until it is fixed" }
             ),
             ErrorClass::Throttled => {}
-            ErrorClass::Transient => {
-                tracing::warn!("{}: {}: {}; retrying with backoff", self.label, f.code, f.message)
-            }
+            ErrorClass::Transient => tracing::warn!(
+                "{}: {}: {}; retrying with backoff (further failures are counted in the status lines)",
+                self.label,
+                f.code,
+                f.message
+            ),
         }
     }
 
-    fn recovered(&self) {
-        let mut cur = self.reporting.lock().unwrap();
-        if let Some(code) = cur.take() {
-            tracing::info!("{}: sending again after {code}", self.label);
+    /// Called by the status logger after a period without failures: if the last attempt
+    /// succeeded, the problems reported are over (said once).
+    pub fn quiet_period(&self) {
+        if !self.last_ok.load(Ordering::Relaxed) {
+            return;
+        }
+        let codes = std::mem::take(&mut *self.reported.lock().unwrap());
+        if !codes.is_empty() {
+            tracing::info!("{}: sending normally again after {}", self.label, codes.join(", "));
+        }
+    }
+
+    /// Periodic: notices a return to full speed while the flow is idle.
+    pub fn pace_tick(&self) {
+        self.pace_change(self.pacer.tick(), "");
+    }
+
+    fn pace_change(&self, change: Option<PaceChange>, code: &str) {
+        match change {
+            Some(PaceChange::Slowed { to }) => tracing::warn!(
+                "{}: throttled ({code}): slowing down to {to:.0} records/s, and back up as the stream allows \
+                 (throttling is counted in the status lines)",
+                self.label
+            ),
+            Some(PaceChange::Full { after }) => tracing::info!(
+                "{}: no longer throttled: back to full speed {:.1} s after the last throttling",
+                self.label,
+                after.as_secs_f64()
+            ),
+            None => {}
         }
     }
 
@@ -125,9 +153,19 @@ impl FlowSender {
     }
 
     /// Deliver `records` until every one is accepted (or given up in `--once` on a fatal error).
+    /// `permit` is a slot of `requests` already held for the first attempt (the batcher waited
+    /// for the pace and the slot); retries wait for both again, and no slot is held while
+    /// backing off, so a flow that is throttled or failing does not hold the slots of others.
     /// Returns the number of records given up.
-    pub async fn deliver(&self, mut records: Vec<Record>, rng: &mut SmallRng) -> u64 {
+    pub async fn deliver(
+        &self,
+        mut records: Vec<Record>,
+        permit: OwnedSemaphorePermit,
+        requests: &Arc<Semaphore>,
+        rng: &mut SmallRng,
+    ) -> u64 {
         let mut attempt: u32 = 0;
+        let mut permit = Some(permit);
         loop {
             if self.once && self.give_up.is_cancelled() {
                 // A fatal error already ended this flow: do not send what is left.
@@ -135,31 +173,48 @@ impl FlowSender {
                 FlowMetrics::add(&self.metrics.records_undelivered, n);
                 return n;
             }
+            let slot = match permit.take() {
+                Some(p) => p,
+                None => {
+                    self.pacer.acquire(records.len()).await;
+                    requests.clone().acquire_owned().await.expect("never closed")
+                }
+            };
             attempt += 1;
             FlowMetrics::add(&self.metrics.requests, 1);
-            let failure = match self.client.put(&records, rng).await {
+            let result = self.client.put(&records, rng).await;
+            drop(slot);
+            let failure = match result {
                 Ok(failures) if failures.is_empty() => {
+                    self.last_ok.store(true, Ordering::Relaxed);
+                    let change = self.pacer.record(records.len(), 0, None);
+                    self.pace_change(change, "");
                     self.acknowledge(&records, None);
-                    self.recovered();
                     return 0;
                 }
                 Ok(failures) => {
                     let mut failed = vec![false; records.len()];
                     let mut worst: Option<Failure> = None;
                     let mut throttled = 0;
+                    let mut throttle_code: Option<String> = None;
                     for (i, f) in failures {
                         failed[i] = true;
                         if f.class == ErrorClass::Throttled {
                             throttled += 1;
+                            if throttle_code.is_none() {
+                                throttle_code = Some(f.code.clone());
+                            }
                         }
                         if worst.as_ref().is_none_or(|w| rank(f.class) > rank(w.class)) {
                             worst = Some(f);
                         }
                     }
+                    let change = self.pacer.record(records.len(), throttled, throttle_code.as_deref());
+                    self.pace_change(change, throttle_code.as_deref().unwrap_or(""));
                     self.acknowledge(&records, Some(&failed));
                     let n_failed = failed.iter().filter(|f| **f).count();
                     FlowMetrics::add(&self.metrics.record_errors, n_failed as u64);
-                    FlowMetrics::add(&self.metrics.records_throttled, throttled);
+                    FlowMetrics::add(&self.metrics.records_throttled, throttled as u64);
                     let mut keep = failed.into_iter();
                     records.retain(|_| keep.next().unwrap_or(false));
                     worst.expect("at least one failure")
@@ -169,11 +224,14 @@ impl FlowSender {
                     FlowMetrics::add(&self.metrics.record_errors, records.len() as u64);
                     if f.class == ErrorClass::Throttled {
                         FlowMetrics::add(&self.metrics.records_throttled, records.len() as u64);
+                        let change = self.pacer.record(records.len(), records.len(), Some(&f.code));
+                        self.pace_change(change, &f.code);
                     }
                     f
                 }
             };
-            self.report(&failure, records.len());
+            self.last_ok.store(false, Ordering::Relaxed);
+            self.report(&failure);
             let delay = if failure.class == ErrorClass::Fatal {
                 self.saw_fatal.store(true, Ordering::Relaxed);
                 if self.once {

@@ -8,9 +8,10 @@
 //! `ListShards`; Firehose `PutRecordBatch`, `PutRecord`, `DescribeDeliveryStream`. Anything else
 //! gets `UnknownOperationException` (HTTP 400).
 //!
-//! Order of fault evaluation for each request: down mode → delay → HTTP 500 fraction →
-//! whole-request error (`set_request_error` / `fail_next_requests`) → unknown stream →
-//! limit validation → per-entry failures.
+//! Order of fault evaluation for each request: down mode (`set_down`, `set_down_for`) → delay →
+//! connection reset (`set_reset`) → HTTP 500 fraction → whole-request error (`set_request_error`
+//! / `fail_next_requests`) → unknown stream → limit validation → per-entry failures → response
+//! delay (`set_response_delay`, after the records were stored).
 //!
 //! Limits enforced by default (`set_enforce_limits(false)` turns them off), each answered with
 //! HTTP 400 `ValidationException` for the whole request:
@@ -78,6 +79,20 @@ pub struct Faults {
     /// Added before answering each request.
     pub delay: Duration,
     pub down: Option<DownMode>,
+    /// `down` ends by itself at this moment (`set_down_for`).
+    pub down_until: Option<std::time::Instant>,
+    /// Fraction (0..=1) of requests whose connection is reset (RST, no response) once the
+    /// request was read; with `reset_after_processing` its records are stored first, so the
+    /// client never learns they were accepted.
+    pub reset_fraction: f64,
+    pub reset_after_processing: bool,
+    /// Fraction (0..=1) of requests answered only after `response_delay`, their records stored
+    /// at once (a response slower than the client's timeout is lost, the records are not).
+    pub response_delay_fraction: f64,
+    pub response_delay: Duration,
+    /// Records per second accepted (all streams together, a burst of one second); entries over
+    /// it fail with `entry_fail_code` / `firehose_entry_fail_code`, as a shard at its limit does.
+    pub rate_limit: Option<f64>,
     pub enforce_limits: bool,
     /// If set, other stream names get `ResourceNotFoundException`.
     pub known_streams: Option<Vec<String>>,
@@ -94,6 +109,12 @@ impl Default for Faults {
             request_error_remaining: None,
             delay: Duration::ZERO,
             down: None,
+            down_until: None,
+            reset_fraction: 0.0,
+            reset_after_processing: false,
+            response_delay_fraction: 0.0,
+            response_delay: Duration::ZERO,
+            rate_limit: None,
             enforce_limits: true,
             known_streams: None,
         }
@@ -150,7 +171,34 @@ struct State {
     requests: Vec<RequestLog>,
     request_count: u64,
     failed_entry_count: u64,
+    /// Connections reset by `set_reset`, and the entries stored in those requests.
+    resets: u64,
+    reset_stored_entries: u64,
+    /// Responses delayed by `set_response_delay`, and the entries stored in those requests.
+    delayed_responses: u64,
+    delayed_stored_entries: u64,
+    /// Requests whose headers arrived (before any fault).
+    received: u64,
+    /// `rate_limit` bucket: records that may be accepted now, and when it was last filled.
+    rate_tokens: f64,
+    rate_filled: std::time::Instant,
     created: f64,
+}
+
+impl State {
+    /// Whether one more entry is over `rate_limit`.
+    fn over_rate(&mut self) -> bool {
+        let Some(limit) = self.faults.rate_limit else { return false };
+        let now = std::time::Instant::now();
+        self.rate_tokens = (self.rate_tokens + limit * (now - self.rate_filled).as_secs_f64()).min(limit);
+        self.rate_filled = now;
+        if self.rate_tokens >= 1.0 {
+            self.rate_tokens -= 1.0;
+            false
+        } else {
+            true
+        }
+    }
 }
 
 struct Shared {
@@ -163,7 +211,12 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
     fn down(&self) -> Option<DownMode> {
-        self.lock().faults.down
+        let mut st = self.lock();
+        if st.faults.down_until.is_some_and(|t| std::time::Instant::now() >= t) {
+            st.faults.down = None;
+            st.faults.down_until = None;
+        }
+        st.faults.down
     }
 }
 
@@ -197,6 +250,13 @@ impl FakeKinesis {
                 requests: Vec::new(),
                 request_count: 0,
                 failed_entry_count: 0,
+                resets: 0,
+                reset_stored_entries: 0,
+                delayed_responses: 0,
+                delayed_stored_entries: 0,
+                received: 0,
+                rate_tokens: 0.0,
+                rate_filled: std::time::Instant::now(),
                 created: now_secs(),
             }),
             changed: tokio::sync::Notify::new(),
@@ -291,7 +351,43 @@ impl FakeKinesis {
     }
 
     pub fn set_down(&self, mode: Option<DownMode>) {
-        self.update_faults(|f| f.down = mode);
+        self.update_faults(|f| {
+            f.down = mode;
+            f.down_until = None;
+        });
+    }
+
+    /// Down in `mode` for `how_long`, then back up by itself.
+    pub fn set_down_for(&self, mode: DownMode, how_long: Duration) {
+        self.update_faults(|f| {
+            f.down = Some(mode);
+            f.down_until = Some(std::time::Instant::now() + how_long);
+        });
+    }
+
+    /// Resets the connection (TCP RST, no response) of `fraction` of the requests once read;
+    /// `after_processing`: their records are stored first (the response is what is lost).
+    pub fn set_reset(&self, fraction: f64, after_processing: bool) {
+        self.update_faults(|f| {
+            f.reset_fraction = fraction;
+            f.reset_after_processing = after_processing;
+        });
+    }
+
+    /// Accept at most `records_per_sec` (None: no limit), throttling the entries over it.
+    pub fn set_rate_limit(&self, records_per_sec: Option<f64>) {
+        self.update_faults(|f| f.rate_limit = records_per_sec);
+        let mut st = self.shared.lock();
+        st.rate_tokens = records_per_sec.unwrap_or(0.0);
+        st.rate_filled = std::time::Instant::now();
+    }
+
+    /// Answers `fraction` of the requests only after `delay`, their records stored at once.
+    pub fn set_response_delay(&self, fraction: f64, delay: Duration) {
+        self.update_faults(|f| {
+            f.response_delay_fraction = fraction;
+            f.response_delay = delay;
+        });
     }
 
     pub fn set_enforce_limits(&self, on: bool) {
@@ -363,6 +459,23 @@ impl FakeKinesis {
         self.shared.lock().requests.clone()
     }
 
+    /// (connections reset by `set_reset`, entries stored in those requests).
+    pub fn reset_counts(&self) -> (u64, u64) {
+        let st = self.shared.lock();
+        (st.resets, st.reset_stored_entries)
+    }
+
+    /// (responses delayed by `set_response_delay`, entries stored in those requests).
+    pub fn delayed_response_counts(&self) -> (u64, u64) {
+        let st = self.shared.lock();
+        (st.delayed_responses, st.delayed_stored_entries)
+    }
+
+    /// Requests whose headers arrived, whatever happened next (held, reset, delayed…).
+    pub fn received_count(&self) -> u64 {
+        self.shared.lock().received
+    }
+
     /// Forgets records, requests and counters (faults stay).
     pub fn reset_observations(&self) {
         let mut st = self.shared.lock();
@@ -370,6 +483,11 @@ impl FakeKinesis {
         st.requests.clear();
         st.request_count = 0;
         st.failed_entry_count = 0;
+        st.resets = 0;
+        st.reset_stored_entries = 0;
+        st.delayed_responses = 0;
+        st.delayed_stored_entries = 0;
+        st.received = 0;
     }
 }
 
@@ -429,8 +547,11 @@ async fn accept_loop(
                 }
                 let _ = stream.set_nodelay(true);
                 let shared = shared.clone();
+                // For `set_reset`: the socket is hyper's, but its fd stays open while a request on it
+                // is being handled.
+                let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req| handle(shared.clone(), req));
+                    let svc = service_fn(move |req| handle(shared.clone(), req, fd));
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)
                         .await;
@@ -442,7 +563,8 @@ async fn accept_loop(
 
 type Resp = Response<Full<Bytes>>;
 
-async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, std::io::Error> {
+async fn handle(shared: Arc<Shared>, req: Request<Incoming>, fd: i32) -> Result<Resp, std::io::Error> {
+    shared.lock().received += 1;
     // Hang: hold the request until the mode changes.
     while shared.down() == Some(DownMode::Hang) {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -467,7 +589,52 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Resp, std
     if shared.down().is_some() {
         return Err(std::io::Error::other("fake kinesis is down"));
     }
-    Ok(process(&shared, &target, &body, access_key))
+    let (reset, after, delayed, response_delay) = {
+        let mut st = shared.lock();
+        let f = st.faults.clone();
+        let reset = f.reset_fraction > 0.0 && next_f64(&mut st.rng) < f.reset_fraction;
+        let delayed = !reset && f.response_delay_fraction > 0.0 && next_f64(&mut st.rng) < f.response_delay_fraction;
+        (reset, f.reset_after_processing, delayed, f.response_delay)
+    };
+    if reset {
+        let stored = if after { stored_entries(&shared, &target, &body, access_key) } else { 0 };
+        {
+            let mut st = shared.lock();
+            st.resets += 1;
+            st.reset_stored_entries += stored;
+        }
+        // SO_LINGER 0: closing sends RST instead of FIN. Returning an error makes hyper close it.
+        let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+        // SAFETY: setsockopt on the fd of the connection this request came on, still open here.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            );
+        }
+        return Err(std::io::Error::other("fake kinesis reset the connection"));
+    }
+    let before = shared.lock().records.len();
+    let resp = process(&shared, &target, &body, access_key);
+    if delayed {
+        {
+            let mut st = shared.lock();
+            st.delayed_responses += 1;
+            st.delayed_stored_entries += (st.records.len() - before) as u64;
+        }
+        tokio::time::sleep(response_delay).await;
+    }
+    Ok(resp)
+}
+
+/// Processes a request whose response will be lost; returns how many entries were stored.
+fn stored_entries(shared: &Shared, target: &str, body: &[u8], access_key: Option<String>) -> u64 {
+    let before = shared.lock().records.len();
+    drop(process(shared, target, body, access_key));
+    (shared.lock().records.len() - before) as u64
 }
 
 fn process(shared: &Shared, target: &str, body: &[u8], access_key: Option<String>) -> Resp {
@@ -528,9 +695,9 @@ fn dispatch(st: &mut State, target: &str, body: &[u8], log: &mut RequestLog) -> 
                 if *n == 0 {
                     st.faults.request_error = None;
                 }
-                return Err(api_err(&code, format!("Injected {code} (fake kinesis).")));
+                return Err(request_error(&code, target, body, log));
             }
-            None => return Err(api_err(&code, format!("Injected {code} (fake kinesis)."))),
+            None => return Err(request_error(&code, target, body, log)),
         }
     }
 
@@ -586,6 +753,27 @@ fn dispatch(st: &mut State, target: &str, body: &[u8], log: &mut RequestLog) -> 
         }
         _ => Err(api_err("UnknownOperationException", format!("the fake does not implement {target}"))),
     }
+}
+
+/// A whole-request error as AWS words it, naming the stream when the body has one.
+fn request_error(code: &str, target: &str, body: &[u8], log: &mut RequestLog) -> ApiError {
+    let req: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let stream = req.get("StreamName").or_else(|| req.get("DeliveryStreamName")).and_then(Value::as_str);
+    log.stream = stream.map(str::to_string);
+    let name = stream.unwrap_or("?");
+    let (service, kind) =
+        if target.starts_with("Firehose") { ("firehose", "deliverystream") } else { ("kinesis", "stream") };
+    let action = target.split_once('.').map_or(target, |(_, op)| op);
+    let message = match code {
+        "AccessDeniedException" => format!(
+            "User: arn:aws:iam::{ACCOUNT}:user/agent is not authorized to perform: {service}:{action} on resource: \
+             arn:aws:{service}:us-east-1:{ACCOUNT}:{kind}/{name} because no identity-based policy allows the \
+             {service}:{action} action"
+        ),
+        "ResourceNotFoundException" => format!("Stream {name} under account {ACCOUNT} not found."),
+        c => format!("Injected {c} (fake kinesis)."),
+    };
+    api_err(code, message)
 }
 
 fn kinesis_stream(st: &State, req: &Value, log: &mut RequestLog) -> Result<String, ApiError> {
@@ -853,7 +1041,7 @@ fn accept_kinesis(st: &mut State, stream: &str, e: Entry) -> Result<(String, Str
     };
     let shard = shard_for(st.shard_count, hash);
     let frac = st.faults.entry_fail_fraction;
-    if frac > 0.0 && next_f64(&mut st.rng) < frac {
+    if st.over_rate() || (frac > 0.0 && next_f64(&mut st.rng) < frac) {
         let code = st.faults.entry_fail_code.clone();
         let msg = fail_message(&code, &shard, stream);
         return Err((code, msg));
@@ -911,7 +1099,7 @@ fn firehose_put(st: &mut State, req: &Value, log: &mut RequestLog, batch: bool) 
     let mut failed = 0usize;
     for e in entries {
         let frac = st.faults.entry_fail_fraction;
-        if frac > 0.0 && next_f64(&mut st.rng) < frac {
+        if st.over_rate() || (frac > 0.0 && next_f64(&mut st.rng) < frac) {
             failed += 1;
             let code = st.faults.firehose_entry_fail_code.clone();
             let message = format!("Slow down. (injected {code}, fake firehose)");

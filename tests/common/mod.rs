@@ -41,7 +41,12 @@
 //!   with `ServiceUnavailableException`),
 //!   `set_firehose_entry_failure_code(code)`, `set_seed(u64)`, `set_http500_fraction(f)`,
 //!   `set_request_error(Option<&str>)` (every request: HTTP 400, or 500/503 for server codes),
-//!   `fail_next_requests(n, code)`, `set_delay(Duration)`, `set_down(Option<DownMode>)` with
+//!   `fail_next_requests(n, code)` (AccessDeniedException / ResourceNotFoundException worded as
+//!   AWS does, naming the stream), `set_delay(Duration)` (before processing),
+//!   `set_response_delay(fraction, Duration)` (records stored, the answer held),
+//!   `set_reset(fraction, after_processing)` (request read, then TCP RST without an answer),
+//!   `set_rate_limit(Option<records/s>)` (entries over it throttled, as a shard at its limit),
+//!   `set_down(Option<DownMode>)`, `set_down_for(mode, Duration)` (then back up by itself) with
 //!   `DownMode::{Reset, Refuse, Hang}`, `set_enforce_limits(bool)` (default on),
 //!   `set_known_streams(Option<&[&str]>)` (others → ResourceNotFoundException), `set_shard_count(n)`,
 //!   `update_faults(|&mut Faults|)`, `faults() -> Faults`, `clear_faults()`
@@ -53,7 +58,9 @@
 //!   `firehose_records() -> Vec<Vec<u8>>`, `all_records() -> Vec<FakeRecord>` (stream, shard,
 //!   sequence number…), `record_count()`, `request_count()`, `failed_entry_count()`,
 //!   `requests() -> Vec<RequestLog { target, stream, entries, bytes, status, error_code,
-//!   failed_entries }>`, `reset_observations()`
+//!   failed_entries }>`, `reset_counts() -> (resets, entries stored in them)`,
+//!   `delayed_response_counts() -> (responses, entries stored in them)`, `received_count()`
+//!   (requests whose headers arrived, whatever happened next), `reset_observations()`
 //!
 //! # The agent process (`agent.rs`)
 //! - `agent_bin() -> PathBuf` (`CARGO_BIN_EXE_kinesis-agent`), `agent_env(home) -> Vec<(String, String)>`

@@ -1,0 +1,467 @@
+//! Adaptive pacing of one flow (one stream): a token bucket on records per second, whose rate is
+//! set by the throttled fraction of what was sent.
+//!
+//! Why a token bucket driven by the throttle rate, not AIMD on the request concurrency: the
+//! limits of Kinesis and Firehose are rates (records and bytes per second, per shard or stream),
+//! and a single connection can exceed a shard's on its own, so concurrency is the wrong knob. And
+//! the throttled fraction `f` tells how far over the limit we are: sending `R` where the stream
+//! takes `C` throttles about `1 - C/R` of the entries, so one cut to `R × (1 - f)` lands near `C`,
+//! where halving (classic AIMD) needs several rounds and then undershoots. Cuts are at most
+//! halvings, at most once per second (one window of results), never below `MIN_RATE`.
+//!
+//! The rate then grows with the time `t` since the last cut, as `2^(t²/8)`: gently at first
+//! (+9 % after 1 s, +41 % after 2 s: probing near the limit just found), then fast (×4 after 4 s,
+//! ×256 after 8 s), so full speed is back within seconds once the throttling stops. Full speed
+//! (no pacing at all) is declared after a window without throttling in which no send had to wait.
+//!
+//! Throttling that does not ease when we slow down (a hot key, another producer, a throttle that
+//! does not depend on our rate) is not ours to fix by pacing: once cut to a quarter of the rate
+//! at the start of a run of throttled windows with no less throttled, pacing is dropped and
+//! throttling only counted for `HOLD`; the per-batch retry backoff still applies. A destination
+//! taking almost nothing (`f` ≥ 0.9) keeps being cut, down to `MIN_RATE`.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Results are judged per window of this length.
+const WINDOW: Duration = Duration::from_secs(1);
+/// The slowest pace, records per second.
+pub const MIN_RATE: f64 = 100.0;
+/// Above this the rate is as good as unlimited.
+const MAX_RATE: f64 = 10_000_000.0;
+/// Tokens saved while idle, in seconds of the current rate.
+const BURST: f64 = 0.5;
+/// A waiting send re-checks the rate at least this often (it may have grown meanwhile).
+const MAX_STEP: Duration = Duration::from_millis(100);
+/// How long throttling that did not ease after a cut is only counted.
+const HOLD: Duration = Duration::from_secs(10);
+/// A throttled fraction from which the destination takes almost nothing: keep cutting.
+const NEARLY_ALL: f64 = 0.9;
+
+/// A change worth one log line (once per throttling episode, not per request).
+#[derive(Debug, Clone, PartialEq)]
+pub enum PaceChange {
+    /// Throttling began: sends are paced to this many records per second.
+    Slowed { to: f64 },
+    /// Full speed again, this long after the last throttled window.
+    Full { after: Duration },
+}
+
+struct Paced {
+    /// The rate right after the last cut, records per second.
+    base: f64,
+    /// When it was cut.
+    since: Instant,
+    /// Records that may be sent now; negative: owed by the next sends.
+    tokens: f64,
+    refilled: Instant,
+}
+
+impl Paced {
+    fn rate(&self, now: Instant) -> f64 {
+        let t = (now - self.since).as_secs_f64().min(60.0);
+        (self.base * (t * t / 8.0).exp2()).min(MAX_RATE * 2.0)
+    }
+}
+
+struct Window {
+    /// The first result of the window.
+    start: Option<Instant>,
+    sent: u64,
+    throttled: u64,
+    /// A send had to wait for the rate.
+    waited: bool,
+}
+
+impl Window {
+    fn new() -> Self {
+        Window { start: None, sent: 0, throttled: 0, waited: false }
+    }
+}
+
+/// Consecutive throttled windows, to tell throttling we cause from throttling we do not.
+struct Streak {
+    /// The rate and throttled fraction at the first cut of the streak.
+    rate: f64,
+    fraction: f64,
+}
+
+struct State {
+    paced: Option<Paced>,
+    window: Window,
+    streak: Option<Streak>,
+    hold_until: Option<Instant>,
+    /// The current episode began (first throttle after full speed) and the last throttled window.
+    episode: Option<Instant>,
+    last_throttled: Option<Instant>,
+    /// Throttled entries by error code since the last `take_counts`.
+    codes: BTreeMap<String, u64>,
+    throttled_requests: u64,
+}
+
+/// The pace of one flow's sends. Every attempt (first sends and retries) waits in `acquire`,
+/// and reports its outcome to `record`.
+pub struct Pacer {
+    state: Mutex<State>,
+    /// Waiting sends queue here in order, so a big batch is not overtaken for ever by small retries.
+    turn: tokio::sync::Mutex<()>,
+}
+
+impl Default for Pacer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Pacer {
+    pub fn new() -> Self {
+        Pacer {
+            state: Mutex::new(State {
+                paced: None,
+                window: Window::new(),
+                streak: None,
+                hold_until: None,
+                episode: None,
+                last_throttled: None,
+                codes: BTreeMap::new(),
+                throttled_requests: 0,
+            }),
+            turn: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The current limit in records per second; None at full speed.
+    pub fn rate(&self) -> Option<f64> {
+        let st = self.state.lock().unwrap();
+        st.paced.as_ref().map(|p| p.rate(Instant::now()))
+    }
+
+    /// Waits until `records` may be sent.
+    pub async fn acquire(&self, records: usize) {
+        if self.state.lock().unwrap().paced.is_none() {
+            return;
+        }
+        let _turn = self.turn.lock().await;
+        loop {
+            let wait = {
+                let mut st = self.state.lock().unwrap();
+                let now = Instant::now();
+                let Some(p) = st.paced.as_mut() else { return };
+                let rate = p.rate(now);
+                p.tokens = (p.tokens + rate * (now - p.refilled).as_secs_f64()).min(rate * BURST);
+                p.refilled = now;
+                if p.tokens >= 0.0 {
+                    p.tokens -= records as f64;
+                    return;
+                }
+                let wait = Duration::from_secs_f64(-p.tokens / rate).min(MAX_STEP);
+                st.window.waited = true;
+                wait
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// The outcome of one attempt: `sent` entries, of which `throttled` were throttled (all of
+    /// them when the request as a whole was), with the destination's error `code`.
+    pub fn record(&self, sent: usize, throttled: usize, code: Option<&str>) -> Option<PaceChange> {
+        let mut st = self.state.lock().unwrap();
+        let now = Instant::now();
+        if throttled > 0 {
+            *st.codes.entry(code.unwrap_or("throttled").to_string()).or_default() += throttled as u64;
+            st.throttled_requests += 1;
+        }
+        let w = &mut st.window;
+        let start = *w.start.get_or_insert(now);
+        w.sent += sent as u64;
+        w.throttled += throttled as u64;
+        // The first throttling at full speed is acted on at once; otherwise once per window.
+        let first = throttled > 0 && st.paced.is_none() && st.episode.is_none();
+        if now - start < WINDOW && !first {
+            return None;
+        }
+        let w = std::mem::replace(&mut st.window, Window::new());
+        st.judge(w, start, now, first)
+    }
+
+    /// Judges a window that ended without results (the flow went idle while paced), so that the
+    /// return to full speed is noticed without traffic. Called periodically.
+    pub fn tick(&self) -> Option<PaceChange> {
+        let mut st = self.state.lock().unwrap();
+        if st.paced.is_none() && st.episode.is_none() {
+            return None;
+        }
+        let now = Instant::now();
+        let start = st.window.start.or_else(|| now.checked_sub(WINDOW))?;
+        if now - start < WINDOW {
+            return None;
+        }
+        let w = std::mem::replace(&mut st.window, Window::new());
+        st.judge(w, start, now, false)
+    }
+
+    /// Throttled entries by code, and the number of throttled requests, since the last call.
+    pub fn take_counts(&self) -> (BTreeMap<String, u64>, u64) {
+        let mut st = self.state.lock().unwrap();
+        (std::mem::take(&mut st.codes), std::mem::take(&mut st.throttled_requests))
+    }
+}
+
+impl State {
+    fn judge(&mut self, w: Window, start: Instant, now: Instant, first: bool) -> Option<PaceChange> {
+        if w.sent == 0 && w.waited {
+            return None;
+        }
+        if w.throttled == 0 {
+            self.streak = None;
+            let since_throttle = self.last_throttled.map_or(Duration::MAX, |t| now - t);
+            let binding = self.paced.as_ref().is_some_and(|p| w.waited && p.rate(now) < MAX_RATE);
+            if !binding && since_throttle >= 2 * WINDOW {
+                self.paced = None;
+                if self.episode.take().is_some() {
+                    return Some(PaceChange::Full { after: since_throttle });
+                }
+            }
+            return None;
+        }
+        let fraction = w.throttled as f64 / w.sent as f64;
+        self.last_throttled = Some(now);
+        if self.hold_until.is_some_and(|h| now < h) {
+            return None;
+        }
+        let elapsed = (now - start).max(WINDOW / 10).as_secs_f64();
+        let measured = w.sent as f64 / elapsed;
+        let current = self.paced.as_ref().map(|p| p.rate(now));
+        let from = current.map_or(measured, |c| c.min(measured));
+        if !first {
+            match &self.streak {
+                // Nearly everything throttled: keep cutting; the comparison starts below that.
+                _ if fraction >= NEARLY_ALL => self.streak = None,
+                None => self.streak = Some(Streak { rate: from, fraction }),
+                // Cut to a quarter, yet as much throttled: the throttling does not come from our
+                // pace. (Results lag a window, so they reflect at most R/2 here; a stream throttling
+                // a share f < 0.9 of R throttles 2f - 1 < 0.95 f of R/2.)
+                Some(s) if from <= s.rate / 4.0 && fraction >= 0.95 * s.fraction => {
+                    tracing::debug!(
+                        "throttling did not ease after slowing down ({:.2} then {fraction:.2}); not pacing for {HOLD:?}",
+                        s.fraction
+                    );
+                    self.streak = None;
+                    self.paced = None;
+                    self.hold_until = Some(now + HOLD);
+                    return None;
+                }
+                Some(_) => {}
+            }
+        }
+        let to = (from * (1.0 - fraction).max(0.5)).max(MIN_RATE);
+        self.paced = Some(Paced { base: to, since: now, tokens: 0.0, refilled: now });
+        if self.episode.is_none() {
+            self.episode = Some(now);
+            return Some(PaceChange::Slowed { to });
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sends `batch`-record requests back to back (as fast as the pacer allows) for `how_long`,
+    /// each taking `rtt`, against a destination taking `capacity(now)` records per second
+    /// (throttling the share of each request over it). Returns (records accepted, requests).
+    async fn drive(
+        pacer: &Pacer,
+        how_long: Duration,
+        batch: usize,
+        rtt: Duration,
+        capacity: impl Fn(Duration) -> f64,
+        t0: Instant,
+        log: &mut Vec<(Duration, Option<f64>, Option<PaceChange>)>,
+    ) -> u64 {
+        let end = Instant::now() + how_long;
+        let mut accepted = 0;
+        // What the destination took in the current second.
+        let (mut second, mut taken) = (0u64, 0.0f64);
+        while Instant::now() < end {
+            pacer.acquire(batch).await;
+            tokio::time::sleep(rtt).await;
+            let at = Instant::now() - t0;
+            if at.as_secs() != second {
+                (second, taken) = (at.as_secs(), 0.0);
+            }
+            let room = (capacity(at) - taken).max(0.0);
+            let ok = (batch as f64).min(room);
+            taken += ok;
+            accepted += ok as u64;
+            let throttled = batch - ok as usize;
+            let change = pacer.record(batch, throttled, Some("ProvisionedThroughputExceededException"));
+            log.push((at, pacer.rate(), change));
+        }
+        accepted
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn full_speed_until_throttled() {
+        let p = Pacer::new();
+        let t = Instant::now();
+        for _ in 0..100 {
+            p.acquire(500).await;
+            assert_eq!(p.record(500, 0, None), None);
+        }
+        assert_eq!(Instant::now(), t, "an unthrottled flow never waits");
+        assert_eq!(p.rate(), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn first_throttling_slows_down_at_once_by_the_throttled_fraction() {
+        let p = Pacer::new();
+        for _ in 0..19 {
+            p.acquire(500).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            p.record(500, 0, None);
+        }
+        // 20 × 500 records in about a second, the last request 60 % throttled.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let change = p.record(500, 300, Some("ProvisionedThroughputExceededException"));
+        // The window so far: 10,000 records in 0.95 s, 3 % throttled.
+        let Some(PaceChange::Slowed { to }) = change else { panic!("{change:?}") };
+        assert!((9_000.0..=11_000.0).contains(&to), "cut to {to}");
+        let (codes, requests) = p.take_counts();
+        assert_eq!(codes.get("ProvisionedThroughputExceededException"), Some(&300));
+        assert_eq!(requests, 1);
+        // The bucket now spaces 500-record sends by about 500 / rate.
+        let t = Instant::now();
+        for _ in 0..4 {
+            p.acquire(500).await;
+        }
+        let took = Instant::now() - t;
+        assert!(took >= Duration::from_millis(120) && took <= Duration::from_millis(200), "{took:?}");
+    }
+
+    /// A destination taking 2,000 records/s, a sender that could do 50,000: the pace settles near
+    /// the capacity, most requests are accepted, and full speed is back within seconds of the
+    /// throttling stopping (the figure is printed: the throttle recovery time).
+    #[tokio::test(start_paused = true)]
+    async fn converges_near_capacity_and_recovers_when_throttling_stops() {
+        let p = Pacer::new();
+        let t0 = Instant::now();
+        let mut log = Vec::new();
+        let limited = |_: Duration| 2_000.0;
+        let accepted = drive(&p, Duration::from_secs(20), 500, Duration::from_millis(10), limited, t0, &mut log).await;
+        let last10: Vec<f64> = log.iter().filter(|e| e.0 >= Duration::from_secs(10)).filter_map(|e| e.1).collect();
+        let mean = last10.iter().sum::<f64>() / last10.len().max(1) as f64;
+        assert!((1_000.0..=4_000.0).contains(&mean), "mean pace over the last 10 s: {mean}");
+        assert!(accepted >= 20 * 1_400, "accepted {accepted} of 40,000 possible");
+        let requests = log.len();
+        assert!(requests < 400, "{requests} requests in 20 s: still hammering");
+
+        // The throttling stops.
+        let stop = Instant::now();
+        let mut log = Vec::new();
+        drive(&p, Duration::from_secs(30), 500, Duration::from_millis(10), |_| f64::MAX, t0, &mut log).await;
+        let full = log.iter().find_map(|e| match &e.2 {
+            Some(PaceChange::Full { after }) => Some((e.0, *after)),
+            _ => None,
+        });
+        let (at, after) = full.expect("never back to full speed");
+        let recovery = at - (stop - t0);
+        eprintln!("throttle recovery: full speed {recovery:?} after the throttling stopped (reported {after:?})");
+        assert!(recovery <= Duration::from_secs(10), "recovery took {recovery:?}");
+        assert_eq!(p.rate(), None);
+    }
+
+    /// Throttling at a constant share whatever the rate (not caused by our pace): slowing down is
+    /// undone, so the flow keeps most of its speed.
+    #[tokio::test(start_paused = true)]
+    async fn throttling_that_does_not_ease_is_not_chased_down() {
+        let p = Pacer::new();
+        let start = Instant::now();
+        let mut sent = 0u64;
+        while Instant::now() - start < Duration::from_secs(30) {
+            p.acquire(500).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            p.record(500, 100, Some("ProvisionedThroughputExceededException"));
+            sent += 500;
+        }
+        let rate = sent as f64 / 30.0;
+        // Unpaced: 25,000 records/s. Chasing a 20 % throttle down would end at MIN_RATE.
+        assert!(rate > 10_000.0, "{rate} records/s");
+    }
+
+    /// A destination taking nothing: the pace falls to MIN_RATE and stays there; still not stalled.
+    #[tokio::test(start_paused = true)]
+    async fn nothing_accepted_falls_to_the_slowest_pace() {
+        let p = Pacer::new();
+        let start = Instant::now();
+        let mut requests = 0;
+        while Instant::now() - start < Duration::from_secs(20) {
+            p.acquire(100).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            p.record(100, 100, Some("ThrottlingException"));
+            requests += 1;
+        }
+        let rate = p.rate().expect("paced");
+        assert!(rate < MIN_RATE * 1.2, "{rate}");
+        // At most about MIN_RATE records/s once cut down (plus the first seconds).
+        assert!(requests < 200, "{requests} requests of 100 records in 20 s");
+        assert!(requests > 15, "stalled: {requests}");
+    }
+
+    /// Far over a stream's capacity, results lag the pace by a window (requests sent at the old
+    /// pace answer after the cut): a run of equally throttled windows while the pace halves is
+    /// the lag, not a throttle independent of our pace; pacing must go on.
+    #[tokio::test(start_paused = true)]
+    async fn lagging_results_under_overload_do_not_stop_pacing() {
+        let p = Pacer::new();
+        let mut rates = Vec::new();
+        for per_mille in [950, 850, 850, 850, 300, 100] {
+            for _ in 0..10 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                p.record(10_000, 10 * per_mille, Some("ProvisionedThroughputExceededException"));
+            }
+            rates.push(p.rate().expect("pacing was given up"));
+        }
+        assert!(rates.windows(2).all(|w| w[1] < w[0]), "{rates:?}");
+    }
+
+    /// A flow that goes idle while paced is back at full speed without sending anything.
+    #[tokio::test(start_paused = true)]
+    async fn idle_flow_returns_to_full_speed() {
+        let p = Pacer::new();
+        assert!(matches!(p.record(500, 500, Some("ThrottlingException")), Some(PaceChange::Slowed { .. })));
+        assert_eq!(p.tick(), None);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(p.tick(), None, "too soon after the throttling");
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert!(matches!(p.tick(), Some(PaceChange::Full { .. })));
+        assert_eq!(p.rate(), None);
+        assert_eq!(p.tick(), None);
+    }
+
+    /// Waiting sends get their turn in order.
+    #[tokio::test(start_paused = true)]
+    async fn waiters_are_served_in_order() {
+        let p = std::sync::Arc::new(Pacer::new());
+        p.record(1000, 1000, Some("ThrottlingException"));
+        assert!(p.rate().is_some());
+        let order = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for i in 0..5 {
+            let (p, order) = (p.clone(), order.clone());
+            tasks.push(tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(i)).await;
+                p.acquire(if i == 0 { 500 } else { 10 }).await;
+                order.lock().unwrap().push(i);
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), vec![0, 1, 2, 3, 4]);
+    }
+}
