@@ -4,7 +4,8 @@
 //! checks what arrived (exactly once; at least once where an answer was lost, with the duplicates
 //! counted and bounded by what the lost answers carried) and what was logged (the cause named
 //! once per episode with the stream, never once per request). Then a 30 s outage while 500,000
-//! lines are written (peak RSS bounded), and SIGTERM with batches in flight.
+//! lines are written (peak RSS bounded), SIGTERM with batches in flight, pacing against a
+//! rate-limited stream (and the time back to full speed), and a stuck flow beside a healthy one.
 
 mod common;
 
@@ -97,7 +98,8 @@ fn run_once(ws: &Workspace, what: &str) -> String {
 /// the throttling is summarised once per status period, never per request.
 #[test]
 fn throttled_entries_are_paced_and_summarised() {
-    const LINES: u64 = 20_000;
+    // Enough for a run of a few seconds: the pace is judged once a second.
+    const LINES: u64 = 50_000;
     let fake = FakeKinesis::start();
     fake.set_throttle_fraction(0.10);
     let ws = Workspace::new();
@@ -516,4 +518,46 @@ fn pacing_follows_a_rate_limited_stream_and_recovers() {
     let line = lines_with(&log, &["back to full speed"])[0];
     eprintln!("throttle recovery: back to full speed {recovery:?} after the limit was lifted: {line}");
     assert!(recovery < Duration::from_secs(15), "recovery took {recovery:?}");
+}
+
+/// Two flows sharing a small budget (`maxInFlightBytes` 1 MiB, 2 request slots): one flow's
+/// stream is missing and its 3 MB backlog is retried for ever; the other flow still delivers
+/// everything, promptly (neither the byte budget nor the request slots are all taken by the
+/// stuck flow).
+#[test]
+fn a_stuck_flow_does_not_starve_another() {
+    let fake = FakeKinesis::start();
+    let ws = Workspace::new();
+    let (stuck_file, ok_file) = (ws.file("stuck.log"), ws.file("ok.log"));
+    write_lines(&stuck_file, 0..30_000, "S");
+    let (stuck, ok) = (unique_name("stuck"), unique_name("ok"));
+    fake.set_known_streams(Some(&[ok.as_str()]));
+    let flow = |file: &str, stream: &str| {
+        json!({
+            "filePattern": ws.pattern(file), "kinesisStream": stream, "initialPosition": "START_OF_FILE",
+            "maxBufferAgeMillis": 1000, "retryInitialBackoffMillis": 50, "retryMaxBackoffMillis": 500
+        })
+    };
+    ws.write_config(json!({
+        "kinesis.endpoint": fake.endpoint(), "kinesis.region": TEST_REGION,
+        "maxInFlightBytes": 1048576, "maxSendingThreads": 2,
+        "flows": [flow("stuck.log", &stuck), flow("ok.log", &ok)]
+    }));
+    let mut agent = ws.spawn(false, &[]);
+    assert!(agent.wait_for_log("ResourceNotFoundException", Duration::from_secs(20)), "the stuck flow never sent");
+    // The stuck flow has had time to take all it can.
+    std::thread::sleep(Duration::from_secs(2));
+    let t = Instant::now();
+    write_lines(&ok_file, 0..5_000, "K");
+    let len = file_len(&ok_file);
+    let seen = ws.wait_checkpoint(&ok_file, len, Duration::from_secs(20));
+    let took = t.elapsed();
+    assert_eq!(seen, Some(len), "the other flow is starved; log:\n{}", tail(&agent.log(), 8192));
+    agent.sigterm();
+    assert_eq!(agent.wait_exit(Duration::from_secs(15)).code(), Some(0));
+    let ok_data: Vec<Vec<u8>> = fake.all_records().into_iter().filter(|r| r.stream == ok).map(|r| r.data).collect();
+    assert_exactly_once(expected_lines(0..5_000, "K"), &ok_data);
+    assert!(fake.all_records().iter().all(|r| r.stream == ok));
+    eprintln!("stuck flow: the other flow's 5,000 lines were delivered in {took:?}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
 }
