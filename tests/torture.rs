@@ -1248,7 +1248,9 @@ fn crash_while_rotating() {
         d.evidence(&logs, 120)
     );
     for (k, &dups) in dups_per_gen.iter().enumerate().skip(1) {
-        let bound = measured_bound(k).min(documented_bound(k));
+        // The measured window is read from the checkpoint file just before the kill, while the
+        // agent still sends: it can undercount, so it is printed above, not asserted.
+        let bound = documented_bound(k);
         assert!(dups <= bound, "{what}: kill {k}: {dups} duplicates, more than {bound}\n{}", d.details.join("\n"));
     }
 }
