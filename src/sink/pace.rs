@@ -14,7 +14,10 @@
 //! The rate then grows with the time `t` since the last cut, as `2^(t²/8)`: gently at first
 //! (+9 % after 1 s, +41 % after 2 s: probing near the limit just found), then fast (×4 after 4 s,
 //! ×256 after 8 s), so full speed is back within seconds once the throttling stops. Full speed
-//! (no pacing at all) is declared after a window without throttling in which no send had to wait.
+//! (no pacing at all) is declared once the pace has grown past any rate a host sends at
+//! (`MAX_RATE`, about 10 s after a cut), or when the flow has sent nothing for two windows. Not
+//! sooner just because no send waited for the pace: a flow whose retries are backing off does not
+//! wait either, and returning it to full speed then only brought the throttling back.
 //!
 //! Throttling that does not ease when we slow down (a hot key, another producer, a throttle that
 //! does not depend on our rate) is not ours to fix by pacing: once cut to a quarter of the rate
@@ -32,8 +35,8 @@ use tokio::time::Instant;
 const WINDOW: Duration = Duration::from_secs(1);
 /// The slowest pace, records per second.
 pub const MIN_RATE: f64 = 100.0;
-/// Above this the rate is as good as unlimited.
-const MAX_RATE: f64 = 10_000_000.0;
+/// Above this the rate is as good as unlimited (a host does not send more records per second).
+const MAX_RATE: f64 = 1_000_000.0;
 /// Tokens saved while idle, in seconds of the current rate.
 const BURST: f64 = 0.5;
 /// A waiting send re-checks the rate at least this often (it may have grown meanwhile).
@@ -101,6 +104,8 @@ struct State {
     /// The current episode began (first throttle after full speed) and the last throttled window.
     episode: Option<Instant>,
     last_throttled: Option<Instant>,
+    /// The last window in which something was sent.
+    last_sent: Option<Instant>,
     /// Throttled entries by error code since the last `take_counts`.
     codes: BTreeMap<String, u64>,
     throttled_requests: u64,
@@ -130,6 +135,7 @@ impl Pacer {
                 hold_until: None,
                 episode: None,
                 last_throttled: None,
+                last_sent: None,
                 codes: BTreeMap::new(),
                 throttled_requests: 0,
             }),
@@ -219,13 +225,17 @@ impl State {
         if w.sent == 0 && w.waited {
             return None;
         }
+        if w.sent > 0 {
+            self.last_sent = Some(now);
+        }
         // A trace of throttling is not worth slowing down for: its retries cost next to nothing,
         // and cutting at each such window would hold the pace down (each cut restarts the growth).
         if w.throttled == 0 || (w.throttled as f64) < NOISE * w.sent as f64 {
             self.streak = None;
             let since_throttle = self.last_throttled.map_or(Duration::MAX, |t| now - t);
-            let binding = self.paced.as_ref().is_some_and(|p| w.waited && p.rate(now) < MAX_RATE);
-            if !binding && since_throttle >= 2 * WINDOW {
+            let idle = self.last_sent.is_none_or(|t| now - t >= 2 * WINDOW);
+            let grown = self.paced.as_ref().is_none_or(|p| p.rate(now) >= MAX_RATE);
+            if (idle || grown) && since_throttle >= 2 * WINDOW {
                 self.paced = None;
                 if self.episode.take().is_some() {
                     return Some(PaceChange::Full { after: since_throttle });
@@ -473,6 +483,29 @@ mod tests {
         assert!(matches!(p.tick(), Some(PaceChange::Full { .. })));
         assert_eq!(p.rate(), None);
         assert_eq!(p.tick(), None);
+    }
+
+    /// After a cut, a flow that sends below the pace without waiting for it (its retries are
+    /// backing off, or its lines come slowly) stays paced while the pace grows, so a backlog is
+    /// not sent at full speed into the limit that throttled it; full speed is back once the pace
+    /// has grown past any real rate.
+    #[tokio::test(start_paused = true)]
+    async fn sending_below_the_pace_is_not_full_speed_yet() {
+        let p = Pacer::new();
+        assert!(matches!(throttle(&p).await, Some(PaceChange::Slowed { .. })));
+        let cut = Instant::now();
+        let mut full = None;
+        while Instant::now() - cut < Duration::from_secs(20) {
+            // 500 records/s, half the pace.
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            p.acquire(400).await;
+            if let Some(PaceChange::Full { .. }) = p.record(400, 0, None) {
+                full = Some(Instant::now() - cut);
+                break;
+            }
+        }
+        let full = full.expect("never back to full speed");
+        assert!((Duration::from_secs(5)..=Duration::from_secs(13)).contains(&full), "full speed {full:?} after the cut");
     }
 
     /// Waiting sends get their turn in order.
