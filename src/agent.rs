@@ -241,6 +241,7 @@ impl Flows {
             processor: crate::record::process::Processor::new(&flow.data_processing_options)
                 .expect("dataProcessingOptions were validated")
                 .map(Arc::new),
+            join_size: flow.aggregated_record_size_bytes,
         };
         let disc = Discovery {
             flow: flow.clone(),

@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 #[derive(Debug, Default)]
 pub struct FlowMetrics {
-    /// Records the tailers handed on (after `dataProcessingOptions`: dropped ones are not counted).
+    /// Records the tailers handed on (after `dataProcessingOptions`: dropped ones are not counted;
+    /// with `aggregatedRecordSizeBytes`, the joined Firehose records).
     pub records_read: AtomicU64,
     /// File bytes consumed (complete lines, headers included).
     pub bytes_read: AtomicU64,

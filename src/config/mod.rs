@@ -211,7 +211,7 @@ pub struct FlowConfig {
     /// `stalledFileWarningMillis` (new, default 300,000): a file with unread bytes not read for
     /// this long is warned about.
     pub stalled_file_warning: Duration,
-    /// `aggregatedRecordSizeBytes` (Firehose; not yet supported).
+    /// `aggregatedRecordSizeBytes` (Firehose; 0: off).
     pub aggregated_record_size_bytes: usize,
     /// `dataProcessingOptions`: converters applied in order to each record (empty: records
     /// are sent as read, without a copy).

@@ -117,6 +117,8 @@ pub struct TailSettings {
     pub rotate_wait: Duration,
     /// `dataProcessingOptions` (`None`: records are sent as read, without a copy).
     pub processor: Option<Arc<Processor>>,
+    /// `aggregatedRecordSizeBytes` (Firehose): a chunk's records are joined up to this size (0: off).
+    pub join_size: usize,
 }
 
 pub struct Tailer {
@@ -582,6 +584,7 @@ impl Tailer {
         if let Some(processor) = &self.settings.processor {
             self.process(processor, &mut records);
         }
+        records = crate::record::join::join(records, self.settings.join_size);
         // The count is of the records sent: dropped ones are not waited for, and a chunk left
         // empty moves the checkpoint over its lines at once.
         let seq = self.tracker.add_chunk(slot, end, records.len() as u64, marker);
