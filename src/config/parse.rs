@@ -1270,10 +1270,8 @@ impl Loader {
         let aggregated_record_size_bytes = if !s.has("aggregatedRecordSizeBytes") {
             0
         } else if firehose {
-            let size = self
-                .get(s, "aggregatedRecordSizeBytes", |k, v| parse_int(k, v, 0, FIREHOSE_MAX_RECORD_BYTES as i64))
-                .unwrap_or(0) as usize;
-            size
+            self.get(s, "aggregatedRecordSizeBytes", |k, v| parse_int(k, v, 0, FIREHOSE_MAX_RECORD_BYTES as i64))
+                .unwrap_or(0) as usize
         } else {
             let message = "applies to `deliveryStream` (Firehose) flows only: remove it from this `kinesisStream` flow";
             self.key_error(s, "aggregatedRecordSizeBytes", message);
