@@ -124,6 +124,8 @@ struct RunningFlow {
 /// What starting a flow needs: the parts every flow shares.
 struct Flows {
     mode: Mode,
+    /// `--once`: a flow whose destination accepts nothing for this long is given up.
+    give_up_after: Duration,
     store: Arc<Mutex<CheckpointStore>>,
     tracker: AckTracker,
     inflight: InFlight,
@@ -187,7 +189,7 @@ impl Flows {
             }
         });
         let metrics = Arc::new(FlowMetrics::default());
-        let sender = Arc::new(FlowSender::new(
+        let mut sender = FlowSender::new(
             label,
             client,
             self.tracker.clone(),
@@ -195,7 +197,9 @@ impl Flows {
             self.mode == Mode::Once,
             (flow.retry_initial_backoff, flow.retry_max_backoff),
             give_up,
-        ));
+        );
+        sender.give_up_after = self.give_up_after;
+        let sender = Arc::new(sender);
         let overhead = match flow.destination {
             Destination::Kinesis { .. } => key_len(flow.partition_key),
             Destination::Firehose { .. } => 0,
@@ -341,6 +345,7 @@ pub async fn run(
     let watcher = if mode == Mode::Daemon { start_watcher(watches.clone()) } else { None };
     let mut flows = Flows {
         mode,
+        give_up_after: cfg.give_up_after,
         store: Arc::new(Mutex::new(store)),
         tracker: tracker.clone(),
         // `maxInFlightBytes` of record data; requests being sent hold up to about three times

@@ -347,6 +347,9 @@ pub struct AgentConfig {
     pub log: LogSettings,
     /// `prometheus.port` / `prometheus.address` (new; off by default, loopback unless set).
     pub prometheus: Option<std::net::SocketAddr>,
+    /// `--once` gives a flow up when its destination accepted nothing for this long (the
+    /// `--give-up-after` option, not a configuration key; default 300 s).
+    pub give_up_after: Duration,
     pub aws: AwsSettings,
     /// Keys that are accepted but not implemented yet, or mean nothing here: one line per key
     /// and file, already phrased for the user (`/etc/aws-kinesis/agent.json:
