@@ -379,6 +379,10 @@ pub async fn run(
     }
     let status_stop = CancellationToken::new();
     let status = tokio::spawn(status_logger(flows.live.clone(), cfg.status_period, status_stop.clone()));
+    let progress = cfg
+        .progress
+        .filter(|_| mode == Mode::Once)
+        .map(|d| tokio::spawn(crate::progress::show(flows.live.clone(), d, status_stop.clone())));
 
     // Wait for the batchers: they end when their tailers are done (`--once`, shutdown, or a
     // reload that removed their flow) and their sends are finished. After a shutdown request,
@@ -444,6 +448,9 @@ pub async fn run(
     }
     status_stop.cancel();
     let _ = status.await;
+    if let Some(p) = progress {
+        let _ = p.await;
+    }
     writer_stop.cancel();
     let _ = writer.await;
     // Final checkpoint.

@@ -33,6 +33,13 @@ struct Cli {
     /// long, retries included: 300 (seconds), 90s, 10m, 1h.
     #[arg(long = "give-up-after", value_name = "DURATION", default_value = "300", value_parser = parse_duration, requires = "once")]
     give_up_after: std::time::Duration,
+    /// With --once: without a terminal, log a progress line per flow this often (on a terminal
+    /// progress bars are drawn instead).
+    #[arg(long = "progress-every", value_name = "DURATION", default_value = "10s", value_parser = parse_duration, requires = "once")]
+    progress_every: std::time::Duration,
+    /// With --once: show no progress (bars or lines).
+    #[arg(long = "no-progress", requires = "once")]
+    no_progress: bool,
     /// Parse and validate the configuration, print the effective flows, exit.
     #[arg(long = "check-config")]
     check_config: bool,
@@ -84,7 +91,10 @@ fn init_logging(level: Option<&str>, log: Option<&config::LogSettings>) -> Resul
             let file: &'static RotatingFile = Box::leak(Box::new(file));
             builder.with_writer(move || file).with_ansi(false).init();
         }
-        None => builder.with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).init(),
+        // Drawn around the `--once` progress bars, if any.
+        None => {
+            builder.with_writer(|| kinesis_agent::progress::LogWriter).with_ansi(std::io::stderr().is_terminal()).init()
+        }
     }
     Ok(())
 }
@@ -182,6 +192,9 @@ fn main() -> ExitCode {
         }
     };
     cfg.give_up_after = cli.give_up_after;
+    if cli.once && !cli.no_progress {
+        cfg.progress = Some(kinesis_agent::progress::Display::detect(cli.progress_every));
+    }
     if cli.check_config {
         print_config(&cfg);
         if cli.check_destinations {

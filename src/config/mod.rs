@@ -350,6 +350,8 @@ pub struct AgentConfig {
     /// `--once` gives a flow up when its destination accepted nothing for this long (the
     /// `--give-up-after` option, not a configuration key; default 300 s).
     pub give_up_after: Duration,
+    /// `--once`: how progress is shown (set from the command line; `None`: not shown).
+    pub progress: Option<crate::progress::Display>,
     pub aws: AwsSettings,
     /// Keys that are accepted but not implemented yet, or mean nothing here: one line per key
     /// and file, already phrased for the user (`/etc/aws-kinesis/agent.json:

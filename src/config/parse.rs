@@ -1065,6 +1065,7 @@ impl Loader {
             max_sending_threads,
             max_in_flight_bytes,
             give_up_after: DEFAULT_GIVE_UP_AFTER,
+            progress: None,
             status_period,
             prometheus,
             log,
