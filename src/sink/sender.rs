@@ -97,10 +97,14 @@ impl FlowSender {
             ),
             ErrorClass::Throttled => {}
             ErrorClass::Transient => tracing::warn!(
-                "{}: {}: {}; retrying with backoff (further failures are counted in the status lines)",
+                "{}: {}: {}{}; retrying with backoff (further failures are counted in the status lines)",
                 self.label,
                 f.code,
-                f.message
+                f.message,
+                match hint(&f.code) {
+                    "see the message" => String::new(),
+                    h => format!(" ({h})"),
+                }
             ),
         }
     }
