@@ -350,7 +350,7 @@ pub async fn run(
         tracker: tracker.clone(),
         // `maxInFlightBytes` of record data; requests being sent hold up to about three times
         // their share in memory (records, request entries, encoded body). Flows added by a
-        // reload get a reserve of the same size on top.
+        // reload take their reserve out of the shared half.
         inflight: InFlight::new(cfg.max_sending_threads, cfg.max_in_flight_bytes, cfg.flows.len()),
         clients,
         watches,
