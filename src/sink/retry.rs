@@ -81,7 +81,9 @@ pub fn hint(code: &str) -> &'static str {
         "RequestExpired" => "the request's signing time is too far from the service's: check the clock",
         c if c.starts_with("KMS") => "the stream's KMS key cannot be used: check the key and its policy",
         "ValidationException" | "InvalidArgumentException" => "the request was refused as invalid",
-        "CredentialsError" => "no usable AWS credentials were found",
+        "CredentialsError" => {
+            "no credentials could be obtained: check the credential chain (instance profile, environment, profile, assumeRoleARN)"
+        }
         _ => "see the message",
     }
 }
