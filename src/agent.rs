@@ -646,6 +646,12 @@ impl crate::prometheus::Source for Scrape {
             ("records_throttled_total", "counter", "Record send attempts throttled.", |m| m.records_throttled),
             ("requests_total", "counter", "Requests sent.", |m| m.requests),
             ("request_errors_total", "counter", "Requests that failed as a whole.", |m| m.request_errors),
+            (
+                "records_maybe_duplicated_total",
+                "counter",
+                "Records sent again after a request with an unknown outcome (timeout, cut connection).",
+                |m| m.records_maybe_duplicated,
+            ),
             ("records_truncated_total", "counter", "Records cut to the record limit.", |m| m.records_truncated),
             ("records_skipped_total", "counter", "Records dropped by processing options.", |m| m.records_skipped),
             ("files", "gauge", "Files being tailed.", |m| m.files),
@@ -756,7 +762,7 @@ async fn status_logger(senders: Arc<Mutex<Vec<Arc<FlowSender>>>>, period: Durati
             let prev = &mut last.iter_mut().find(|(l, _)| Arc::ptr_eq(l, s)).expect("added").1;
             let m = s.metrics.snapshot();
             tracing::info!(
-                "{}: {} file(s); records read {} (+{}), sent {} (+{}), failed attempts {} (+{}, throttled +{}); {} bytes behind{}{}",
+                "{}: {} file(s); records read {} (+{}), sent {} (+{}), failed attempts {} (+{}, throttled +{}); {} bytes behind{}{}{}",
                 s.label,
                 m.files,
                 m.records_read,
@@ -768,6 +774,14 @@ async fn status_logger(senders: Arc<Mutex<Vec<Arc<FlowSender>>>>, period: Durati
                 m.records_throttled - prev.records_throttled,
                 m.bytes_behind,
                 if m.files_stalled > 0 { format!(" ({} file(s) stalled)", m.files_stalled) } else { String::new() },
+                if m.records_maybe_duplicated > prev.records_maybe_duplicated {
+                    format!(
+                        "; sent again after an unknown outcome (possible duplicates) +{}",
+                        m.records_maybe_duplicated - prev.records_maybe_duplicated
+                    )
+                } else {
+                    String::new()
+                },
                 processing_counts(&m, Some(prev)),
             );
             s.pace_tick();

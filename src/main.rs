@@ -263,6 +263,13 @@ fn main() -> ExitCode {
             } else {
                 tracing::info!("{}: {} record(s) read, {} sent", f.label, m.records_read, m.records_sent);
             }
+            if m.records_maybe_duplicated > 0 {
+                tracing::info!(
+                    "{}: {} record(s) sent again after a timeout or a cut connection (possible duplicates: the first sends may have been accepted)",
+                    f.label,
+                    m.records_maybe_duplicated
+                );
+            }
             let processing = agent::processing_counts(m, None);
             if !processing.is_empty() {
                 tracing::info!("{}: {}", f.label, processing.trim_start_matches("; "));

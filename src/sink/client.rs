@@ -105,6 +105,11 @@ where
         SdkError::DispatchFailure(d) if d.is_timeout() => {
             Failure { class: ErrorClass::Transient, code: "Timeout".into(), message: text }
         }
+        // Refused: the request never left. Any other I/O error may have cut the answer to a
+        // request the destination processed.
+        SdkError::DispatchFailure(d) if d.is_io() && refused(&e) => {
+            Failure { class: ErrorClass::Transient, code: "ConnectionRefused".into(), message: text }
+        }
         SdkError::DispatchFailure(d) if d.is_io() => {
             Failure { class: ErrorClass::Transient, code: "ConnectionError".into(), message: text }
         }
@@ -126,6 +131,24 @@ where
         }
         _ => Failure { class: ErrorClass::Fatal, code: "RequestError".into(), message: text },
     }
+}
+
+/// Whether the connection was refused (nothing was sent).
+fn refused(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::ConnectionRefused;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// Whether a request that failed this way may still have been processed by the destination:
+/// its records are sent again and may arrive twice.
+pub fn outcome_unknown(f: &Failure) -> bool {
+    matches!(f.code.as_str(), "Timeout" | "ResponseError" | "ConnectionError")
 }
 
 /// The credentials provider's error behind a request that could not be signed, if that is why.

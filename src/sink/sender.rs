@@ -236,6 +236,9 @@ impl FlowSender {
                 Err(f) => {
                     FlowMetrics::add(&self.metrics.request_errors, 1);
                     FlowMetrics::add(&self.metrics.record_errors, records.len() as u64);
+                    if super::client::outcome_unknown(&f) {
+                        FlowMetrics::add(&self.metrics.records_maybe_duplicated, records.len() as u64);
+                    }
                     if f.class == ErrorClass::Throttled {
                         FlowMetrics::add(&self.metrics.records_throttled, records.len() as u64);
                         let change = self.pacer.record(records.len(), records.len(), Some(&f.code));
