@@ -186,7 +186,7 @@ fn connection_reset_mid_request() {
         );
         eprintln!("{what}: {resets} connections reset, {lost} entries stored in them, {dups} duplicates");
         let counted = possible_duplicates(&log);
-        assert!(dups as u64 <= counted, "{what}: {dups} duplicates, the agent counted {counted} possible ones");
+        assert!(dups <= counted, "{what}: {dups} duplicates, the agent counted {counted} possible ones");
         if after {
             assert!(dups <= lost, "{what}: {dups} duplicates, but only {lost} entries had their answer lost");
         } else {
@@ -226,7 +226,7 @@ fn answers_later_than_the_socket_timeout() {
     assert!(dups <= stored, "{dups} duplicates, but only {stored} entries had a late answer");
     assert!(dups > 0, "no late answer was re-sent: was the timeout applied?");
     let counted = possible_duplicates(&log);
-    assert!(dups as u64 <= counted, "{dups} duplicates, the agent counted {counted} possible ones");
+    assert!(dups <= counted, "{dups} duplicates, the agent counted {counted} possible ones");
     assert_eq!(ws.checkpoint_of(&f), Some(file_len(&f)));
     check_transient_warnings(&log, &stream, "late answers", late);
     assert_eq!(lines_with(&log, &["Timeout", "retrying with backoff"]).len(), lines_with(&log, &["Timeout:"]).len());
