@@ -18,27 +18,8 @@ use serde_json::{Value, json};
 
 /// agent.json for one Kinesis flow on the fake: short backoffs, status lines every second.
 fn config(ws: &Workspace, fake: &FakeKinesis, file: &str, stream: &str, flow_extra: Value, global: Value) -> Value {
-    let mut flow = json!({
-        "filePattern": ws.pattern(file),
-        "kinesisStream": stream,
-        "initialPosition": "START_OF_FILE",
-        "maxBufferAgeMillis": 1000,
-        "retryInitialBackoffMillis": 50,
-        "retryMaxBackoffMillis": 500
-    });
-    for (k, v) in flow_extra.as_object().expect("flow keys") {
-        flow[k] = v.clone();
-    }
-    let mut cfg = json!({
-        "kinesis.endpoint": fake.endpoint(),
-        "kinesis.region": TEST_REGION,
-        "log.statusReportingPeriodSeconds": 1,
-        "flows": [flow]
-    });
-    for (k, v) in global.as_object().expect("global keys") {
-        cfg[k] = v.clone();
-    }
-    cfg
+    let flow = with_keys(json!({ "filePattern": ws.pattern(file), "kinesisStream": stream }), &flow_extra);
+    fake_kinesis_config(fake, flow, 500, &with_keys(json!({ "log.statusReportingPeriodSeconds": 1 }), &global))
 }
 
 fn label(stream: &str) -> String {

@@ -14,18 +14,8 @@ const PUT_RECORDS: &str = "Kinesis_20131202.PutRecords";
 
 /// agent.json for one Kinesis flow over `pattern` to `stream` on the fake, with short backoffs.
 fn fake_config(ws: &Workspace, fake: &FakeKinesis, pattern: &str, stream: &str, extra: Value) -> Value {
-    let mut flow = json!({
-        "filePattern": ws.pattern(pattern),
-        "kinesisStream": stream,
-        "initialPosition": "START_OF_FILE",
-        "maxBufferAgeMillis": 1000,
-        "retryInitialBackoffMillis": 50,
-        "retryMaxBackoffMillis": 1000
-    });
-    for (k, v) in extra.as_object().expect("extra flow keys") {
-        flow[k] = v.clone();
-    }
-    json!({ "kinesis.endpoint": fake.endpoint(), "kinesis.region": TEST_REGION, "flows": [flow] })
+    let flow = json!({ "filePattern": ws.pattern(pattern), "kinesisStream": stream });
+    fake_kinesis_config(fake, with_keys(flow, &extra), 1000, &json!({}))
 }
 
 fn lines_containing(log: &str, needle: &str) -> usize {
