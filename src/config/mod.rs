@@ -23,6 +23,8 @@ pub const KINESIS_MAX_BATCH_BYTES: usize = 5 * 1024 * 1024;
 /// Data plus partition key of one record.
 pub const KINESIS_MAX_RECORD_BYTES: usize = 1024 * 1024;
 /// Default of `maxInFlightBytes`.
+/// `--once` gives a flow up after this long without an accepted record (`--give-up-after`).
+pub const DEFAULT_GIVE_UP_AFTER: Duration = Duration::from_secs(300);
 pub const DEFAULT_MAX_IN_FLIGHT_BYTES: usize = 64 * 1024 * 1024;
 /// Firehose limits.
 pub const FIREHOSE_MAX_RECORDS: usize = 500;

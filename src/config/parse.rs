@@ -677,9 +677,6 @@ static KEYS: &[KeyInfo] = &[
     ),
 ];
 
-/// `--once` gives up after this long without an accepted record, unless `--give-up-after` says otherwise.
-pub const DEFAULT_GIVE_UP_AFTER: Duration = Duration::from_secs(300);
-
 /// Every key the agent knows (those of the Java agent, plus `firehose.region`).
 pub fn known_keys() -> &'static [KeyInfo] {
     KEYS
@@ -1064,7 +1061,7 @@ impl Loader {
             shutdown_timeout,
             max_sending_threads,
             max_in_flight_bytes,
-            give_up_after: DEFAULT_GIVE_UP_AFTER,
+            give_up_after: super::DEFAULT_GIVE_UP_AFTER,
             progress: None,
             status_period,
             prometheus,

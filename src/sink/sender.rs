@@ -64,7 +64,7 @@ impl FlowSender {
             tracker,
             metrics,
             once,
-            give_up_after: Duration::from_secs(300),
+            give_up_after: crate::config::DEFAULT_GIVE_UP_AFTER,
             last_accepted: Mutex::new(tokio::time::Instant::now()),
             initial_backoff,
             max_backoff,
