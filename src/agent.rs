@@ -140,6 +140,8 @@ struct Flows {
     all: Vec<Arc<FlowSender>>,
     /// The flows that still run, for the Prometheus listener.
     views: Arc<Mutex<Vec<FlowView>>>,
+    /// Every flow's counters, for the CloudWatch publisher.
+    published: crate::cloudwatch::Registry,
 }
 
 /// What a scrape shows of one flow.
@@ -187,6 +189,7 @@ impl Flows {
             }
         });
         let metrics = Arc::new(FlowMetrics::default());
+        self.published.add(&flow.destination, metrics.clone());
         let sender = Arc::new(FlowSender::new(
             label,
             client,
@@ -304,6 +307,7 @@ fn global_changes(old: &AgentConfig, new: &AgentConfig) -> Vec<&'static str> {
     check(old.max_in_flight_bytes != new.max_in_flight_bytes, "maxInFlightBytes");
     check(old.status_period != new.status_period, "log.statusReportingPeriodSeconds");
     check(old.prometheus != new.prometheus, "prometheus.port/address");
+    check(old.cloudwatch != new.cloudwatch, "cloudwatch.*");
     check(old.log != new.log, "log.*");
     check(old.aws != new.aws, "endpoints, regions, credentials or timeouts");
     changed
@@ -355,6 +359,7 @@ pub async fn run(
         live: Arc::new(Mutex::new(Vec::new())),
         views: Arc::new(Mutex::new(Vec::new())),
         all: Vec::new(),
+        published: crate::cloudwatch::Registry::default(),
     };
     let mut running: Vec<RunningFlow> = cfg.flows.iter().zip(patterns).map(|(f, p)| flows.start(f, p)).collect();
     systemd::ready(&format!("{} flow(s) started", running.len()));
@@ -373,6 +378,9 @@ pub async fn run(
     }
     let status_stop = CancellationToken::new();
     let status = tokio::spawn(status_logger(flows.live.clone(), cfg.status_period, status_stop.clone()));
+    let metrics_stop = CancellationToken::new();
+    let metrics =
+        crate::cloudwatch::start(&cfg, flows.clients.cloudwatch.clone(), flows.published.clone(), metrics_stop.clone());
 
     // Wait for the batchers: they end when their tailers are done (`--once`, shutdown, or a
     // reload that removed their flow) and their sends are finished. After a shutdown request,
@@ -435,6 +443,11 @@ pub async fn run(
             "shutdown: {pending} record(s) were still being sent after {} ms; they will be sent again at the next start",
             timeout.as_millis()
         );
+    }
+    // The sends are over: the publisher takes the last growth and tries once more (bounded).
+    metrics_stop.cancel();
+    if let Some(m) = metrics {
+        let _ = m.await;
     }
     status_stop.cancel();
     let _ = status.await;

@@ -292,6 +292,10 @@ pub struct AwsSettings {
     pub firehose_region: Option<String>,
     /// `sts.endpoint`.
     pub sts_endpoint: Option<String>,
+    /// `cloudwatch.endpoint`.
+    pub cloudwatch_endpoint: Option<String>,
+    /// `ec2.metadataEndpoint` (new): the IMDS endpoint (ADDEC2METADATA, `cloudwatch.tagInstance`).
+    pub ec2_metadata_endpoint: Option<String>,
     /// `awsAccessKeyId`.
     pub access_key_id: Option<String>,
     /// `awsSecretAccessKey`.
@@ -308,6 +312,23 @@ pub struct AwsSettings {
     pub connection_timeout: Duration,
     /// `socketTimeoutMillis` (default 50,000): time allowed for one request attempt.
     pub socket_timeout: Duration,
+}
+
+/// `cloudwatch.*`: the agent's metrics in CloudWatch (the endpoint is in `AwsSettings`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CloudWatchSettings {
+    /// `cloudwatch.emitMetrics`; `None` when not set: on (as in Java), unless every destination
+    /// endpoint is a local address and `cloudwatch.endpoint` is unset (emulators, tests).
+    pub emit: Option<bool>,
+    /// `cloudwatch.namespace` (default `AWSKinesisAgent`).
+    pub namespace: String,
+    /// `cloudwatch.tagInstance` (default false): the `Instance` dimension.
+    pub tag_instance: bool,
+    /// `cloudwatch.metricsBufferTimeMillis` (default 30,000; at least 100 ms): the publishing period.
+    pub buffer_time: Duration,
+    /// `cloudwatch.metricsQueueSize` (default 10,000; at least 1): data points kept while
+    /// CloudWatch cannot be reached.
+    pub queue_size: usize,
 }
 
 /// Where and how much to log.
@@ -347,6 +368,8 @@ pub struct AgentConfig {
     pub log: LogSettings,
     /// `prometheus.port` / `prometheus.address` (new; off by default, loopback unless set).
     pub prometheus: Option<std::net::SocketAddr>,
+    /// `cloudwatch.*` (except the endpoint).
+    pub cloudwatch: CloudWatchSettings,
     pub aws: AwsSettings,
     /// Keys that are accepted but not implemented yet, or mean nothing here: one line per key
     /// and file, already phrased for the user (`/etc/aws-kinesis/agent.json:

@@ -15,7 +15,7 @@ use super::{
     Destination, FIREHOSE_MAX_BATCH_BYTES, FIREHOSE_MAX_RECORD_BYTES, FlowConfig, InitialPosition,
     KINESIS_MAX_BATCH_BYTES, KINESIS_MAX_RECORD_BYTES, OversizedRecordAction, PartitionKeyOption, Secret,
 };
-use super::{CsvSplit, JsonFormat, LogFormat, LogSettings, ProcessingOption};
+use super::{CloudWatchSettings, CsvSplit, JsonFormat, LogFormat, LogSettings, ProcessingOption};
 
 /// What the agent does with a key it accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,7 +112,6 @@ const JAVA_CREDENTIALS: &str = "Java credential provider classes cannot be loade
      standard AWS credential chain, `awsAccessKeyId`/`awsSecretAccessKey` or `assumeRoleARN`";
 const QUEUES: &str = "batches move through bounded channels; there is no queue polling to tune";
 const NEVER_READ: &str = "the Java agent never reads it either";
-const CLOUDWATCH: &str = "CloudWatch metrics are not published yet";
 const INTERNAL_METRICS: &str = "internal counters are not logged yet";
 
 static KEYS: &[KeyInfo] = &[
@@ -347,49 +346,57 @@ static KEYS: &[KeyInfo] = &[
         "cloudwatch.endpoint",
         "string (URL or host)",
         "derived from the region",
-        "CloudWatch endpoint for the agent's metrics.",
-        NotYetSupported(CLOUDWATCH),
+        "CloudWatch endpoint for the agent's metrics; a bare host name means https. Its region is the one in the host name, else the AWS region chain, else us-east-1.",
+        Supported,
         Check::Str,
     ),
     global(
         "cloudwatch.emitMetrics",
         "boolean",
-        "true",
-        "Publish the agent's metrics to CloudWatch.",
-        NotYetSupported(CLOUDWATCH),
-        Check::Bool,
+        "true (off when every destination endpoint is a local address and `cloudwatch.endpoint` is unset)",
+        "Publish the agent's metrics to CloudWatch with PutMetricData (needs `cloudwatch:PutMetricData`). Publishing never slows delivery: failures are said once and retried in the background.",
+        Supported,
+        Check::Custom,
     ),
     global(
         "cloudwatch.namespace",
         "string",
         "AWSKinesisAgent",
         "Namespace of the agent's CloudWatch metrics.",
-        NotYetSupported(CLOUDWATCH),
+        Supported,
         Check::Str,
     ),
     global(
         "cloudwatch.tagInstance",
         "boolean",
         "false",
-        "Add the EC2 instance id (or the host name) as a metric dimension.",
-        NotYetSupported(CLOUDWATCH),
-        Check::Bool,
+        "Add the dimension `Instance`: the EC2 instance id from instance metadata, or the host name off EC2.",
+        Supported,
+        Check::Custom,
     ),
     global(
         "cloudwatch.metricsBufferTimeMillis",
         "integer (ms)",
         "30000",
-        "How often metrics are sent to CloudWatch.",
-        NotYetSupported(CLOUDWATCH),
+        "How often the counters' growth is published to CloudWatch (at least 100 ms).",
+        Supported,
         int(0, LONG, 30_000),
     ),
     global(
         "cloudwatch.metricsQueueSize",
         "integer",
         "10000",
-        "Most distinct metric data points waiting to be sent to CloudWatch.",
-        NotYetSupported(CLOUDWATCH),
+        "Most metric data points kept while CloudWatch cannot be reached; the oldest are dropped (counted, said once) beyond it.",
+        Supported,
         int(0, INT, 10_000),
+    ),
+    global(
+        "ec2.metadataEndpoint",
+        "string (URL)",
+        "AWS_EC2_METADATA_SERVICE_ENDPOINT, else http://169.254.169.254",
+        "Instance metadata (IMDSv2) endpoint used by ADDEC2METADATA and `cloudwatch.tagInstance` (new). Setting it also overrides AWS_EC2_METADATA_DISABLED.",
+        Supported,
+        Check::Str,
     ),
     global(
         "log.emitMetrics",
@@ -1053,6 +1060,13 @@ impl Loader {
         let prometheus = prometheus_port.map(|port| std::net::SocketAddr::new(prometheus_ip, port));
         let log = self.log_settings(s);
         let aws = self.aws(s);
+        let cloudwatch = CloudWatchSettings {
+            emit: self.get(s, "cloudwatch.emitMetrics", parse_bool),
+            namespace: self.optional(s, "cloudwatch.namespace").unwrap_or_else(|| "AWSKinesisAgent".to_owned()),
+            tag_instance: self.get(s, "cloudwatch.tagInstance", parse_bool).unwrap_or(false),
+            buffer_time: self.millis_key(s, "cloudwatch.metricsBufferTimeMillis").max(Duration::from_millis(100)),
+            queue_size: (self.int_key(s, "cloudwatch.metricsQueueSize") as usize).max(1),
+        };
         AgentConfig {
             sources: Vec::new(),
             flows: Vec::new(),
@@ -1063,6 +1077,7 @@ impl Loader {
             max_in_flight_bytes,
             status_period,
             prometheus,
+            cloudwatch,
             log,
             aws,
             notices: Vec::new(),
@@ -1127,6 +1142,8 @@ impl Loader {
             firehose_endpoint: self.optional(s, "firehose.endpoint"),
             firehose_region: self.optional(s, "firehose.region"),
             sts_endpoint: self.optional(s, "sts.endpoint"),
+            cloudwatch_endpoint: self.optional(s, "cloudwatch.endpoint"),
+            ec2_metadata_endpoint: self.optional(s, "ec2.metadataEndpoint"),
             access_key_id,
             secret_access_key,
             assume_role_arn: self.optional(s, "assumeRoleARN"),
@@ -2748,8 +2765,6 @@ mod tests {
         ));
         let notices = config.notices.join("\n");
         for expected in [
-            "cloudwatch.emitMetrics: accepted but not yet supported (CloudWatch metrics are not published yet)",
-            "cloudwatch.namespace: accepted but not yet supported",
             "userDefinedCredentialsProvider.classname: accepted and ignored: Java credential provider",
             "pollPeriodMillis: accepted and ignored",
             "checkpoints.queryTimeoutSeconds: accepted and ignored",
@@ -2758,11 +2773,45 @@ mod tests {
         ] {
             assert!(notices.contains(expected), "{expected} not in\n{notices}");
         }
-        assert_eq!(config.notices.len(), 7);
+        assert_eq!(config.notices.len(), 5, "the cloudwatch keys are supported: {notices}");
         assert_eq!(config.log.level.as_deref(), Some("debug"));
+        assert_eq!(config.cloudwatch.emit, Some(true));
+        assert_eq!(config.cloudwatch.namespace, "N");
         // Ignored keys are still checked as the Java agent checked them.
         let e = flow_error(r#", "waitOnFullPublishQueueMillis": 10"#);
         assert!(e.message.contains("from 1000 to 900000"), "{}", e.message);
+    }
+
+    #[test]
+    fn cloudwatch_keys() {
+        let c = ok(&flow_with(""));
+        assert_eq!(
+            c.cloudwatch,
+            CloudWatchSettings {
+                emit: None,
+                namespace: "AWSKinesisAgent".into(),
+                tag_instance: false,
+                buffer_time: Duration::from_secs(30),
+                queue_size: 10_000,
+            }
+        );
+        assert_eq!(c.aws.cloudwatch_endpoint, None);
+        let c = ok(&format!(
+            r#"{{"cloudwatch.emitMetrics": "false", "cloudwatch.tagInstance": "TRUE", "cloudwatch.namespace": "Mine",
+                "cloudwatch.metricsBufferTimeMillis": "10", "cloudwatch.metricsQueueSize": 0,
+                "cloudwatch.endpoint": "monitoring.eu-west-1.amazonaws.com",
+                "ec2.metadataEndpoint": "http://127.0.0.1:1338", "flows": [{{{FLOW}}}]}}"#
+        ));
+        assert!(c.notices.is_empty(), "{:?}", c.notices);
+        assert_eq!(c.cloudwatch.emit, Some(false));
+        assert!(c.cloudwatch.tag_instance);
+        assert_eq!(c.cloudwatch.namespace, "Mine");
+        assert_eq!(c.cloudwatch.buffer_time, Duration::from_millis(100), "at least 100 ms");
+        assert_eq!(c.cloudwatch.queue_size, 1, "at least 1");
+        assert_eq!(c.aws.cloudwatch_endpoint.as_deref(), Some("monitoring.eu-west-1.amazonaws.com"));
+        assert_eq!(c.aws.ec2_metadata_endpoint.as_deref(), Some("http://127.0.0.1:1338"));
+        let e = one_error(&format!(r#"{{"cloudwatch.emitMetrics": "maybe", "flows": [{{{FLOW}}}]}}"#));
+        assert_eq!(e.location, "cloudwatch.emitMetrics");
     }
 
     #[test]

@@ -104,6 +104,7 @@
 
 pub mod agent;
 pub mod aws;
+pub mod cloudwatch;
 pub mod e2e;
 pub mod fake;
 pub mod lines;
@@ -111,6 +112,7 @@ pub mod peers;
 
 pub use agent::*;
 pub use aws::*;
+pub use cloudwatch::*;
 pub use e2e::*;
 pub use fake::*;
 pub use lines::*;
