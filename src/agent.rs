@@ -142,6 +142,8 @@ struct Flows {
     views: Arc<Mutex<Vec<FlowView>>>,
     /// Every flow's counters, for the CloudWatch publisher.
     published: crate::cloudwatch::Registry,
+    /// Instance metadata, for ADDEC2METADATA.
+    imds: crate::ec2::Endpoint,
 }
 
 /// What a scrape shows of one flow.
@@ -241,7 +243,7 @@ impl Flows {
                 .map(|p| crate::record::multiline::start_regex(p).expect("multiLineStartPattern was validated")),
             multi_line_flush: flow.multi_line_flush_timeout,
             rotate_wait: flow.rotate_wait,
-            processor: crate::record::process::Processor::new(&flow.data_processing_options)
+            processor: crate::record::process::Processor::with_ec2(&flow.data_processing_options, &self.imds)
                 .expect("dataProcessingOptions were validated")
                 .map(Arc::new),
         };
@@ -360,6 +362,7 @@ pub async fn run(
         views: Arc::new(Mutex::new(Vec::new())),
         all: Vec::new(),
         published: crate::cloudwatch::Registry::default(),
+        imds: crate::ec2::Endpoint::from_config(cfg.aws.ec2_metadata_endpoint.as_deref()),
     };
     let mut running: Vec<RunningFlow> = cfg.flows.iter().zip(patterns).map(|(f, p)| flows.start(f, p)).collect();
     systemd::ready(&format!("{} flow(s) started", running.len()));

@@ -275,8 +275,9 @@ pub enum ProcessingOption {
     AddMetadata { metadata: serde_json::Value, timestamp: bool, json: JsonFormat },
     /// ADDBRACKETS (the Java sample converter): the record wrapped in `{` and `}`.
     AddBrackets,
-    /// ADDEC2METADATA: accepted, not applied yet (records pass unchanged).
-    AddEc2Metadata,
+    /// ADDEC2METADATA: the instance's identity (IMDSv2) added to a JSON object record, refreshed
+    /// every `metadataTTL` (default 3600 s).
+    AddEc2Metadata { ttl: Duration, json: JsonFormat },
 }
 
 /// AWS endpoints, regions and credentials (global keys).

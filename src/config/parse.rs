@@ -1683,12 +1683,7 @@ impl Loader {
             "LOGTOJSON" => self.log_option(s, entry),
             "ADDMETADATA" => self.metadata_option(s, entry, index),
             "ADDBRACKETS" => Some(ProcessingOption::AddBrackets),
-            "ADDEC2METADATA" => {
-                let key = format!("dataProcessingOptions[{index}]");
-                let text = "ADDEC2METADATA: accepted but not yet supported (records pass without EC2 metadata for now)";
-                self.notice(s, &key, text.to_owned());
-                Some(ProcessingOption::AddEc2Metadata)
-            }
+            "ADDEC2METADATA" => self.ec2_metadata_option(s, entry, index),
             _ => {
                 let message = "USINGPLUGGIN loads Java classes, which this agent cannot run: remove the option, or \
                                replace the converter with SINGLELINE, CSVTOJSON, LOGTOJSON or ADDMETADATA";
@@ -1701,9 +1696,6 @@ impl Loader {
 
     /// Unknown keys are errors (with a suggestion); keys of another option are ignored, with a notice.
     fn check_option_keys(&mut self, s: &Section, entry: &OptionEntry, index: usize, name: &str, keys: &[&str]) {
-        if name == "ADDEC2METADATA" {
-            return; // Not applied yet: its keys are not read.
-        }
         for (key, value) in entry.map {
             if key == "optionName" || value.is_null() || keys.contains(&key.as_str()) {
                 continue;
@@ -1971,6 +1963,28 @@ impl Loader {
             }
         };
         Some(ProcessingOption::AddMetadata { metadata, timestamp, json })
+    }
+
+    /// ADDEC2METADATA: `metadataTTL` in seconds (default 3600). As in the Java agent, a value that
+    /// is not a whole number gives the default (with a notice), and `logFormat` is not used.
+    fn ec2_metadata_option(&mut self, s: &Section, entry: &OptionEntry, index: usize) -> Option<ProcessingOption> {
+        const DEFAULT_TTL: u64 = 3600;
+        let json = self.json_format(s, entry);
+        let ttl = match entry.get("metadataTTL") {
+            None => DEFAULT_TTL,
+            Some(v) => match parse_int("metadataTTL", v, 1, INT) {
+                Ok(n) => n as u64,
+                Err(_) => {
+                    let text = format!(
+                        "{} is not a whole number of seconds from 1 to {INT}: the default {DEFAULT_TTL} is used, as in the Java agent",
+                        shown("metadataTTL", v)
+                    );
+                    self.notice(s, &format!("dataProcessingOptions[{index}].metadataTTL"), text);
+                    DEFAULT_TTL
+                }
+            },
+        };
+        Some(ProcessingOption::AddEc2Metadata { ttl: Duration::from_secs(ttl), json })
     }
 }
 
@@ -2723,7 +2737,7 @@ mod tests {
             r#", "dataProcessingOptions": [
                 {"optionName": "SINGLELINE", "jsonFormat": "COMPACT"},
                 {"optionName": "ADDMETADATA", "timestamp": "yes"},
-                {"optionName": "ADDEC2METADATA", "logFormat": "SYSLOG"}]"#,
+                {"optionName": "ADDEC2METADATA", "logFormat": "SYSLOG", "metadataTTL": "soon"}]"#,
         ));
         assert_eq!(
             config.notices,
@@ -2735,7 +2749,7 @@ mod tests {
                     "{MAIN}: flows[0].dataProcessingOptions[1].timestamp: \"yes\" is read as false, as the Java agent reads anything but \"true\": write true or false"
                 ),
                 format!(
-                    "{MAIN}: flows[0].dataProcessingOptions[2]: ADDEC2METADATA: accepted but not yet supported (records pass without EC2 metadata for now)"
+                    "{MAIN}: flows[0].dataProcessingOptions[2].metadataTTL: \"soon\" is not a whole number of seconds from 1 to 2147483647: the default 3600 is used, as in the Java agent"
                 ),
             ]
         );
@@ -2744,7 +2758,7 @@ mod tests {
             [
                 ProcessingOption::SingleLine { no_trim: false, escape_new_line: false },
                 ProcessingOption::AddMetadata { metadata: Value::Null, timestamp: false, json: JsonFormat::Compact },
-                ProcessingOption::AddEc2Metadata,
+                ProcessingOption::AddEc2Metadata { ttl: Duration::from_secs(3600), json: JsonFormat::Compact },
             ]
         );
     }
