@@ -347,3 +347,21 @@ fn imds_disabled_by_the_environment_is_said_once() {
     assert_eq!(received(&fake, "dis"), ["{\"a\":1}\n", "{\"a\":2}\n"]);
     assert_eq!(count_occurrences(&log, "instance metadata is disabled (AWS_EC2_METADATA_DISABLED=true)"), 1, "{log}");
 }
+
+#[test]
+fn the_standard_environment_variable_points_at_imds() {
+    // No `ec2.metadataEndpoint`: the SDK's AWS_EC2_METADATA_SERVICE_ENDPOINT is used.
+    let fake = FakeKinesis::start();
+    let imds = Imds::start();
+    let ws = Workspace::new();
+    std::fs::write(ws.file("app.log"), "{\"a\":1}\n").unwrap();
+    ws.write_config(config(&ws, &fake, "env", 3600, json!({})));
+    let endpoint = imds.endpoint();
+    let env = [("AWS_EC2_METADATA_DISABLED", "false"), ("AWS_EC2_METADATA_SERVICE_ENDPOINT", endpoint.as_str())];
+    let mut agent = AgentProcess::spawn_in(&ws.home, ws.args(true, &[]), &env);
+    let status = agent.wait_exit(Duration::from_secs(60));
+    assert!(status.success(), "{}", tail(&agent.log(), 4000));
+    let got = received(&fake, "env");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0], expected("\"a\":1", "m5.large", &timestamp_of(&got[0])));
+}
