@@ -234,3 +234,37 @@ fn local_emulators_do_not_publish_unless_asked() {
     assert!(status.success(), "{}", tail(&log, 4000));
     assert!(log.contains("CloudWatch metrics are off: every destination endpoint is a local address"), "{log}");
 }
+
+#[test]
+fn more_than_1000_data_points_go_in_several_requests() {
+    // 210 destinations × 5 metrics = 1,050 data points at the exit of a `--once` run.
+    const FLOWS: usize = 210;
+    let fake = FakeKinesis::start();
+    let cw = FakeCloudWatch::start();
+    let ws = Workspace::new();
+    let mut flows = Vec::new();
+    for i in 0..FLOWS {
+        let name = format!("f{i:03}.log");
+        write_lines(&ws.file(&name), 0..(i as u64 % 3 + 1), "M");
+        flows.push(json!({ "filePattern": ws.pattern(&name), "kinesisStream": format!("s{i:03}"),
+                           "initialPosition": "START_OF_FILE", "maxBufferAgeMillis": 1000 }));
+    }
+    ws.write_config(json!({
+        "kinesis.endpoint": fake.endpoint(),
+        "kinesis.region": TEST_REGION,
+        "cloudwatch.endpoint": cw.endpoint(),
+        "flows": flows,
+    }));
+    let (status, log, _) = ws.run_once(Duration::from_secs(120));
+    assert!(status.success(), "{}", tail(&log, 4000));
+    let requests = cw.requests();
+    let sizes: Vec<usize> = requests.iter().map(|r| r.data.len()).collect();
+    assert!(sizes.iter().all(|n| *n <= 1000), "{sizes:?}");
+    assert_eq!(sizes.iter().sum::<usize>(), FLOWS * 5, "{sizes:?}");
+    assert!(requests.iter().any(|r| r.gzip), "large requests are compressed, and decoded by the test endpoint");
+    for i in 0..FLOWS {
+        let stream = format!("KinesisStream:s{i:03}");
+        assert_eq!(cw.sum("RecordsSent", &[("Destination", &stream)]), (i % 3 + 1) as f64, "{stream}");
+    }
+    assert_eq!(fake.record_count(), (0..FLOWS).map(|i| i % 3 + 1).sum::<usize>());
+}
