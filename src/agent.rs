@@ -447,9 +447,13 @@ pub async fn run(
             timeout.as_millis()
         );
     }
-    // The sends are over: the publisher takes the last growth and tries once more (bounded).
+    // The sends are over: the publisher takes the last growth and tries once more (bounded),
+    // unless the shutdown already took all the time it had.
     metrics_stop.cancel();
     if let Some(m) = metrics {
+        if timed_out {
+            m.abort();
+        }
         let _ = m.await;
     }
     status_stop.cancel();
