@@ -62,6 +62,12 @@
 //!   `delayed_response_counts() -> (responses, entries stored in them)`, `received_count()`
 //!   (requests whose headers arrived, whatever happened next), `reset_observations()`
 //!
+//! # Fake CloudWatch (`cloudwatch.rs`): PutMetricData in the SDK's RPC v2 CBOR protocol
+//! - `FakeCloudWatch::start()`, `.endpoint()`, `.set_mode(CwMode::{Ok, Hang, Error})`
+//! - `.requests() -> Vec<PutMetricData { namespace, data, gzip }>` (panics if a request did not
+//!   decode), `.datums() -> Vec<Datum { name, dimensions, value, unit, timestamp }>`,
+//!   `.sum(name, &[(dim, value)])`, `.received()`
+//!
 //! # The agent process (`agent.rs`)
 //! - `agent_bin() -> PathBuf` (`CARGO_BIN_EXE_kinesis-agent`), `agent_env(home) -> Vec<(String, String)>`
 //! - `AgentProcess::spawn(args, env) -> AgentProcess` (env cleared, then PATH, HOME=tempdir,
