@@ -142,6 +142,10 @@ struct Flows {
     all: Vec<Arc<FlowSender>>,
     /// The flows that still run, for the Prometheus listener.
     views: Arc<Mutex<Vec<FlowView>>>,
+    /// Every flow's counters, for the CloudWatch publisher.
+    published: crate::cloudwatch::Registry,
+    /// Instance metadata, for ADDEC2METADATA.
+    imds: crate::ec2::Endpoint,
 }
 
 /// What a scrape shows of one flow.
@@ -189,6 +193,7 @@ impl Flows {
             }
         });
         let metrics = Arc::new(FlowMetrics::default());
+        self.published.add(&flow.destination, metrics.clone());
         let mut sender = FlowSender::new(
             label,
             client,
@@ -242,7 +247,7 @@ impl Flows {
                 .map(|p| crate::record::multiline::start_regex(p).expect("multiLineStartPattern was validated")),
             multi_line_flush: flow.multi_line_flush_timeout,
             rotate_wait: flow.rotate_wait,
-            processor: crate::record::process::Processor::new(&flow.data_processing_options)
+            processor: crate::record::process::Processor::with_ec2(&flow.data_processing_options, &self.imds)
                 .expect("dataProcessingOptions were validated")
                 .map(Arc::new),
             join_size: flow.aggregated_record_size_bytes,
@@ -309,6 +314,7 @@ fn global_changes(old: &AgentConfig, new: &AgentConfig) -> Vec<&'static str> {
     check(old.max_in_flight_bytes != new.max_in_flight_bytes, "maxInFlightBytes");
     check(old.status_period != new.status_period, "log.statusReportingPeriodSeconds");
     check(old.prometheus != new.prometheus, "prometheus.port/address");
+    check(old.cloudwatch != new.cloudwatch, "cloudwatch.*");
     check(old.log != new.log, "log.*");
     check(old.aws != new.aws, "endpoints, regions, credentials or timeouts");
     changed
@@ -361,6 +367,8 @@ pub async fn run(
         live: Arc::new(Mutex::new(Vec::new())),
         views: Arc::new(Mutex::new(Vec::new())),
         all: Vec::new(),
+        published: crate::cloudwatch::Registry::default(),
+        imds: crate::ec2::Endpoint::from_config(cfg.aws.ec2_metadata_endpoint.as_deref()),
     };
     let mut running: Vec<RunningFlow> = cfg.flows.iter().zip(patterns).map(|(f, p)| flows.start(f, p)).collect();
     systemd::ready(&format!("{} flow(s) started", running.len()));
@@ -383,6 +391,9 @@ pub async fn run(
         .progress
         .filter(|_| mode == Mode::Once)
         .map(|d| tokio::spawn(crate::progress::show(flows.live.clone(), d, status_stop.clone())));
+    let metrics_stop = CancellationToken::new();
+    let metrics =
+        crate::cloudwatch::start(&cfg, flows.clients.cloudwatch.clone(), flows.published.clone(), metrics_stop.clone());
 
     // Wait for the batchers: they end when their tailers are done (`--once`, shutdown, or a
     // reload that removed their flow) and their sends are finished. After a shutdown request,
@@ -445,6 +456,15 @@ pub async fn run(
             "shutdown: {pending} record(s) were still being sent after {} ms; they will be sent again at the next start",
             timeout.as_millis()
         );
+    }
+    // The sends are over: the publisher takes the last growth and tries once more (bounded),
+    // unless the shutdown already took all the time it had.
+    metrics_stop.cancel();
+    if let Some(m) = metrics {
+        if timed_out {
+            m.abort();
+        }
+        let _ = m.await;
     }
     status_stop.cancel();
     let _ = status.await;

@@ -52,6 +52,9 @@ pub enum AwsSetupError {
     HalfCredentials { key: &'static str, other: &'static str },
 }
 
+/// Time allowed for one PutMetricData attempt.
+const CLOUDWATCH_ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Clients for the destinations the flows use.
 #[derive(Clone)]
 pub struct Clients {
@@ -62,6 +65,8 @@ pub struct Clients {
     /// For the identity check: only where it means something (AWS itself, or `sts.endpoint`
     /// given), so that a run against local emulators never calls out.
     pub sts: Option<aws_sdk_sts::Client>,
+    /// For the agent's metrics, when `cloudwatch::wanted`.
+    pub cloudwatch: Option<crate::cloudwatch::Target>,
 }
 
 /// `kinesis.endpoint` may be a bare host (`kinesis.eu-west-1.amazonaws.com`), as in Java.
@@ -114,7 +119,37 @@ pub async fn build(cfg: &AgentConfig) -> Result<Clients, AwsSetupError> {
     let uses_firehose = cfg.flows.iter().any(|f| matches!(f.destination, Destination::Firehose { .. }));
     let default_region = base.region().map(|r| r.to_string());
 
-    let mut clients = Clients { kinesis: None, kinesis_region: None, firehose: None, firehose_region: None, sts: None };
+    let mut clients = Clients {
+        kinesis: None,
+        kinesis_region: None,
+        firehose: None,
+        firehose_region: None,
+        sts: None,
+        cloudwatch: None,
+    };
+    if crate::cloudwatch::wanted(cfg).is_ok() {
+        // Java uses us-east-1 unless `cloudwatch.endpoint` is set; we honour the region chain
+        // first (metrics land where the agent runs) and keep us-east-1 as the last resort.
+        let region = aws
+            .cloudwatch_endpoint
+            .as_deref()
+            .and_then(region_from_endpoint)
+            .or_else(|| default_region.clone())
+            .unwrap_or_else(|| "us-east-1".to_string());
+        // Its own attempt timeout: a slow CloudWatch only delays the next metrics.
+        let mut b =
+            aws_sdk_cloudwatch::config::Builder::from(&base).region(Region::new(region.clone())).timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(aws.connection_timeout.min(CLOUDWATCH_ATTEMPT_TIMEOUT))
+                    .operation_attempt_timeout(CLOUDWATCH_ATTEMPT_TIMEOUT)
+                    .build(),
+            );
+        if let Some(ep) = &aws.cloudwatch_endpoint {
+            b = b.endpoint_url(endpoint_url(ep));
+        }
+        clients.cloudwatch =
+            Some(crate::cloudwatch::Target { client: aws_sdk_cloudwatch::Client::from_conf(b.build()), region });
+    }
     if uses_kinesis {
         let region = aws
             .kinesis_region

@@ -16,6 +16,9 @@ pub struct FlowMetrics {
     pub bytes_sent: AtomicU64,
     /// Record send attempts that failed (one record retried twice counts twice).
     pub record_errors: AtomicU64,
+    /// Of those, the ones the destination answered with an error code (partial failures; the
+    /// Java agent's `RecordSendErrors`); the others were in requests that failed as a whole.
+    pub records_rejected: AtomicU64,
     /// Of those, the ones throttled.
     pub records_throttled: AtomicU64,
     /// Requests that failed as a whole.
@@ -58,6 +61,7 @@ pub struct Snapshot {
     pub records_sent: u64,
     pub bytes_sent: u64,
     pub record_errors: u64,
+    pub records_rejected: u64,
     pub records_throttled: u64,
     pub request_errors: u64,
     pub requests: u64,
@@ -85,6 +89,7 @@ impl FlowMetrics {
             records_sent: self.records_sent.load(Relaxed),
             bytes_sent: self.bytes_sent.load(Relaxed),
             record_errors: self.record_errors.load(Relaxed),
+            records_rejected: self.records_rejected.load(Relaxed),
             records_throttled: self.records_throttled.load(Relaxed),
             request_errors: self.request_errors.load(Relaxed),
             requests: self.requests.load(Relaxed),

@@ -277,8 +277,9 @@ pub enum ProcessingOption {
     AddMetadata { metadata: serde_json::Value, timestamp: bool, json: JsonFormat },
     /// ADDBRACKETS (the Java sample converter): the record wrapped in `{` and `}`.
     AddBrackets,
-    /// ADDEC2METADATA: accepted, not applied yet (records pass unchanged).
-    AddEc2Metadata,
+    /// ADDEC2METADATA: the instance's identity (IMDSv2) added to a JSON object record, refreshed
+    /// every `metadataTTL` (default 3600 s).
+    AddEc2Metadata { ttl: Duration, json: JsonFormat },
 }
 
 /// AWS endpoints, regions and credentials (global keys).
@@ -294,6 +295,10 @@ pub struct AwsSettings {
     pub firehose_region: Option<String>,
     /// `sts.endpoint`.
     pub sts_endpoint: Option<String>,
+    /// `cloudwatch.endpoint`.
+    pub cloudwatch_endpoint: Option<String>,
+    /// `ec2.metadataEndpoint` (new): the IMDS endpoint (ADDEC2METADATA, `cloudwatch.tagInstance`).
+    pub ec2_metadata_endpoint: Option<String>,
     /// `awsAccessKeyId`.
     pub access_key_id: Option<String>,
     /// `awsSecretAccessKey`.
@@ -310,6 +315,23 @@ pub struct AwsSettings {
     pub connection_timeout: Duration,
     /// `socketTimeoutMillis` (default 50,000): time allowed for one request attempt.
     pub socket_timeout: Duration,
+}
+
+/// `cloudwatch.*`: the agent's metrics in CloudWatch (the endpoint is in `AwsSettings`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CloudWatchSettings {
+    /// `cloudwatch.emitMetrics`; `None` when not set: on (as in Java), unless every destination
+    /// endpoint is a local address and `cloudwatch.endpoint` is unset (emulators, tests).
+    pub emit: Option<bool>,
+    /// `cloudwatch.namespace` (default `AWSKinesisAgent`).
+    pub namespace: String,
+    /// `cloudwatch.tagInstance` (default false): the `Instance` dimension.
+    pub tag_instance: bool,
+    /// `cloudwatch.metricsBufferTimeMillis` (default 30,000; at least 100 ms): the publishing period.
+    pub buffer_time: Duration,
+    /// `cloudwatch.metricsQueueSize` (default 10,000; at least 1): data points kept while
+    /// CloudWatch cannot be reached.
+    pub queue_size: usize,
 }
 
 /// Where and how much to log.
@@ -354,6 +376,8 @@ pub struct AgentConfig {
     pub give_up_after: Duration,
     /// `--once`: how progress is shown (set from the command line; `None`: not shown).
     pub progress: Option<crate::progress::Display>,
+    /// `cloudwatch.*` (except the endpoint).
+    pub cloudwatch: CloudWatchSettings,
     pub aws: AwsSettings,
     /// Keys that are accepted but not implemented yet, or mean nothing here: one line per key
     /// and file, already phrased for the user (`/etc/aws-kinesis/agent.json:

@@ -15,7 +15,7 @@ use super::{
     Destination, FIREHOSE_MAX_BATCH_BYTES, FIREHOSE_MAX_RECORD_BYTES, FlowConfig, InitialPosition,
     KINESIS_MAX_BATCH_BYTES, KINESIS_MAX_RECORD_BYTES, OversizedRecordAction, PartitionKeyOption, Secret,
 };
-use super::{CsvSplit, JsonFormat, LogFormat, LogSettings, ProcessingOption};
+use super::{CloudWatchSettings, CsvSplit, JsonFormat, LogFormat, LogSettings, ProcessingOption};
 
 /// What the agent does with a key it accepts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,7 +112,6 @@ const JAVA_CREDENTIALS: &str = "Java credential provider classes cannot be loade
      standard AWS credential chain, `awsAccessKeyId`/`awsSecretAccessKey` or `assumeRoleARN`";
 const QUEUES: &str = "batches move through bounded channels; there is no queue polling to tune";
 const NEVER_READ: &str = "the Java agent never reads it either";
-const CLOUDWATCH: &str = "CloudWatch metrics are not published yet";
 const INTERNAL_METRICS: &str = "internal counters are not logged yet";
 
 static KEYS: &[KeyInfo] = &[
@@ -347,49 +346,57 @@ static KEYS: &[KeyInfo] = &[
         "cloudwatch.endpoint",
         "string (URL or host)",
         "derived from the region",
-        "CloudWatch endpoint for the agent's metrics.",
-        NotYetSupported(CLOUDWATCH),
+        "CloudWatch endpoint for the agent's metrics; a bare host name means https. Its region is the one in the host name, else the AWS region chain, else us-east-1.",
+        Supported,
         Check::Str,
     ),
     global(
         "cloudwatch.emitMetrics",
         "boolean",
-        "true",
-        "Publish the agent's metrics to CloudWatch.",
-        NotYetSupported(CLOUDWATCH),
-        Check::Bool,
+        "true (off when every destination endpoint is a local address and `cloudwatch.endpoint` is unset)",
+        "Publish the agent's metrics to CloudWatch with PutMetricData (needs `cloudwatch:PutMetricData`). Publishing never slows delivery: failures are said once and retried in the background.",
+        Supported,
+        Check::Custom,
     ),
     global(
         "cloudwatch.namespace",
         "string",
         "AWSKinesisAgent",
         "Namespace of the agent's CloudWatch metrics.",
-        NotYetSupported(CLOUDWATCH),
+        Supported,
         Check::Str,
     ),
     global(
         "cloudwatch.tagInstance",
         "boolean",
         "false",
-        "Add the EC2 instance id (or the host name) as a metric dimension.",
-        NotYetSupported(CLOUDWATCH),
-        Check::Bool,
+        "Add the dimension `Instance`: the EC2 instance id from instance metadata, or the host name off EC2.",
+        Supported,
+        Check::Custom,
     ),
     global(
         "cloudwatch.metricsBufferTimeMillis",
         "integer (ms)",
         "30000",
-        "How often metrics are sent to CloudWatch.",
-        NotYetSupported(CLOUDWATCH),
+        "How often the counters' growth is published to CloudWatch (at least 100 ms).",
+        Supported,
         int(0, LONG, 30_000),
     ),
     global(
         "cloudwatch.metricsQueueSize",
         "integer",
         "10000",
-        "Most distinct metric data points waiting to be sent to CloudWatch.",
-        NotYetSupported(CLOUDWATCH),
+        "Most metric data points kept while CloudWatch cannot be reached; the oldest are dropped (counted, said once) beyond it.",
+        Supported,
         int(0, INT, 10_000),
+    ),
+    global(
+        "ec2.metadataEndpoint",
+        "string (URL)",
+        "AWS_EC2_METADATA_SERVICE_ENDPOINT, else http://169.254.169.254",
+        "Instance metadata (IMDSv2) endpoint used by ADDEC2METADATA and `cloudwatch.tagInstance` (new). Setting it also overrides AWS_EC2_METADATA_DISABLED.",
+        Supported,
+        Check::Str,
     ),
     global(
         "log.emitMetrics",
@@ -1053,6 +1060,13 @@ impl Loader {
         let prometheus = prometheus_port.map(|port| std::net::SocketAddr::new(prometheus_ip, port));
         let log = self.log_settings(s);
         let aws = self.aws(s);
+        let cloudwatch = CloudWatchSettings {
+            emit: self.get(s, "cloudwatch.emitMetrics", parse_bool),
+            namespace: self.optional(s, "cloudwatch.namespace").unwrap_or_else(|| "AWSKinesisAgent".to_owned()),
+            tag_instance: self.get(s, "cloudwatch.tagInstance", parse_bool).unwrap_or(false),
+            buffer_time: self.millis_key(s, "cloudwatch.metricsBufferTimeMillis").max(Duration::from_millis(100)),
+            queue_size: (self.int_key(s, "cloudwatch.metricsQueueSize") as usize).max(1),
+        };
         AgentConfig {
             sources: Vec::new(),
             flows: Vec::new(),
@@ -1065,6 +1079,7 @@ impl Loader {
             progress: None,
             status_period,
             prometheus,
+            cloudwatch,
             log,
             aws,
             notices: Vec::new(),
@@ -1129,6 +1144,8 @@ impl Loader {
             firehose_endpoint: self.optional(s, "firehose.endpoint"),
             firehose_region: self.optional(s, "firehose.region"),
             sts_endpoint: self.optional(s, "sts.endpoint"),
+            cloudwatch_endpoint: self.optional(s, "cloudwatch.endpoint"),
+            ec2_metadata_endpoint: self.optional(s, "ec2.metadataEndpoint"),
             access_key_id,
             secret_access_key,
             assume_role_arn: self.optional(s, "assumeRoleARN"),
@@ -1663,12 +1680,7 @@ impl Loader {
             "LOGTOJSON" => self.log_option(s, entry),
             "ADDMETADATA" => self.metadata_option(s, entry, index),
             "ADDBRACKETS" => Some(ProcessingOption::AddBrackets),
-            "ADDEC2METADATA" => {
-                let key = format!("dataProcessingOptions[{index}]");
-                let text = "ADDEC2METADATA: accepted but not yet supported (records pass without EC2 metadata for now)";
-                self.notice(s, &key, text.to_owned());
-                Some(ProcessingOption::AddEc2Metadata)
-            }
+            "ADDEC2METADATA" => self.ec2_metadata_option(s, entry, index),
             _ => {
                 let message = "USINGPLUGGIN loads Java classes, which this agent cannot run: remove the option, or \
                                replace the converter with SINGLELINE, CSVTOJSON, LOGTOJSON or ADDMETADATA";
@@ -1681,9 +1693,6 @@ impl Loader {
 
     /// Unknown keys are errors (with a suggestion); keys of another option are ignored, with a notice.
     fn check_option_keys(&mut self, s: &Section, entry: &OptionEntry, index: usize, name: &str, keys: &[&str]) {
-        if name == "ADDEC2METADATA" {
-            return; // Not applied yet: its keys are not read.
-        }
         for (key, value) in entry.map {
             if key == "optionName" || value.is_null() || keys.contains(&key.as_str()) {
                 continue;
@@ -1951,6 +1960,28 @@ impl Loader {
             }
         };
         Some(ProcessingOption::AddMetadata { metadata, timestamp, json })
+    }
+
+    /// ADDEC2METADATA: `metadataTTL` in seconds (default 3600). As in the Java agent, a value that
+    /// is not a whole number gives the default (with a notice), and `logFormat` is not used.
+    fn ec2_metadata_option(&mut self, s: &Section, entry: &OptionEntry, index: usize) -> Option<ProcessingOption> {
+        const DEFAULT_TTL: u64 = 3600;
+        let json = self.json_format(s, entry);
+        let ttl = match entry.get("metadataTTL") {
+            None => DEFAULT_TTL,
+            Some(v) => match parse_int("metadataTTL", v, 1, INT) {
+                Ok(n) => n as u64,
+                Err(_) => {
+                    let text = format!(
+                        "{} is not a whole number of seconds from 1 to {INT}: the default {DEFAULT_TTL} is used, as in the Java agent",
+                        shown("metadataTTL", v)
+                    );
+                    self.notice(s, &format!("dataProcessingOptions[{index}].metadataTTL"), text);
+                    DEFAULT_TTL
+                }
+            },
+        };
+        Some(ProcessingOption::AddEc2Metadata { ttl: Duration::from_secs(ttl), json })
     }
 }
 
@@ -2703,7 +2734,7 @@ mod tests {
             r#", "dataProcessingOptions": [
                 {"optionName": "SINGLELINE", "jsonFormat": "COMPACT"},
                 {"optionName": "ADDMETADATA", "timestamp": "yes"},
-                {"optionName": "ADDEC2METADATA", "logFormat": "SYSLOG"}]"#,
+                {"optionName": "ADDEC2METADATA", "logFormat": "SYSLOG", "metadataTTL": "soon"}]"#,
         ));
         assert_eq!(
             config.notices,
@@ -2715,7 +2746,7 @@ mod tests {
                     "{MAIN}: flows[0].dataProcessingOptions[1].timestamp: \"yes\" is read as false, as the Java agent reads anything but \"true\": write true or false"
                 ),
                 format!(
-                    "{MAIN}: flows[0].dataProcessingOptions[2]: ADDEC2METADATA: accepted but not yet supported (records pass without EC2 metadata for now)"
+                    "{MAIN}: flows[0].dataProcessingOptions[2].metadataTTL: \"soon\" is not a whole number of seconds from 1 to 2147483647: the default 3600 is used, as in the Java agent"
                 ),
             ]
         );
@@ -2724,7 +2755,7 @@ mod tests {
             [
                 ProcessingOption::SingleLine { no_trim: false, escape_new_line: false },
                 ProcessingOption::AddMetadata { metadata: Value::Null, timestamp: false, json: JsonFormat::Compact },
-                ProcessingOption::AddEc2Metadata,
+                ProcessingOption::AddEc2Metadata { ttl: Duration::from_secs(3600), json: JsonFormat::Compact },
             ]
         );
     }
@@ -2745,8 +2776,6 @@ mod tests {
         ));
         let notices = config.notices.join("\n");
         for expected in [
-            "cloudwatch.emitMetrics: accepted but not yet supported (CloudWatch metrics are not published yet)",
-            "cloudwatch.namespace: accepted but not yet supported",
             "userDefinedCredentialsProvider.classname: accepted and ignored: Java credential provider",
             "pollPeriodMillis: accepted and ignored",
             "checkpoints.queryTimeoutSeconds: accepted and ignored",
@@ -2755,11 +2784,45 @@ mod tests {
         ] {
             assert!(notices.contains(expected), "{expected} not in\n{notices}");
         }
-        assert_eq!(config.notices.len(), 7);
+        assert_eq!(config.notices.len(), 5, "the cloudwatch keys are supported: {notices}");
         assert_eq!(config.log.level.as_deref(), Some("debug"));
+        assert_eq!(config.cloudwatch.emit, Some(true));
+        assert_eq!(config.cloudwatch.namespace, "N");
         // Ignored keys are still checked as the Java agent checked them.
         let e = flow_error(r#", "waitOnFullPublishQueueMillis": 10"#);
         assert!(e.message.contains("from 1000 to 900000"), "{}", e.message);
+    }
+
+    #[test]
+    fn cloudwatch_keys() {
+        let c = ok(&flow_with(""));
+        assert_eq!(
+            c.cloudwatch,
+            CloudWatchSettings {
+                emit: None,
+                namespace: "AWSKinesisAgent".into(),
+                tag_instance: false,
+                buffer_time: Duration::from_secs(30),
+                queue_size: 10_000,
+            }
+        );
+        assert_eq!(c.aws.cloudwatch_endpoint, None);
+        let c = ok(&format!(
+            r#"{{"cloudwatch.emitMetrics": "false", "cloudwatch.tagInstance": "TRUE", "cloudwatch.namespace": "Mine",
+                "cloudwatch.metricsBufferTimeMillis": "10", "cloudwatch.metricsQueueSize": 0,
+                "cloudwatch.endpoint": "monitoring.eu-west-1.amazonaws.com",
+                "ec2.metadataEndpoint": "http://127.0.0.1:1338", "flows": [{{{FLOW}}}]}}"#
+        ));
+        assert!(c.notices.is_empty(), "{:?}", c.notices);
+        assert_eq!(c.cloudwatch.emit, Some(false));
+        assert!(c.cloudwatch.tag_instance);
+        assert_eq!(c.cloudwatch.namespace, "Mine");
+        assert_eq!(c.cloudwatch.buffer_time, Duration::from_millis(100), "at least 100 ms");
+        assert_eq!(c.cloudwatch.queue_size, 1, "at least 1");
+        assert_eq!(c.aws.cloudwatch_endpoint.as_deref(), Some("monitoring.eu-west-1.amazonaws.com"));
+        assert_eq!(c.aws.ec2_metadata_endpoint.as_deref(), Some("http://127.0.0.1:1338"));
+        let e = one_error(&format!(r#"{{"cloudwatch.emitMetrics": "maybe", "flows": [{{{FLOW}}}]}}"#));
+        assert_eq!(e.location, "cloudwatch.emitMetrics");
     }
 
     #[test]

@@ -228,6 +228,7 @@ impl FlowSender {
                     self.acknowledge(&records, Some(&failed));
                     let n_failed = failed.iter().filter(|f| **f).count();
                     FlowMetrics::add(&self.metrics.record_errors, n_failed as u64);
+                    FlowMetrics::add(&self.metrics.records_rejected, n_failed as u64);
                     FlowMetrics::add(&self.metrics.records_throttled, throttled as u64);
                     let mut keep = failed.into_iter();
                     records.retain(|_| keep.next().unwrap_or(false));

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::ack::{AckTracker, FileId};
 use crate::metrics::FlowMetrics;
 use crate::record::multiline::MultiLine;
-use crate::record::process::Processor;
+use crate::record::process::{Applied, Processor};
 use crate::record::split::{LineSplitter, SplitStats};
 use crate::record::{Chunk, Origin, Record};
 use copy::CopySource;
@@ -545,23 +545,27 @@ impl Tailer {
     /// is sent as read and counted as an error (the Java agent sends the raw record when a
     /// converter fails).
     fn process(&self, processor: &Processor, records: &mut Vec<Record>) {
-        let (mut skipped, mut errors) = (0u64, 0u64);
-        records.retain_mut(|r| match processor.apply(&r.data) {
-            Some(out) if out.len() <= self.settings.record_limit => {
+        let (mut skipped, mut errors, mut failed) = (0u64, 0u64, 0u64);
+        records.retain_mut(|r| match processor.convert(&r.data) {
+            Applied::Converted(out) if out.len() <= self.settings.record_limit => {
                 r.data = Bytes::from(out);
                 true
             }
-            Some(_) => {
+            Applied::Converted(_) => {
                 errors += 1;
                 true
             }
-            None => {
+            Applied::Failed => {
+                failed += 1;
+                true
+            }
+            Applied::Dropped => {
                 skipped += 1;
                 false
             }
         });
         FlowMetrics::add(&self.metrics.records_skipped, skipped);
-        FlowMetrics::add(&self.metrics.processing_errors, errors);
+        FlowMetrics::add(&self.metrics.processing_errors, errors + failed);
         if errors > 0 {
             tracing::warn!(
                 "{}: {errors} record(s) were larger than {} bytes once converted by dataProcessingOptions and were sent as read",
@@ -582,6 +586,7 @@ impl Tailer {
         mut records: Vec<Record>,
     ) -> Next {
         if let Some(processor) = &self.settings.processor {
+            processor.ready().await;
             self.process(processor, &mut records);
         }
         records = crate::record::join::join(records, self.settings.join_size);

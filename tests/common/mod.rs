@@ -63,6 +63,12 @@
 //!   `delayed_response_counts() -> (responses, entries stored in them)`, `received_count()`
 //!   (requests whose headers arrived, whatever happened next), `reset_observations()`
 //!
+//! # Fake CloudWatch (`cloudwatch.rs`): PutMetricData in the SDK's RPC v2 CBOR protocol
+//! - `FakeCloudWatch::start()`, `.endpoint()`, `.set_mode(CwMode::{Ok, Hang, Error})`
+//! - `.requests() -> Vec<PutMetricData { namespace, data, gzip }>` (panics if a request did not
+//!   decode), `.datums() -> Vec<Datum { name, dimensions, value, unit, timestamp }>`,
+//!   `.sum(name, &[(dim, value)])`, `.received()`
+//!
 //! # The agent process (`agent.rs`)
 //! - `agent_bin() -> PathBuf` (`CARGO_BIN_EXE_kinesis-agent`), `agent_env(home) -> Vec<(String, String)>`
 //! - `AgentProcess::spawn(args, env) -> AgentProcess` (env cleared, then PATH, HOME=tempdir,
@@ -105,6 +111,7 @@
 
 pub mod agent;
 pub mod aws;
+pub mod cloudwatch;
 pub mod e2e;
 pub mod fake;
 pub mod lines;
@@ -112,6 +119,7 @@ pub mod peers;
 
 pub use agent::*;
 pub use aws::*;
+pub use cloudwatch::*;
 pub use e2e::*;
 pub use fake::*;
 pub use lines::*;

@@ -59,6 +59,14 @@ impl<'a> Object<'a> {
     }
 }
 
+/// A whole JSON object as a record: its text followed by `\n`.
+pub fn object_record(map: &serde_json::Map<String, Value>, format: JsonFormat) -> String {
+    let mut out = String::with_capacity(256);
+    value_text(&mut out, &Value::Object(map.clone()), format == JsonFormat::PrettyPrint, 0);
+    out.push('\n');
+    out
+}
+
 fn newline(out: &mut String, level: usize) {
     out.push('\n');
     for _ in 0..level {

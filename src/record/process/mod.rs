@@ -4,6 +4,7 @@
 //! and becomes a new `Bytes`; a converter may drop it (LOGTOJSON on a line that does not match).
 
 pub mod csv;
+pub mod ec2;
 pub mod json;
 pub mod log;
 pub mod simple;
@@ -20,18 +21,38 @@ enum Step {
     Log(log::LogParser),
     Metadata { metadata: serde_json::Value, timestamp: bool, json: JsonFormat },
     Brackets,
+    Ec2 { source: std::sync::Arc<ec2::Source>, json: JsonFormat },
 }
 
+/// A converter failed: the Java agent sends the raw record instead.
+struct Failed;
+
 impl Step {
-    fn run(&self, record: &str) -> Option<String> {
-        Some(match self {
+    /// The converted record, `Ok(None)` when dropped.
+    fn run(&self, record: &str) -> Result<Option<String>, Failed> {
+        Ok(Some(match self {
             Step::SingleLine { no_trim, escape_new_line } => simple::single_line(record, *no_trim, *escape_new_line),
             Step::Csv(c) => c.convert(record),
-            Step::Log(p) => return p.convert(record),
+            Step::Log(p) => return Ok(p.convert(record)),
             Step::Metadata { metadata, timestamp, json } => simple::add_metadata(record, metadata, *timestamp, *json),
             Step::Brackets => simple::add_brackets(record),
-        })
+            Step::Ec2 { source, json } => match ec2::add(record, source.current().as_deref(), *json) {
+                ec2::Converted::Text(t) => t,
+                ec2::Converted::Unchanged => record.to_owned(),
+                ec2::Converted::NotAnObject => return Err(Failed),
+            },
+        }))
     }
+}
+
+/// What the chain made of a record.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Applied {
+    Converted(Vec<u8>),
+    /// A converter dropped it (LOGTOJSON on a line that does not match).
+    Dropped,
+    /// A converter failed: send the record as read (and count an error), as the Java agent does.
+    Failed,
 }
 
 /// A flow's compiled converter chain.
@@ -45,6 +66,11 @@ impl Processor {
     /// then go out as read, without a copy. Errors only for options the configuration would
     /// have rejected.
     pub fn new(options: &[ProcessingOption]) -> Result<Option<Processor>, String> {
+        Self::with_ec2(options, &crate::ec2::Endpoint::from_config(None))
+    }
+
+    /// As `new`, with the instance metadata endpoint ADDEC2METADATA asks.
+    pub fn with_ec2(options: &[ProcessingOption], imds: &crate::ec2::Endpoint) -> Result<Option<Processor>, String> {
         let mut steps = Vec::with_capacity(options.len());
         for option in options {
             steps.push(match option {
@@ -66,19 +92,44 @@ impl Processor {
                     Step::Metadata { metadata: metadata.clone(), timestamp: *timestamp, json: *json }
                 }
                 ProcessingOption::AddBrackets => Step::Brackets,
-                ProcessingOption::AddEc2Metadata => continue,
+                ProcessingOption::AddEc2Metadata { ttl, json } => {
+                    Step::Ec2 { source: ec2::Source::shared(imds, *ttl), json: *json }
+                }
             });
         }
         Ok((!steps.is_empty()).then_some(Processor { steps }))
     }
 
-    /// The converted record, or `None` when a converter dropped it.
+    /// The converted record, or `None` when a converter dropped it (a failed conversion gives
+    /// the record as read).
     pub fn apply(&self, record: &[u8]) -> Option<Vec<u8>> {
+        match self.convert(record) {
+            Applied::Converted(out) => Some(out),
+            Applied::Dropped => None,
+            Applied::Failed => Some(record.to_vec()),
+        }
+    }
+
+    pub fn convert(&self, record: &[u8]) -> Applied {
         let mut text: Cow<str> = text::decode(record);
         for step in &self.steps {
-            text = Cow::Owned(step.run(&text)?);
+            match step.run(&text) {
+                Ok(Some(out)) => text = Cow::Owned(out),
+                Ok(None) => return Applied::Dropped,
+                Err(Failed) => return Applied::Failed,
+            }
         }
-        Some(text.into_owned().into_bytes())
+        Applied::Converted(text.into_owned().into_bytes())
+    }
+
+    /// Waits (briefly, and only the first time) for what the converters need from outside: the
+    /// first answer of instance metadata for ADDEC2METADATA.
+    pub async fn ready(&self) {
+        for step in &self.steps {
+            if let Step::Ec2 { source, .. } = step {
+                source.ready().await;
+            }
+        }
     }
 }
 
@@ -189,7 +240,9 @@ mod tests {
     #[test]
     fn options_without_effect_need_no_processor() {
         assert!(Processor::new(&[]).unwrap().is_none());
-        assert!(Processor::new(&[ProcessingOption::AddEc2Metadata]).unwrap().is_none());
+        let ec2 =
+            ProcessingOption::AddEc2Metadata { ttl: std::time::Duration::from_secs(1), json: JsonFormat::Compact };
+        assert!(Processor::new(&[ec2]).unwrap().is_some());
     }
 
     proptest! {
