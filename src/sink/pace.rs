@@ -505,7 +505,10 @@ mod tests {
             }
         }
         let full = full.expect("never back to full speed");
-        assert!((Duration::from_secs(5)..=Duration::from_secs(13)).contains(&full), "full speed {full:?} after the cut");
+        assert!(
+            (Duration::from_secs(5)..=Duration::from_secs(13)).contains(&full),
+            "full speed {full:?} after the cut"
+        );
     }
 
     /// Waiting sends get their turn in order.
