@@ -24,7 +24,7 @@ const MAX_OPEN: usize = 1024;
 enum Group {
     /// RANDOM keys: one group.
     Any,
-    Shard(String),
+    Shard(Arc<str>),
     Key(Box<str>, Option<u128>),
 }
 
@@ -63,7 +63,7 @@ impl Aggregator {
             }
             let k = r.key.as_ref().expect("set above");
             let hash = k.explicit_hash.unwrap_or_else(|| hash_of(&k.partition));
-            let shard = self.shards.current().and_then(|m| m.shard_of(hash).map(str::to_owned));
+            let shard = self.shards.current().and_then(|m| m.shard_of(hash).cloned());
             match shard {
                 Some(s) => Group::Shard(s),
                 None => Group::Key(k.partition.clone(), k.explicit_hash),
@@ -83,7 +83,7 @@ impl Aggregator {
         let rng = &mut self.rng;
         let b = self.open.entry(group.clone()).or_insert_with(|| match &group {
             Group::Any => Builder::new(Some(random_key(rng).into()), None),
-            Group::Shard(s) => Builder::new(None, Some(s.clone())),
+            Group::Shard(s) => Builder::new(None, Some(s.to_string())),
             Group::Key(..) => Builder::new(None, None),
         });
         b.push(r);
@@ -159,7 +159,7 @@ mod tests {
                     aggregates += 1;
                     assert!(a.data.len() + a.key.partition.len() <= 2_000);
                     let landing = map.shard_of(a.key.hash()).unwrap();
-                    assert_eq!(a.shard.as_deref(), Some(landing));
+                    assert_eq!(a.shard.as_deref(), Some(&**landing));
                     let m = decode(&a.data).unwrap();
                     for u in &m.records {
                         let k = &m.partition_key_table[u.partition_key_index as usize];
@@ -173,6 +173,33 @@ mod tests {
         assert_eq!(users, 2_000);
         // 37 keys over 4 shards: aggregates hold several keys each, far fewer than the records.
         assert!(aggregates < 200, "{aggregates} aggregates");
+    }
+
+    /// DETERMINISTIC flows: each record's key is the MD5 of its data, and aggregates are grouped
+    /// by the shard of that key.
+    #[tokio::test]
+    async fn deterministic_keys_are_grouped_by_shard() {
+        let shards = four_shards();
+        let map = shards.current().unwrap();
+        let mut agg = Aggregator::new(3_000, PartitionKeyOption::Deterministic, shards);
+        let mut out = Vec::new();
+        for i in 0..1_000 {
+            agg.add(rec(&format!("line {i}\n"), None), &mut out);
+        }
+        agg.flush(&mut out);
+        let mut users = 0;
+        for e in &out {
+            let Entry::Aggregate(a) = e else { panic!("aggregate") };
+            let landing = map.shard_of(a.key.hash()).unwrap();
+            let m = decode(&a.data).unwrap();
+            for u in &m.records {
+                let k = &m.partition_key_table[u.partition_key_index as usize];
+                assert_eq!(k, &crate::record::key::hex(&<md5::Md5 as md5::Digest>::digest(&u.data)));
+                assert_eq!(map.shard_of(hash_of(k)), Some(landing));
+                users += 1;
+            }
+        }
+        assert_eq!(users, 1_000);
     }
 
     #[tokio::test]

@@ -3,8 +3,8 @@
 //! is cached, and refreshed when it is older than `MAX_AGE`, or at once when a put lands on
 //! another shard than the map predicted (the stream was resharded).
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A map older than this is refreshed before the next records are grouped.
@@ -13,12 +13,13 @@ pub const MAX_AGE: Duration = Duration::from_secs(60);
 /// Open shards by hash key range, sorted by range start.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ShardMap {
-    ranges: Vec<(u128, u128, String)>,
+    ranges: Vec<(u128, u128, Arc<str>)>,
 }
 
 impl ShardMap {
     /// From (shard id, starting hash key, ending hash key) of open shards.
-    pub fn new(mut ranges: Vec<(u128, u128, String)>) -> Self {
+    pub fn new(ranges: Vec<(u128, u128, String)>) -> Self {
+        let mut ranges: Vec<(u128, u128, Arc<str>)> = ranges.into_iter().map(|(s, e, id)| (s, e, id.into())).collect();
         ranges.sort();
         ShardMap { ranges }
     }
@@ -28,15 +29,15 @@ impl ShardMap {
     }
 
     /// The shard whose range holds `hash`.
-    pub fn shard_of(&self, hash: u128) -> Option<&str> {
+    pub fn shard_of(&self, hash: u128) -> Option<&Arc<str>> {
         let i = self.ranges.partition_point(|(start, _, _)| *start <= hash);
         let (start, end, id) = self.ranges.get(i.checked_sub(1)?)?;
-        (*start <= hash && hash <= *end).then_some(id.as_str())
+        (*start <= hash && hash <= *end).then_some(id)
     }
 
     /// The hash key range of `shard`.
     pub fn range_of(&self, shard: &str) -> Option<(u128, u128)> {
-        self.ranges.iter().find(|(_, _, id)| id == shard).map(|(s, e, _)| (*s, *e))
+        self.ranges.iter().find(|(_, _, id)| &**id == shard).map(|(s, e, _)| (*s, *e))
     }
 }
 
@@ -44,7 +45,7 @@ impl ShardMap {
 /// when it is stale).
 #[derive(Debug, Default)]
 pub struct Shards {
-    map: Mutex<Option<(ShardMap, Instant)>>,
+    map: Mutex<Option<(Arc<ShardMap>, Instant)>>,
     stale: AtomicBool,
     /// ListShards failed at the last attempt (then records are grouped by key).
     failed_at: Mutex<Option<Instant>>,
@@ -54,13 +55,13 @@ pub struct Shards {
 
 impl Shards {
     /// The current map, if one was fetched.
-    pub fn current(&self) -> Option<ShardMap> {
+    pub fn current(&self) -> Option<Arc<ShardMap>> {
         self.map.lock().unwrap().as_ref().map(|(m, _)| m.clone())
     }
 
     #[cfg(test)]
     pub fn set_for_test(&self, map: ShardMap) {
-        *self.map.lock().unwrap() = Some((map, Instant::now()));
+        *self.map.lock().unwrap() = Some((Arc::new(map), Instant::now()));
     }
 
     /// A put landed on an unexpected shard: refresh before grouping more records.
@@ -91,10 +92,10 @@ impl Shards {
         match list_shards(client, stream).await {
             Ok(map) => {
                 let old = self.current();
-                if old.as_ref().is_some_and(|o| *o != map) {
+                if old.as_ref().is_some_and(|o| **o != map) {
                     tracing::info!("{label}: the stream's shards changed: {} open shard(s) now", map.ranges.len());
                 }
-                *self.map.lock().unwrap() = Some((map, Instant::now()));
+                *self.map.lock().unwrap() = Some((Arc::new(map), Instant::now()));
                 *self.failed_at.lock().unwrap() = None;
             }
             Err(e) => {
@@ -166,11 +167,12 @@ mod tests {
     fn hash_keys_find_their_shard() {
         let m = four();
         let q = u128::MAX / 4;
-        assert_eq!(m.shard_of(0), Some("s0"));
-        assert_eq!(m.shard_of(q), Some("s0"));
-        assert_eq!(m.shard_of(q + 1), Some("s1"));
-        assert_eq!(m.shard_of(2 * q + 2), Some("s2"));
-        assert_eq!(m.shard_of(u128::MAX), Some("s3"));
+        let of = |h| m.shard_of(h).map(|s| s.to_string());
+        assert_eq!(of(0).as_deref(), Some("s0"));
+        assert_eq!(of(q).as_deref(), Some("s0"));
+        assert_eq!(of(q + 1).as_deref(), Some("s1"));
+        assert_eq!(of(2 * q + 2).as_deref(), Some("s2"));
+        assert_eq!(of(u128::MAX).as_deref(), Some("s3"));
         assert_eq!(m.range_of("s1"), Some((q + 1, 2 * q + 1)));
         // A gap (a shard being split) holds nothing.
         let gap = ShardMap::new(vec![(0, 10, "a".into()), (20, 30, "b".into())]);
@@ -182,7 +184,7 @@ mod tests {
     fn staleness() {
         let s = Shards::default();
         assert!(s.needs_refresh(), "no map yet");
-        *s.map.lock().unwrap() = Some((four(), Instant::now()));
+        *s.map.lock().unwrap() = Some((Arc::new(four()), Instant::now()));
         assert!(!s.needs_refresh());
         s.mark_stale();
         assert!(s.needs_refresh());
