@@ -208,3 +208,70 @@ fn a_bad_key_rule_is_reported_with_its_place() {
         "{log}"
     );
 }
+
+/// The fallback and invalid explicit hash key counters, and the KPL aggregates, in the daemon's
+/// status line and in Prometheus.
+#[test]
+fn fallbacks_are_counted_in_the_status_line_and_prometheus() {
+    use std::io::{Read as _, Write as _};
+    let fake = FakeKinesis::start_with_shards(4);
+    let ws = Workspace::new();
+    let file = ws.file("events.jsonl");
+    let mut text = String::new();
+    for i in 0..100u64 {
+        let mut v = json!({"n": i, "h": (i * 1_000_000_007).to_string()});
+        if i % 10 != 0 {
+            v["user"] = json!(format!("u{}", i % 7));
+        }
+        if i % 20 == 5 {
+            v["h"] = json!("not a number");
+        }
+        text += &format!("{v}\n");
+    }
+    std::fs::write(&file, &text).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    ws.write_config(json!({
+        "kinesis.endpoint": fake.endpoint(),
+        "kinesis.region": TEST_REGION,
+        "prometheus.port": port,
+        "log.statusReportingPeriodSeconds": 1,
+        "flows": [{
+            "filePattern": ws.pattern("*.jsonl"),
+            "kinesisStream": "events",
+            "initialPosition": "START_OF_FILE",
+            "maxBufferAgeMillis": 1000,
+            "partitionKeyOption": {"field": "$.user", "explicitHashKeyField": "$.h"},
+            "kplAggregation": true,
+        }],
+    }));
+    let mut agent = ws.spawn(false, &[]);
+    let len = file_len(&file);
+    assert_eq!(ws.wait_checkpoint(&file, len, Duration::from_secs(30)), Some(len), "{}", tail(&agent.log(), 4000));
+    assert!(
+        agent.wait_for_log("partition key fallbacks 10 (+", Duration::from_secs(10)),
+        "status line: {}",
+        tail(&agent.log(), 4000)
+    );
+    assert!(agent.log().contains("invalid explicit hash keys 5 (+"), "{}", tail(&agent.log(), 4000));
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    let value = |name: &str| -> f64 {
+        body.lines()
+            .find(|l| l.starts_with(&format!("kinesis_agent_{name}{{")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{body}"))
+    };
+    assert_eq!(value("partition_key_fallbacks_total"), 10.0);
+    assert_eq!(value("explicit_hash_key_invalid_total"), 5.0);
+    assert_eq!(value("records_sent_total"), 100.0);
+    let aggregates = value("kpl_aggregates_sent_total");
+    assert!(aggregates >= 1.0 && (aggregates as usize) <= fake.record_count(), "{aggregates} aggregates");
+    // Aggregates grouped by explicit hash key are sent with their first record's.
+    assert!(fake.all_records().iter().any(|r| r.explicit_hash_key.is_some()));
+    agent.sigterm();
+    assert_eq!(agent.wait_exit(Duration::from_secs(15)).code(), Some(0));
+}
