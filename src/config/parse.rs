@@ -670,7 +670,7 @@ static KEYS: &[KeyInfo] = &[
     ),
     flow(
         "kplAggregationMaxBytes",
-        "integer, 64-1048576",
+        "integer, 64-1048576, at most maxBufferSizeBytes",
         "25000",
         "Largest KPL aggregated record, its partition key included; the default fits one 25 KB PUT payload unit (new).",
         Supported,
@@ -1242,6 +1242,20 @@ impl Loader {
                 }
             }
         };
+        let positions = [("START_OF_FILE", InitialPosition::StartOfFile), ("END_OF_FILE", InitialPosition::EndOfFile)];
+        let initial_position =
+            self.get(s, "initialPosition", |k, v| parse_choice(k, v, &positions)).unwrap_or(InitialPosition::EndOfFile);
+        let actions = [("TRUNCATE", OversizedRecordAction::Truncate), ("DROP", OversizedRecordAction::Drop)];
+        let oversized_record_action = self
+            .get(s, "oversizedRecordAction", |k, v| parse_choice(k, v, &actions))
+            .unwrap_or(OversizedRecordAction::Truncate);
+
+        let max_buffer_age = self.millis_key(s, "maxBufferAgeMillis");
+        let max_buffer_size_records = self.int_key(s, "maxBufferSizeRecords") as usize;
+        let max_buffer_size_bytes = self
+            .get(s, "maxBufferSizeBytes", |k, v| parse_int(k, v, 1, max_batch_bytes as i64))
+            .map_or(max_batch_bytes, |n| n as usize);
+        let publish_queue_capacity = self.int_key(s, "publishQueueCapacity") as usize;
         let kpl_aggregation = if firehose {
             for key in ["kplAggregation", "kplAggregationMaxBytes"] {
                 if s.has(key) {
@@ -1260,22 +1274,14 @@ impl Loader {
                 let text = "accepted and ignored: `kplAggregation` is not true".to_owned();
                 self.notice(s, "kplAggregationMaxBytes", text);
             }
+            if on && max > max_buffer_size_bytes {
+                let message = format!(
+                    "must be at most `maxBufferSizeBytes` ({max_buffer_size_bytes}), found {max}: an aggregate is sent in one batch"
+                );
+                self.key_error(s, "kplAggregationMaxBytes", message);
+            }
             on.then_some(max)
         };
-        let positions = [("START_OF_FILE", InitialPosition::StartOfFile), ("END_OF_FILE", InitialPosition::EndOfFile)];
-        let initial_position =
-            self.get(s, "initialPosition", |k, v| parse_choice(k, v, &positions)).unwrap_or(InitialPosition::EndOfFile);
-        let actions = [("TRUNCATE", OversizedRecordAction::Truncate), ("DROP", OversizedRecordAction::Drop)];
-        let oversized_record_action = self
-            .get(s, "oversizedRecordAction", |k, v| parse_choice(k, v, &actions))
-            .unwrap_or(OversizedRecordAction::Truncate);
-
-        let max_buffer_age = self.millis_key(s, "maxBufferAgeMillis");
-        let max_buffer_size_records = self.int_key(s, "maxBufferSizeRecords") as usize;
-        let max_buffer_size_bytes = self
-            .get(s, "maxBufferSizeBytes", |k, v| parse_int(k, v, 1, max_batch_bytes as i64))
-            .map_or(max_batch_bytes, |n| n as usize);
-        let publish_queue_capacity = self.int_key(s, "publishQueueCapacity") as usize;
 
         let errors_before = self.errors.len();
         let retry_initial_backoff = self.millis_key(s, "retryInitialBackoffMillis");
@@ -2393,6 +2399,9 @@ mod tests {
         assert_eq!(flow.kpl_aggregation, Some(1 << 20));
         let e = flow_error(r#", "kplAggregation": true, "kplAggregationMaxBytes": 1048577"#);
         assert_eq!(e.location, "flows[0].kplAggregationMaxBytes");
+        let e = flow_error(r#", "kplAggregation": true, "maxBufferSizeBytes": 10000"#);
+        assert_eq!(e.location, "flows[0].kplAggregationMaxBytes");
+        assert!(e.message.contains("at most `maxBufferSizeBytes` (10000), found 25000"), "{}", e.message);
         let e = flow_error(r#", "kplAggregation": "sometimes""#);
         assert_eq!(e.location, "flows[0].kplAggregation");
         let text = r#"{"flows": [{"filePattern": "/a.log", "deliveryStream": "d", "kplAggregation": true}]}"#;
