@@ -193,9 +193,18 @@ pub async fn run(
                 for r in chunk.records {
                     match aggregator.as_mut() {
                         Some(agg) => {
+                            let since = agg.oldest();
                             agg.add(r, &mut closed);
+                            if closed.is_empty() {
+                                continue;
+                            }
                             for e in closed.drain(..) {
                                 f.push(e).await;
+                            }
+                            // The records of those aggregates waited in the aggregator: the
+                            // batch is as old as the oldest of them.
+                            if let (Some(b), Some(since)) = (f.batch.as_mut(), since) {
+                                b.opened = b.opened.min(since);
                             }
                         }
                         None => f.push(Entry::Plain(r)).await,
