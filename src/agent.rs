@@ -126,6 +126,8 @@ struct RunningFlow {
 /// What starting a flow needs: the parts every flow shares.
 struct Flows {
     mode: Mode,
+    /// `--once`: a flow whose destination accepts nothing for this long is given up.
+    give_up_after: Duration,
     store: Arc<Mutex<CheckpointStore>>,
     tracker: AckTracker,
     inflight: InFlight,
@@ -198,6 +200,7 @@ impl Flows {
             (flow.retry_initial_backoff, flow.retry_max_backoff),
             give_up,
         );
+        sender.give_up_after = self.give_up_after;
         let aggregator = match (&flow.destination, flow.kpl_aggregation) {
             (Destination::Kinesis { .. }, Some(max)) => {
                 let shards = Arc::new(crate::sink::shards::Shards::default());
@@ -260,6 +263,7 @@ impl Flows {
             processor: crate::record::process::Processor::new(&flow.data_processing_options)
                 .expect("dataProcessingOptions were validated")
                 .map(Arc::new),
+            join_size: flow.aggregated_record_size_bytes,
             keys: match (&flow.destination, &flow.partition_key) {
                 (Destination::Kinesis { .. }, PartitionKeyOption::Derived(d)) => {
                     Some(Arc::new(crate::record::key::KeyDeriver::new(d).expect("partitionKeyOption was validated")))
@@ -365,11 +369,12 @@ pub async fn run(
     let watcher = if mode == Mode::Daemon { start_watcher(watches.clone()) } else { None };
     let mut flows = Flows {
         mode,
+        give_up_after: cfg.give_up_after,
         store: Arc::new(Mutex::new(store)),
         tracker: tracker.clone(),
         // `maxInFlightBytes` of record data; requests being sent hold up to about three times
         // their share in memory (records, request entries, encoded body). Flows added by a
-        // reload get a reserve of the same size on top.
+        // reload take their reserve out of the shared half.
         inflight: InFlight::new(cfg.max_sending_threads, cfg.max_in_flight_bytes, cfg.flows.len()),
         clients,
         watches,
@@ -398,6 +403,10 @@ pub async fn run(
     }
     let status_stop = CancellationToken::new();
     let status = tokio::spawn(status_logger(flows.live.clone(), cfg.status_period, status_stop.clone()));
+    let progress = cfg
+        .progress
+        .filter(|_| mode == Mode::Once)
+        .map(|d| tokio::spawn(crate::progress::show(flows.live.clone(), d, status_stop.clone())));
 
     // Wait for the batchers: they end when their tailers are done (`--once`, shutdown, or a
     // reload that removed their flow) and their sends are finished. After a shutdown request,
@@ -463,6 +472,9 @@ pub async fn run(
     }
     status_stop.cancel();
     let _ = status.await;
+    if let Some(p) = progress {
+        let _ = p.await;
+    }
     writer_stop.cancel();
     let _ = writer.await;
     // Final checkpoint.
@@ -658,6 +670,12 @@ impl crate::prometheus::Source for Scrape {
             ("records_throttled_total", "counter", "Record send attempts throttled.", |m| m.records_throttled),
             ("requests_total", "counter", "Requests sent.", |m| m.requests),
             ("request_errors_total", "counter", "Requests that failed as a whole.", |m| m.request_errors),
+            (
+                "records_maybe_duplicated_total",
+                "counter",
+                "Records sent again after a request with an unknown outcome (timeout, cut connection).",
+                |m| m.records_maybe_duplicated,
+            ),
             ("records_truncated_total", "counter", "Records cut to the record limit.", |m| m.records_truncated),
             ("records_skipped_total", "counter", "Records dropped by processing options.", |m| m.records_skipped),
             (
@@ -781,7 +799,7 @@ async fn status_logger(senders: Arc<Mutex<Vec<Arc<FlowSender>>>>, period: Durati
             let prev = &mut last.iter_mut().find(|(l, _)| Arc::ptr_eq(l, s)).expect("added").1;
             let m = s.metrics.snapshot();
             tracing::info!(
-                "{}: {} file(s); records read {} (+{}), sent {} (+{}), failed attempts {} (+{}, throttled +{}); {} bytes behind{}{}{}",
+                "{}: {} file(s); records read {} (+{}), sent {} (+{}), failed attempts {} (+{}, throttled +{}); {} bytes behind{}{}{}{}",
                 s.label,
                 m.files,
                 m.records_read,
@@ -793,6 +811,14 @@ async fn status_logger(senders: Arc<Mutex<Vec<Arc<FlowSender>>>>, period: Durati
                 m.records_throttled - prev.records_throttled,
                 m.bytes_behind,
                 if m.files_stalled > 0 { format!(" ({} file(s) stalled)", m.files_stalled) } else { String::new() },
+                if m.records_maybe_duplicated > prev.records_maybe_duplicated {
+                    format!(
+                        "; sent again after an unknown outcome (possible duplicates) +{}",
+                        m.records_maybe_duplicated - prev.records_maybe_duplicated
+                    )
+                } else {
+                    String::new()
+                },
                 processing_counts(&m, Some(prev)),
                 key_counts(&m, Some(prev)),
             );

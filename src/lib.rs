@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod discovery;
 pub mod metrics;
+pub mod progress;
 pub mod prometheus;
 pub mod record;
 pub mod service;

@@ -29,6 +29,17 @@ struct Cli {
     /// Ship what the files hold now, wait for every acknowledgement, write checkpoints, exit.
     #[arg(long)]
     once: bool,
+    /// With --once: give a flow up (exit 2) when its destination has accepted nothing for this
+    /// long, retries included: 300 (seconds), 90s, 10m, 1h.
+    #[arg(long = "give-up-after", value_name = "DURATION", default_value = "300", value_parser = parse_duration, requires = "once")]
+    give_up_after: std::time::Duration,
+    /// With --once: without a terminal, log a progress line per flow this often (on a terminal
+    /// progress bars are drawn instead).
+    #[arg(long = "progress-every", value_name = "DURATION", default_value = "10s", value_parser = parse_duration, requires = "once")]
+    progress_every: std::time::Duration,
+    /// With --once: show no progress (bars or lines).
+    #[arg(long = "no-progress", requires = "once")]
+    no_progress: bool,
     /// Parse and validate the configuration, print the effective flows, exit.
     #[arg(long = "check-config")]
     check_config: bool,
@@ -39,6 +50,26 @@ struct Cli {
     /// Log level (error, warn, info, debug, trace) or a tracing filter; RUST_LOG also works.
     #[arg(short = 'L', long = "log-level", value_name = "LEVEL")]
     log_level: Option<String>,
+}
+
+/// `300`, `300s`, `5m`, `1h`: a whole number of seconds, minutes or hours, at least 1 s.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let t = text.trim();
+    let (digits, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let n: u64 = digits.parse().map_err(|_| format!("`{text}` is not a duration such as 300, 90s, 10m or 1h"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        _ => return Err(format!("`{text}`: the unit must be s, m or h")),
+    };
+    if secs == 0 {
+        return Err("must be at least 1 s".to_owned());
+    }
+    Ok(std::time::Duration::from_secs(secs))
 }
 
 /// The level: `-L`, else `RUST_LOG`, else `log.level`, else info. The destination: `log.file`
@@ -60,7 +91,10 @@ fn init_logging(level: Option<&str>, log: Option<&config::LogSettings>) -> Resul
             let file: &'static RotatingFile = Box::leak(Box::new(file));
             builder.with_writer(move || file).with_ansi(false).init();
         }
-        None => builder.with_writer(std::io::stderr).with_ansi(std::io::stderr().is_terminal()).init(),
+        // Drawn around the `--once` progress bars, if any.
+        None => {
+            builder.with_writer(|| kinesis_agent::progress::LogWriter).with_ansi(std::io::stderr().is_terminal()).init()
+        }
     }
     Ok(())
 }
@@ -151,7 +185,7 @@ fn check_destinations(cfg: &AgentConfig) -> u8 {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let dir = dropin_dir(&cli);
-    let cfg = match config::load(&cli.configuration, Some(&dir)) {
+    let mut cfg = match config::load(&cli.configuration, Some(&dir)) {
         Ok(c) => c,
         Err(errs) => {
             for e in &errs.0 {
@@ -161,6 +195,10 @@ fn main() -> ExitCode {
             return ExitCode::from(if cli.check_config { EXIT_INCOMPLETE } else { EXIT_FATAL });
         }
     };
+    cfg.give_up_after = cli.give_up_after;
+    if cli.once && !cli.no_progress {
+        cfg.progress = Some(kinesis_agent::progress::Display::detect(cli.progress_every));
+    }
     if cli.check_config {
         print_config(&cfg);
         if cli.check_destinations {
@@ -228,6 +266,13 @@ fn main() -> ExitCode {
                 );
             } else {
                 tracing::info!("{}: {} record(s) read, {} sent", f.label, m.records_read, m.records_sent);
+            }
+            if m.records_maybe_duplicated > 0 {
+                tracing::info!(
+                    "{}: {} record(s) sent again after a timeout or a cut connection (possible duplicates: the first sends may have been accepted)",
+                    f.label,
+                    m.records_maybe_duplicated
+                );
             }
             let processing = agent::processing_counts(m, None);
             if !processing.is_empty() {

@@ -5,7 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 #[derive(Debug, Default)]
 pub struct FlowMetrics {
-    /// Records the tailers handed on (after `dataProcessingOptions`: dropped ones are not counted).
+    /// Records the tailers handed on (after `dataProcessingOptions`: dropped ones are not counted;
+    /// with `aggregatedRecordSizeBytes`, the joined Firehose records).
     pub records_read: AtomicU64,
     /// File bytes consumed (complete lines, headers included).
     pub bytes_read: AtomicU64,
@@ -21,6 +22,9 @@ pub struct FlowMetrics {
     pub request_errors: AtomicU64,
     /// Requests sent.
     pub requests: AtomicU64,
+    /// Records sent again after a request whose outcome is unknown (a timeout, or a connection
+    /// cut before the answer): each may have been accepted the first time, a possible duplicate.
+    pub records_maybe_duplicated: AtomicU64,
     /// Records given up on (`--once` after a fatal error, or shutdown timeout).
     pub records_undelivered: AtomicU64,
     /// Lines cut to the record limit.
@@ -65,6 +69,7 @@ pub struct Snapshot {
     pub records_throttled: u64,
     pub request_errors: u64,
     pub requests: u64,
+    pub records_maybe_duplicated: u64,
     pub records_undelivered: u64,
     pub records_truncated: u64,
     pub header_lines_skipped: u64,
@@ -94,6 +99,7 @@ impl FlowMetrics {
             records_throttled: self.records_throttled.load(Relaxed),
             request_errors: self.request_errors.load(Relaxed),
             requests: self.requests.load(Relaxed),
+            records_maybe_duplicated: self.records_maybe_duplicated.load(Relaxed),
             records_undelivered: self.records_undelivered.load(Relaxed),
             records_truncated: self.records_truncated.load(Relaxed),
             header_lines_skipped: self.header_lines_skipped.load(Relaxed),

@@ -18,27 +18,8 @@ use serde_json::{Value, json};
 
 /// agent.json for one Kinesis flow on the fake: short backoffs, status lines every second.
 fn config(ws: &Workspace, fake: &FakeKinesis, file: &str, stream: &str, flow_extra: Value, global: Value) -> Value {
-    let mut flow = json!({
-        "filePattern": ws.pattern(file),
-        "kinesisStream": stream,
-        "initialPosition": "START_OF_FILE",
-        "maxBufferAgeMillis": 1000,
-        "retryInitialBackoffMillis": 50,
-        "retryMaxBackoffMillis": 500
-    });
-    for (k, v) in flow_extra.as_object().expect("flow keys") {
-        flow[k] = v.clone();
-    }
-    let mut cfg = json!({
-        "kinesis.endpoint": fake.endpoint(),
-        "kinesis.region": TEST_REGION,
-        "log.statusReportingPeriodSeconds": 1,
-        "flows": [flow]
-    });
-    for (k, v) in global.as_object().expect("global keys") {
-        cfg[k] = v.clone();
-    }
-    cfg
+    let flow = with_keys(json!({ "filePattern": ws.pattern(file), "kinesisStream": stream }), &flow_extra);
+    fake_kinesis_config(fake, flow, 500, &with_keys(json!({ "log.statusReportingPeriodSeconds": 1 }), &global))
 }
 
 fn label(stream: &str) -> String {
@@ -151,6 +132,14 @@ fn http_500s_are_resent_and_reported_once() {
     assert!(lines_with(&log, &["InternalFailure", "retrying with backoff"]).len() == n);
 }
 
+/// The possible duplicates the agent counted (its summary line at the end of `--once`).
+fn possible_duplicates(log: &str) -> u64 {
+    lines_with(log, &["possible duplicates"])
+        .iter()
+        .filter_map(|l| l.split("): ").nth(1)?.split(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
 /// The connection is reset (RST, no answer) on 10 % of the requests. Reset before the fake stored
 /// anything: exactly once. Reset after it stored the records (the answer is lost): at least once,
 /// and the duplicates are at most the entries of the reset requests.
@@ -177,6 +166,8 @@ fn connection_reset_mid_request() {
             &missing[..missing.len().min(5)]
         );
         eprintln!("{what}: {resets} connections reset, {lost} entries stored in them, {dups} duplicates");
+        let counted = possible_duplicates(&log);
+        assert!(dups <= counted, "{what}: {dups} duplicates, the agent counted {counted} possible ones");
         if after {
             assert!(dups <= lost, "{what}: {dups} duplicates, but only {lost} entries had their answer lost");
         } else {
@@ -215,6 +206,8 @@ fn answers_later_than_the_socket_timeout() {
     eprintln!("late answers: {late} answers held 1.5 s, {stored} entries in them, {dups} duplicates");
     assert!(dups <= stored, "{dups} duplicates, but only {stored} entries had a late answer");
     assert!(dups > 0, "no late answer was re-sent: was the timeout applied?");
+    let counted = possible_duplicates(&log);
+    assert!(dups <= counted, "{dups} duplicates, the agent counted {counted} possible ones");
     assert_eq!(ws.checkpoint_of(&f), Some(file_len(&f)));
     check_transient_warnings(&log, &stream, "late answers", late);
     assert_eq!(lines_with(&log, &["Timeout", "retrying with backoff"]).len(), lines_with(&log, &["Timeout:"]).len());

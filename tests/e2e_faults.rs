@@ -14,18 +14,8 @@ const PUT_RECORDS: &str = "Kinesis_20131202.PutRecords";
 
 /// agent.json for one Kinesis flow over `pattern` to `stream` on the fake, with short backoffs.
 fn fake_config(ws: &Workspace, fake: &FakeKinesis, pattern: &str, stream: &str, extra: Value) -> Value {
-    let mut flow = json!({
-        "filePattern": ws.pattern(pattern),
-        "kinesisStream": stream,
-        "initialPosition": "START_OF_FILE",
-        "maxBufferAgeMillis": 1000,
-        "retryInitialBackoffMillis": 50,
-        "retryMaxBackoffMillis": 1000
-    });
-    for (k, v) in extra.as_object().expect("extra flow keys") {
-        flow[k] = v.clone();
-    }
-    json!({ "kinesis.endpoint": fake.endpoint(), "kinesis.region": TEST_REGION, "flows": [flow] })
+    let flow = json!({ "filePattern": ws.pattern(pattern), "kinesisStream": stream });
+    fake_kinesis_config(fake, with_keys(flow, &extra), 1000, &json!({}))
 }
 
 fn lines_containing(log: &str, needle: &str) -> usize {
@@ -380,5 +370,50 @@ fn once_sigterm_finishes_pending_retries() {
     );
     assert!(matches!(status.code(), Some(0) | Some(2)), "exit status; log:\n{}", tail(&agent.log(), 8192));
     assert_exactly_once(expected_lines(0..LINES, "P"), &fake.record_data());
+    assert_eq!(ws.checkpoint_of(&f), Some(file_len(&f)));
+}
+
+/// `--once` against a destination that accepts nothing (down, then throttling every entry) gives
+/// the flow up after `--give-up-after`, says so once, exits 2 and acknowledges nothing; a later
+/// run delivers every line exactly once. Progress, however slow, is not given up on: the 10 %
+/// throttled test above runs with the default.
+#[test]
+fn once_gives_up_when_nothing_is_accepted_then_a_later_run_delivers() {
+    let fake = FakeKinesis::start();
+    let ws = Workspace::new();
+    let f = ws.file("down.log");
+    write_lines(&f, 0..3_000, "D");
+    let stream = unique_name("down");
+    ws.write_config(fake_config(&ws, &fake, "down.log", &stream, json!({})));
+
+    for (what, fault) in [("down", 0), ("throttling everything", 1)] {
+        fake.clear_faults();
+        if fault == 0 {
+            fake.set_down(Some(DownMode::Refuse));
+        } else {
+            fake.set_throttle_fraction(1.0);
+        }
+        let t = Instant::now();
+        let mut agent = ws.spawn(true, &["--give-up-after", "3s"]);
+        let status = agent.wait_exit(Duration::from_secs(30));
+        let took = t.elapsed();
+        let log = agent.log();
+        assert_eq!(status.code(), Some(2), "{what}: exit status; log:\n{}", tail(&log, 8192));
+        assert!(took >= Duration::from_secs(3), "{what}: gave up after {took:?}, before the 3 s");
+        assert!(took < Duration::from_secs(15), "{what}: giving up took {took:?}");
+        let gave_up: Vec<&str> = log.lines().filter(|l| l.contains("nothing accepted for 3 s")).collect();
+        assert_eq!(gave_up.len(), 1, "{what}: said once; log:\n{}", tail(&log, 8192));
+        assert!(gave_up[0].contains("ERROR") && gave_up[0].contains("flows[0]") && gave_up[0].contains(&stream));
+        assert!(log.contains("NOT delivered"), "{what}: the summary must say what was not delivered");
+        assert_eq!(fake.record_count(), 0);
+        let ck = ws.checkpoint_of(&f);
+        assert!(ck.is_none() || ck == Some(0), "{what}: nothing was acknowledged, yet the checkpoint is {ck:?}");
+        eprintln!("{what}: exit 2 after {took:?}: {}", gave_up[0]);
+    }
+
+    fake.clear_faults();
+    let (status, log, _) = ws.run_once(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(0), "exit status; log:\n{}", tail(&log, 8192));
+    assert_exactly_once(expected_lines(0..3_000, "D"), &fake.record_data());
     assert_eq!(ws.checkpoint_of(&f), Some(file_len(&f)));
 }

@@ -151,9 +151,20 @@ async fn once_moto_3x1k_lines() {
 }
 
 /// Firehose → S3 on moto: every line exactly once across the S3 objects (moto writes one object
-/// per PutRecordBatch, so each object also shows one request: at most 500 whole lines).
+/// per PutRecordBatch, so each object also shows one request: at most 500 whole records).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn once_firehose_to_s3_on_moto() {
+    firehose_scenario(None).await;
+}
+
+/// The same with `aggregatedRecordSizeBytes`: the lines arrive once and whole, in far fewer
+/// Firehose records (counted by the agent: moto concatenates a batch's records into one object).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_firehose_aggregated_to_s3_on_moto() {
+    firehose_scenario(Some(4096)).await;
+}
+
+async fn firehose_scenario(aggregate: Option<usize>) {
     let peer = Peer::start(PeerKind::Moto);
     let firehose = firehose_client(&peer.endpoint());
     let s3 = s3_client(&peer.endpoint());
@@ -169,10 +180,14 @@ async fn once_firehose_to_s3_on_moto() {
     let (a, b) = (ws.file("fh-a.log"), ws.file("fh-b.log"));
     write_lines(&a, 0..1_500, "FA");
     write_lines(&b, 0..700, "FB");
+    let mut flow = json!({ "filePattern": ws.pattern("fh-*.log"), "deliveryStream": stream });
+    if let Some(size) = aggregate {
+        flow["aggregatedRecordSizeBytes"] = json!(size);
+    }
     ws.write_config(json!({
         "firehose.endpoint": peer.endpoint(),
         "firehose.region": TEST_REGION,
-        "flows": [ { "filePattern": ws.pattern("fh-*.log"), "deliveryStream": stream } ]
+        "flows": [ flow ]
     }));
     let (status, log, took) = ws.run_once(Duration::from_secs(60));
     assert_eq!(status.code(), Some(0), "exit status; log:\n{}", tail(&log, 8192));
@@ -182,13 +197,30 @@ async fn once_firehose_to_s3_on_moto() {
     assert_exactly_once(expected.iter(), &split_lines(&objects));
     for o in &objects {
         assert!(o.ends_with(b"\n"), "an object must hold whole lines");
-        let lines = o.iter().filter(|&&c| c == b'\n').count();
-        assert!((1..=500).contains(&lines), "a PutRecordBatch of {lines} records");
     }
-    assert!(objects.len() >= 5, "2,200 lines need at least 5 batches, got {} objects", objects.len());
+    // "flows[0] (...): 2200 record(s) read, 2200 sent"
+    let summary: Vec<&str> = log.lines().filter(|l| l.contains("record(s) read,")).collect();
+    let sent: u64 =
+        summary[0].rsplit(", ").next().and_then(|s| s.trim_end_matches(" sent").parse().ok()).expect("summary");
+    let bytes = file_len(&a) + file_len(&b);
+    match aggregate {
+        None => {
+            assert_eq!(sent, 2_200);
+            for o in &objects {
+                let lines = o.iter().filter(|&&c| c == b'\n').count();
+                assert!((1..=500).contains(&lines), "a PutRecordBatch of {lines} records");
+            }
+            assert!(objects.len() >= 5, "2,200 lines need at least 5 batches, got {} objects", objects.len());
+        }
+        Some(size) => {
+            // Records of up to `size` bytes hold whole lines; a few are short (the end of a read).
+            let fewest = bytes.div_ceil(size as u64);
+            assert!(sent >= fewest && sent <= 3 * fewest, "{sent} Firehose records for {bytes} bytes of lines");
+        }
+    }
     assert_eq!(ws.checkpoint_of(&a), Some(file_len(&a)));
     assert_eq!(ws.checkpoint_of(&b), Some(file_len(&b)));
-    eprintln!("firehose: {} objects, run took {took:?}", objects.len());
+    eprintln!("firehose (aggregate {aggregate:?}): {sent} records in {} objects, run took {took:?}", objects.len());
 
     // A second run sends nothing.
     let (status, log, _) = ws.run_once(Duration::from_secs(60));

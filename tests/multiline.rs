@@ -46,22 +46,8 @@ fn wait_records(fake: &FakeKinesis, n: usize, timeout: Duration) -> Vec<String> 
 }
 
 fn fake_flow(ws: &Workspace, fake: &FakeKinesis, extra: Value) -> Value {
-    let mut flow = json!({
-        "filePattern": ws.pattern("*.log"),
-        "kinesisStream": "multi",
-        "initialPosition": "START_OF_FILE",
-        "maxBufferAgeMillis": 1000,
-        "multiLineStartPattern": START,
-    });
-    for (k, v) in extra.as_object().expect("object") {
-        flow[k] = v.clone();
-    }
-    json!({
-        "kinesis.endpoint": fake.endpoint(),
-        "kinesis.region": TEST_REGION,
-        "shutdownTimeoutMillis": 5000,
-        "flows": [flow]
-    })
+    let flow = json!({ "filePattern": ws.pattern("*.log"), "kinesisStream": "multi", "multiLineStartPattern": START });
+    fake_kinesis_config(fake, with_keys(flow, &extra), 1000, &json!({ "shutdownTimeoutMillis": 5000 }))
 }
 
 /// `--once` over files of stack traces: each event is one record, the lines before a file's

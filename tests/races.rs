@@ -12,23 +12,8 @@ use common::*;
 use serde_json::{Value, json};
 
 fn config(ws: &Workspace, fake: &FakeKinesis, pattern: &str, extra: Value) -> Value {
-    let mut flow = json!({
-        "filePattern": ws.pattern(pattern),
-        "kinesisStream": "races",
-        "initialPosition": "START_OF_FILE",
-        "maxBufferAgeMillis": 1000,
-        "retryInitialBackoffMillis": 50,
-        "retryMaxBackoffMillis": 500,
-    });
-    for (k, v) in extra.as_object().expect("object") {
-        flow[k] = v.clone();
-    }
-    json!({
-        "kinesis.endpoint": fake.endpoint(),
-        "kinesis.region": TEST_REGION,
-        "shutdownTimeoutMillis": 5000,
-        "flows": [flow]
-    })
+    let flow = json!({ "filePattern": ws.pattern(pattern), "kinesisStream": "races" });
+    fake_kinesis_config(fake, with_keys(flow, &extra), 500, &json!({ "shutdownTimeoutMillis": 5000 }))
 }
 
 /// Waits (bounded) until `fake` holds at least `n` records; returns its lines.

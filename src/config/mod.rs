@@ -25,6 +25,8 @@ pub const KINESIS_MAX_RECORD_BYTES: usize = 1024 * 1024;
 /// Default of `kplAggregationMaxBytes`: one PUT payload unit (25 KB), key included.
 pub const DEFAULT_KPL_AGGREGATION_BYTES: usize = 25_000;
 /// Default of `maxInFlightBytes`.
+/// `--once` gives a flow up after this long without an accepted record (`--give-up-after`).
+pub const DEFAULT_GIVE_UP_AFTER: Duration = Duration::from_secs(300);
 pub const DEFAULT_MAX_IN_FLIGHT_BYTES: usize = 64 * 1024 * 1024;
 /// Firehose limits.
 pub const FIREHOSE_MAX_RECORDS: usize = 500;
@@ -275,7 +277,7 @@ pub struct FlowConfig {
     /// `stalledFileWarningMillis` (new, default 300,000): a file with unread bytes not read for
     /// this long is warned about.
     pub stalled_file_warning: Duration,
-    /// `aggregatedRecordSizeBytes` (Firehose; not yet supported).
+    /// `aggregatedRecordSizeBytes` (Firehose; 0: off).
     pub aggregated_record_size_bytes: usize,
     /// `kplAggregation` + `kplAggregationMaxBytes` (Kinesis flows; new): pack records into KPL
     /// aggregated records of at most this many bytes (`None`: off).
@@ -414,6 +416,11 @@ pub struct AgentConfig {
     pub log: LogSettings,
     /// `prometheus.port` / `prometheus.address` (new; off by default, loopback unless set).
     pub prometheus: Option<std::net::SocketAddr>,
+    /// `--once` gives a flow up when its destination accepted nothing for this long (the
+    /// `--give-up-after` option, not a configuration key; default 300 s).
+    pub give_up_after: Duration,
+    /// `--once`: how progress is shown (set from the command line; `None`: not shown).
+    pub progress: Option<crate::progress::Display>,
     pub aws: AwsSettings,
     /// Keys that are accepted but not implemented yet, or mean nothing here: one line per key
     /// and file, already phrased for the user (`/etc/aws-kinesis/agent.json:

@@ -656,8 +656,8 @@ static KEYS: &[KeyInfo] = &[
         "aggregatedRecordSizeBytes",
         "integer, 0-1024000 (Firehose flows only)",
         "0 (off)",
-        "Join lines into Firehose records of up to this many bytes.",
-        NotYetSupported("Firehose records are not aggregated yet"),
+        "Join whole records read together into one Firehose record of up to this many bytes (also multi-line records).",
+        Supported,
         Check::Custom,
     ),
     flow(
@@ -1078,6 +1078,8 @@ impl Loader {
             shutdown_timeout,
             max_sending_threads,
             max_in_flight_bytes,
+            give_up_after: super::DEFAULT_GIVE_UP_AFTER,
+            progress: None,
             status_period,
             prometheus,
             log,
@@ -1322,13 +1324,8 @@ impl Loader {
         let aggregated_record_size_bytes = if !s.has("aggregatedRecordSizeBytes") {
             0
         } else if firehose {
-            let size = self
-                .get(s, "aggregatedRecordSizeBytes", |k, v| parse_int(k, v, 0, FIREHOSE_MAX_RECORD_BYTES as i64))
-                .unwrap_or(0) as usize;
-            if size > 0 {
-                self.status_notice(s, "aggregatedRecordSizeBytes");
-            }
-            size
+            self.get(s, "aggregatedRecordSizeBytes", |k, v| parse_int(k, v, 0, FIREHOSE_MAX_RECORD_BYTES as i64))
+                .unwrap_or(0) as usize
         } else {
             let message = "applies to `deliveryStream` (Firehose) flows only: remove it from this `kinesisStream` flow";
             self.key_error(s, "aggregatedRecordSizeBytes", message);
@@ -3023,7 +3020,7 @@ mod tests {
             |extra: &str| parse(&format!(r#"{{"flows": [{{"filePattern": "/a", "deliveryStream": "d"{extra}}}]}}"#));
         let config = firehose(r#", "aggregatedRecordSizeBytes": "262144""#).unwrap();
         assert_eq!(config.flows[0].aggregated_record_size_bytes, 262_144);
-        assert!(config.notices[0].contains("aggregatedRecordSizeBytes: accepted but not yet supported"));
+        assert!(config.notices.is_empty(), "{:?}", config.notices);
         assert!(firehose(r#", "aggregatedRecordSizeBytes": 0"#).unwrap().notices.is_empty());
         let e = firehose(r#", "aggregatedRecordSizeBytes": 1024001"#).unwrap_err();
         assert!(e.0[0].message.contains("from 0 to 1024000"));

@@ -5,6 +5,7 @@
 //! the bounded channel fills and the tailers stop reading: the files are the buffer.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -24,16 +25,25 @@ use crate::record::Chunk;
 /// split into a reserve per flow, which only that flow uses; the other half is first come, first
 /// served. A flow whose destination is down fills its reserve and the shared half, and stops
 /// there; every other flow still has its reserve. One busy flow alone gets its reserve plus the
-/// shared half (all of it when it is the only flow).
+/// shared half (all of it when it is the only flow). A flow added by a reload carves its reserve
+/// out of the shared half, and a flow that ends gives its reserve to it, so the budget holds
+/// whatever reloads do.
 #[derive(Clone)]
 pub struct InFlight {
     /// Requests being sent (`maxSendingThreads`). Held only during the HTTP call.
     pub requests: Arc<Semaphore>,
     /// Record bytes being sent now, for the metrics.
     pub bytes: Arc<std::sync::atomic::AtomicU64>,
-    shared: Arc<Semaphore>,
-    shared_kib: u32,
+    shared: Arc<Shared>,
     reserve_kib: u32,
+    /// Reserves of the flows counted at the start not handed out yet.
+    initial_reserves: Arc<AtomicU32>,
+}
+
+/// The shared half, and its current size in KiB (reserves move in and out of it).
+struct Shared {
+    permits: Arc<Semaphore>,
+    kib: AtomicU32,
 }
 
 impl InFlight {
@@ -45,29 +55,47 @@ impl InFlight {
         InFlight {
             requests: Arc::new(Semaphore::new(requests.max(1))),
             bytes: Arc::default(),
-            shared: Arc::new(Semaphore::new(shared)),
-            shared_kib: shared as u32,
+            shared: Arc::new(Shared { permits: Arc::new(Semaphore::new(shared)), kib: AtomicU32::new(shared as u32) }),
             reserve_kib: reserve as u32,
+            initial_reserves: Arc::new(AtomicU32::new(flows as u32)),
         }
     }
 
     /// The budget of one more flow: its own reserve, plus the shared part.
     pub fn flow_budget(&self) -> FlowBudget {
-        FlowBudget {
-            reserve: Arc::new(Semaphore::new(self.reserve_kib as usize)),
-            reserve_kib: self.reserve_kib,
-            shared: self.shared.clone(),
-            shared_kib: self.shared_kib,
-        }
+        let initial = self.initial_reserves.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        let reserve_kib = if initial.is_ok() {
+            self.reserve_kib
+        } else {
+            // Added by a reload: what the shared half can spare now, keeping at least 1 KiB there.
+            let spare = (self.shared.kib.load(Ordering::SeqCst).saturating_sub(1)).min(self.reserve_kib);
+            let taken = self.shared.permits.forget_permits(spare as usize) as u32;
+            self.shared.kib.fetch_sub(taken, Ordering::SeqCst);
+            taken.max(1)
+        };
+        FlowBudget { reserve: Arc::new(Semaphore::new(reserve_kib as usize)), reserve_kib, shared: self.shared.clone() }
+    }
+
+    /// KiB of the shared half now (for tests).
+    #[cfg(test)]
+    fn shared_kib(&self) -> u32 {
+        self.shared.kib.load(Ordering::SeqCst)
     }
 }
 
-/// What one flow may hold in flight: see `InFlight`.
+/// What one flow may hold in flight: see `InFlight`. Dropped when the flow's batcher ends (its
+/// sends done): the reserve then goes to the shared half.
 pub struct FlowBudget {
     reserve: Arc<Semaphore>,
     reserve_kib: u32,
-    shared: Arc<Semaphore>,
-    shared_kib: u32,
+    shared: Arc<Shared>,
+}
+
+impl Drop for FlowBudget {
+    fn drop(&mut self) {
+        self.shared.kib.fetch_add(self.reserve_kib, Ordering::SeqCst);
+        self.shared.permits.add_permits(self.reserve_kib as usize);
+    }
 }
 
 impl FlowBudget {
@@ -75,16 +103,16 @@ impl FlowBudget {
     /// first. A batch larger than a part takes all of it (it is never refused).
     pub async fn acquire(&self, kib: u32) -> OwnedSemaphorePermit {
         let own = kib.clamp(1, self.reserve_kib);
-        let shared = kib.clamp(1, self.shared_kib);
+        let shared = kib.clamp(1, self.shared.kib.load(Ordering::SeqCst).max(1));
         if let Ok(p) = self.reserve.clone().try_acquire_many_owned(own) {
             return p;
         }
-        if let Ok(p) = self.shared.clone().try_acquire_many_owned(shared) {
+        if let Ok(p) = self.shared.permits.clone().try_acquire_many_owned(shared) {
             return p;
         }
         tokio::select! {
             p = self.reserve.clone().acquire_many_owned(own) => p,
-            p = self.shared.clone().acquire_many_owned(shared) => p,
+            p = self.shared.permits.clone().acquire_many_owned(shared) => p,
         }
         .expect("never closed")
     }
@@ -317,8 +345,44 @@ mod tests {
     #[test]
     fn budget_parts() {
         let one = InFlight::new(1, 64 * 1024 * 1024, 1);
-        assert_eq!((one.reserve_kib, one.shared_kib), (32 * 1024, 32 * 1024));
+        assert_eq!((one.reserve_kib, one.shared_kib()), (32 * 1024, 32 * 1024));
         let many = InFlight::new(1, 1024 * 1024, 1000);
-        assert!(many.reserve_kib >= 1 && many.shared_kib >= 1);
+        assert!(many.reserve_kib >= 1 && many.shared_kib() >= 1);
+    }
+
+    /// Flows added by reloads take their reserve from the shared half, and flows that end give
+    /// theirs to it: the total stays the budget.
+    #[test]
+    fn reloads_keep_the_budget() {
+        let inflight = InFlight::new(1, 8 * 1024 * 1024, 2);
+        let total = |budgets: &[FlowBudget]| inflight.shared_kib() + budgets.iter().map(|b| b.reserve_kib).sum::<u32>();
+        let mut budgets = vec![inflight.flow_budget(), inflight.flow_budget()];
+        assert_eq!(total(&budgets), 8 * 1024);
+        // Two more flows from reloads: 2 MiB each out of the 4 MiB shared half.
+        budgets.push(inflight.flow_budget());
+        budgets.push(inflight.flow_budget());
+        assert_eq!(budgets[3].reserve_kib, 2 * 1024 - 1, "the shared half keeps 1 KiB");
+        assert_eq!(total(&budgets), 8 * 1024);
+        // Yet another: only a token reserve is left to take.
+        budgets.push(inflight.flow_budget());
+        assert!(total(&budgets) <= 8 * 1024 + 1);
+        budgets.truncate(1);
+        assert!(total(&budgets) <= 8 * 1024 + 1 && total(&budgets) >= 8 * 1024);
+        assert!(inflight.shared_kib() >= 6 * 1024 - 1);
+    }
+
+    /// A reload-added flow can still send while the shared half is in use by another.
+    #[tokio::test(start_paused = true)]
+    async fn a_flow_added_while_the_shared_half_is_busy_still_sends() {
+        let inflight = InFlight::new(1, 4 * 1024 * 1024, 1);
+        let first = inflight.flow_budget();
+        let mut held = Vec::new();
+        while let Ok(p) = tokio::time::timeout(Duration::from_secs(1), first.acquire(512)).await {
+            held.push(p);
+        }
+        let added = inflight.flow_budget();
+        assert_eq!(added.reserve_kib, 1, "nothing spare: a token reserve");
+        let p = tokio::time::timeout(Duration::from_secs(1), added.acquire(64)).await;
+        assert!(p.is_ok(), "the added flow is starved");
     }
 }

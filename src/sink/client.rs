@@ -129,20 +129,64 @@ where
         SdkError::DispatchFailure(d) if d.is_timeout() => {
             Failure { class: ErrorClass::Transient, code: "Timeout".into(), message: text }
         }
+        // Refused: the request never left. Any other I/O error may have cut the answer to a
+        // request the destination processed.
+        SdkError::DispatchFailure(d) if d.is_io() && refused(&e) => {
+            Failure { class: ErrorClass::Transient, code: "ConnectionRefused".into(), message: text }
+        }
         SdkError::DispatchFailure(d) if d.is_io() => {
             Failure { class: ErrorClass::Transient, code: "ConnectionError".into(), message: text }
         }
         SdkError::ResponseError(_) => {
             Failure { class: ErrorClass::Transient, code: "ResponseError".into(), message: text }
         }
-        _ if text.contains("credentials") || text.contains("Credentials") => {
-            Failure { class: ErrorClass::Fatal, code: "CredentialsError".into(), message: text }
+        _ if let Some(c) = credentials_error(&e) => {
+            use aws_credential_types::provider::error::CredentialsError as C;
+            // No provider, or a provider set up wrong: a person must act. A provider that failed
+            // or timed out (instance metadata or STS briefly unreachable) may work next time.
+            let class = match c {
+                C::CredentialsNotLoaded(_) | C::InvalidConfiguration(_) => ErrorClass::Fatal,
+                _ => ErrorClass::Transient,
+            };
+            Failure { class, code: "CredentialsError".into(), message: text }
         }
         SdkError::DispatchFailure(_) => {
             Failure { class: ErrorClass::Transient, code: "DispatchFailure".into(), message: text }
         }
         _ => Failure { class: ErrorClass::Fatal, code: "RequestError".into(), message: text },
     }
+}
+
+/// Whether the connection was refused (nothing was sent).
+fn refused(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::ConnectionRefused;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// Whether a request that failed this way may still have been processed by the destination:
+/// its records are sent again and may arrive twice.
+pub fn outcome_unknown(f: &Failure) -> bool {
+    matches!(f.code.as_str(), "Timeout" | "ResponseError" | "ConnectionError")
+}
+
+/// The credentials provider's error behind a request that could not be signed, if that is why.
+fn credentials_error<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a aws_credential_types::provider::error::CredentialsError> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(c) = err.downcast_ref() {
+            return Some(c);
+        }
+        cur = err.source();
+    }
+    None
 }
 
 /// "a: b: c" from an error and its sources, skipping repeats (the SDK nests the same text).
@@ -167,5 +211,57 @@ pub trait HttpStatus {
 impl HttpStatus for aws_smithy_runtime_api::http::Response {
     fn status_code(&self) -> u16 {
         self.status().as_u16()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_credential_types::provider::error::CredentialsError;
+    use aws_credential_types::provider::{ProvideCredentials, future};
+    use aws_sdk_kinesis::config::{BehaviorVersion, Region};
+
+    #[derive(Debug)]
+    struct Failing(fn() -> CredentialsError);
+
+    impl ProvideCredentials for Failing {
+        fn provide_credentials<'a>(&'a self) -> future::ProvideCredentials<'a>
+        where
+            Self: 'a,
+        {
+            future::ProvideCredentials::ready(Err((self.0)()))
+        }
+    }
+
+    async fn put_with(provider: Failing) -> Failure {
+        let conf = aws_sdk_kinesis::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("eu-west-1"))
+            .endpoint_url("http://127.0.0.1:9")
+            .credentials_provider(provider)
+            .retry_config(aws_sdk_kinesis::config::retry::RetryConfig::disabled())
+            .build();
+        let client = aws_sdk_kinesis::Client::from_conf(conf);
+        let entry = aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
+            .data(Blob::new(b"x".to_vec()))
+            .partition_key("k")
+            .build()
+            .unwrap();
+        let e = client.put_records().stream_name("s").records(entry).send().await.expect_err("no credentials");
+        request_failure(e)
+    }
+
+    /// Credential errors are told apart by type, not by the words of their message: none found
+    /// is for a person to fix, a provider that failed this time is retried.
+    #[tokio::test]
+    async fn credential_errors_by_kind() {
+        let none = put_with(Failing(|| CredentialsError::not_loaded("no provider in the chain had any"))).await;
+        assert_eq!((none.class, none.code.as_str()), (ErrorClass::Fatal, "CredentialsError"), "{none:?}");
+        let bad = put_with(Failing(|| CredentialsError::invalid_configuration("profile x has no role_arn"))).await;
+        assert_eq!(bad.class, ErrorClass::Fatal, "{bad:?}");
+        let flaky = put_with(Failing(|| CredentialsError::provider_error("instance metadata answered 500"))).await;
+        assert_eq!((flaky.class, flaky.code.as_str()), (ErrorClass::Transient, "CredentialsError"), "{flaky:?}");
+        let slow = put_with(Failing(|| CredentialsError::provider_timed_out(std::time::Duration::from_secs(5)))).await;
+        assert_eq!(slow.class, ErrorClass::Transient, "{slow:?}");
     }
 }

@@ -37,8 +37,21 @@ const THROTTLING: &[&str] = &[
     "ServiceUnavailable",
 ];
 
-const TRANSIENT: &[&str] =
-    &["InternalFailure", "InternalFailureException", "InternalServerError", "ServiceFailure", "RequestTimeout"];
+/// Expired credentials are retried like a 5xx: providers that rotate them (instance profile,
+/// container, assumed role) hand out new ones before or soon after the expiry, and the SDK picks
+/// them up; a request signed just before that must not end a `--once` run or wait the slowest
+/// backoff. If they are never renewed, the error is reported once and retried (the daemon) or
+/// given up after `--give-up-after` (`--once`).
+const TRANSIENT: &[&str] = &[
+    "InternalFailure",
+    "InternalFailureException",
+    "InternalServerError",
+    "ServiceFailure",
+    "RequestTimeout",
+    "ExpiredTokenException",
+    "ExpiredToken",
+    "RequestExpired",
+];
 
 /// Classify an AWS error code (whole request or per record), with the HTTP status if known.
 pub fn classify(code: &str, status: Option<u16>) -> ErrorClass {
@@ -62,10 +75,15 @@ pub fn hint(code: &str) -> &'static str {
         | "InvalidClientTokenId"
         | "InvalidSignatureException"
         | "SignatureDoesNotMatch" => "the credentials are not valid for this endpoint",
-        "ExpiredTokenException" | "ExpiredToken" | "RequestExpired" => "the credentials have expired",
+        "ExpiredTokenException" | "ExpiredToken" => {
+            "the credentials have expired: waiting for the provider to renew them"
+        }
+        "RequestExpired" => "the request's signing time is too far from the service's: check the clock",
         c if c.starts_with("KMS") => "the stream's KMS key cannot be used: check the key and its policy",
         "ValidationException" | "InvalidArgumentException" => "the request was refused as invalid",
-        "CredentialsError" => "no usable AWS credentials were found",
+        "CredentialsError" => {
+            "no credentials could be obtained: check the credential chain (instance profile, environment, profile, assumeRoleARN)"
+        }
         _ => "see the message",
     }
 }
@@ -94,6 +112,8 @@ mod tests {
         assert_eq!(classify("AccessDeniedException", Some(400)), ErrorClass::Fatal);
         assert_eq!(classify("KMSAccessDeniedException", None), ErrorClass::Fatal);
         assert_eq!(classify("KMSThrottlingException", None), ErrorClass::Throttled);
+        assert_eq!(classify("ExpiredTokenException", Some(400)), ErrorClass::Transient);
+        assert_eq!(classify("UnrecognizedClientException", Some(400)), ErrorClass::Fatal);
     }
 
     #[test]

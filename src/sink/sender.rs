@@ -31,6 +31,11 @@ pub struct FlowSender {
     pub metrics: Arc<FlowMetrics>,
     /// `--once`: give up on fatal errors instead of retrying them.
     pub once: bool,
+    /// `--once`: give up on the flow when nothing has been accepted for this long (retries of
+    /// throttling and transient errors included); set after `new`.
+    pub give_up_after: Duration,
+    /// When the destination last accepted a record of this flow (or the flow started).
+    last_accepted: Mutex<tokio::time::Instant>,
     pub initial_backoff: Duration,
     pub max_backoff: Duration,
     /// A fatal error was seen (for the exit code of `--once`).
@@ -64,6 +69,8 @@ impl FlowSender {
             tracker,
             metrics,
             once,
+            give_up_after: crate::config::DEFAULT_GIVE_UP_AFTER,
+            last_accepted: Mutex::new(tokio::time::Instant::now()),
             initial_backoff,
             max_backoff,
             saw_fatal: AtomicBool::new(false),
@@ -96,10 +103,14 @@ impl FlowSender {
             ),
             ErrorClass::Throttled => {}
             ErrorClass::Transient => tracing::warn!(
-                "{}: {}: {}; retrying with backoff (further failures are counted in the status lines)",
+                "{}: {}: {}{}; retrying with backoff (further failures are counted in the status lines)",
                 self.label,
                 f.code,
-                f.message
+                f.message,
+                match hint(&f.code) {
+                    "see the message" => String::new(),
+                    h => format!(" ({h})"),
+                }
             ),
         }
     }
@@ -161,6 +172,9 @@ impl FlowSender {
                     a.origins.iter().for_each(|o| add(*o));
                 }
             }
+        }
+        if count > 0 {
+            *self.last_accepted.lock().unwrap() = tokio::time::Instant::now();
         }
         self.tracker.ack_runs(&runs);
         FlowMetrics::add(&self.metrics.records_sent, count);
@@ -314,6 +328,10 @@ impl FlowSender {
                 Err(f) => {
                     FlowMetrics::add(&self.metrics.request_errors, 1);
                     FlowMetrics::add(&self.metrics.record_errors, records.len() as u64);
+                    if super::client::outcome_unknown(&f) {
+                        let n = records.iter().map(Entry::user_records).sum();
+                        FlowMetrics::add(&self.metrics.records_maybe_duplicated, n);
+                    }
                     if f.class == ErrorClass::Throttled {
                         FlowMetrics::add(&self.metrics.records_throttled, records.len() as u64);
                         let change = self.pacer.record(records.len(), records.len(), Some(&f.code));
@@ -324,6 +342,23 @@ impl FlowSender {
             };
             self.last_ok.store(false, Ordering::Relaxed);
             self.report(&failure);
+            if self.once && failure.class != ErrorClass::Fatal && self.nothing_accepted_for_too_long() {
+                // The destination took nothing for `give_up_after`: stop the flow (exit 2), say it once.
+                if !self.give_up.is_cancelled() {
+                    self.give_up.cancel();
+                    tracing::error!(
+                        "{}: nothing accepted for {} s (last error {}: {}); giving up: the records left are not \
+                         delivered, and a later run sends them from the checkpoint",
+                        self.label,
+                        self.give_up_after.as_secs(),
+                        failure.code,
+                        failure.message
+                    );
+                }
+                let n = records.iter().map(Entry::user_records).sum();
+                FlowMetrics::add(&self.metrics.records_undelivered, n);
+                return n;
+            }
             let delay = if failure.class == ErrorClass::Fatal {
                 self.saw_fatal.store(true, Ordering::Relaxed);
                 if self.once {
@@ -338,6 +373,12 @@ impl FlowSender {
             };
             tokio::time::sleep(delay).await;
         }
+    }
+}
+
+impl FlowSender {
+    fn nothing_accepted_for_too_long(&self) -> bool {
+        self.last_accepted.lock().unwrap().elapsed() >= self.give_up_after
     }
 }
 

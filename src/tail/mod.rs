@@ -120,6 +120,8 @@ pub struct TailSettings {
     pub processor: Option<Arc<Processor>>,
     /// Derived partition keys (`None`: RANDOM or DETERMINISTIC, computed when sent).
     pub keys: Option<Arc<KeyDeriver>>,
+    /// `aggregatedRecordSizeBytes` (Firehose): a chunk's records are joined up to this size (0: off).
+    pub join_size: usize,
 }
 
 pub struct Tailer {
@@ -593,6 +595,8 @@ impl Tailer {
             FlowMetrics::add(&self.metrics.partition_key_fallbacks, stats.fallbacks);
             FlowMetrics::add(&self.metrics.explicit_hash_key_invalid, stats.invalid_hash_keys);
         }
+        // Firehose flows only (they carry no keys).
+        records = crate::record::join::join(records, self.settings.join_size);
         // The count is of the records sent: dropped ones are not waited for, and a chunk left
         // empty moves the checkpoint over its lines at once.
         let seq = self.tracker.add_chunk(slot, end, records.len() as u64, marker);

@@ -92,8 +92,13 @@ impl AgentProcess {
         for (k, v) in agent_env(dir) {
             cmd.env(k, v);
         }
+        // An empty value unsets the variable.
         for (k, v) in env {
-            cmd.env(k, v);
+            if v.is_empty() {
+                cmd.env_remove(k);
+            } else {
+                cmd.env(k, v);
+            }
         }
         if let Some((uid, gid)) = user {
             use std::os::unix::process::CommandExt;

@@ -296,3 +296,29 @@ pub fn wait_for_progress(
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// `base` (a JSON object) with every key of `extra` (a JSON object) set over it.
+pub fn with_keys(mut base: Value, extra: &Value) -> Value {
+    for (k, v) in extra.as_object().expect("extra keys: a JSON object") {
+        base[k] = v.clone();
+    }
+    base
+}
+
+/// agent.json sending one flow to the fake Kinesis endpoint: the flow's keys over
+/// `START_OF_FILE`, 1 s batches and 50 ms backoffs up to `max_backoff_ms`; `global` over the
+/// endpoint and region.
+pub fn fake_kinesis_config(fake: &super::fake::FakeKinesis, flow: Value, max_backoff_ms: u64, global: &Value) -> Value {
+    let defaults = serde_json::json!({
+        "initialPosition": "START_OF_FILE",
+        "maxBufferAgeMillis": 1000,
+        "retryInitialBackoffMillis": 50,
+        "retryMaxBackoffMillis": max_backoff_ms
+    });
+    let base = serde_json::json!({
+        "kinesis.endpoint": fake.endpoint(),
+        "kinesis.region": super::TEST_REGION,
+        "flows": [with_keys(defaults, &flow)]
+    });
+    with_keys(base, global)
+}

@@ -96,6 +96,8 @@ pub struct Faults {
     pub enforce_limits: bool,
     /// If set, other stream names get `ResourceNotFoundException`.
     pub known_streams: Option<Vec<String>>,
+    /// Requests signed with these access keys get `ExpiredTokenException` (HTTP 400).
+    pub expired_keys: Vec<String>,
 }
 
 impl Default for Faults {
@@ -117,6 +119,7 @@ impl Default for Faults {
             rate_limit: None,
             enforce_limits: true,
             known_streams: None,
+            expired_keys: Vec::new(),
         }
     }
 }
@@ -375,6 +378,11 @@ impl FakeKinesis {
     }
 
     /// Accept at most `records_per_sec` (None: no limit), throttling the entries over it.
+    /// Requests signed with `access_key` fail with `ExpiredTokenException` from now on.
+    pub fn expire_key(&self, access_key: &str) {
+        self.update_faults(|f| f.expired_keys.push(access_key.to_string()));
+    }
+
     pub fn set_rate_limit(&self, records_per_sec: Option<f64>) {
         self.update_faults(|f| f.rate_limit = records_per_sec);
         let mut st = self.shared.lock();
@@ -683,6 +691,9 @@ fn status_for(code: &str) -> StatusCode {
 
 fn dispatch(st: &mut State, target: &str, body: &[u8], log: &mut RequestLog) -> Result<Value, ApiError> {
     // Whole-request faults first.
+    if log.access_key.as_ref().is_some_and(|k| st.faults.expired_keys.contains(k)) {
+        return Err(api_err("ExpiredTokenException", "The security token included in the request is expired"));
+    }
     let http500 = st.faults.http500_fraction;
     if http500 > 0.0 && next_f64(&mut st.rng) < http500 {
         return Err(api_err("InternalFailure", "Injected internal failure (fake kinesis)."));

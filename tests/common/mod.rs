@@ -46,6 +46,7 @@
 //!   `set_response_delay(fraction, Duration)` (records stored, the answer held),
 //!   `set_reset(fraction, after_processing)` (request read, then TCP RST without an answer),
 //!   `set_rate_limit(Option<records/s>)` (entries over it throttled, as a shard at its limit),
+//!   `expire_key(access_key)` (its requests get ExpiredTokenException),
 //!   `set_down(Option<DownMode>)`, `set_down_for(mode, Duration)` (then back up by itself) with
 //!   `DownMode::{Reset, Refuse, Hang}`, `set_enforce_limits(bool)` (default on),
 //!   `set_known_streams(Option<&[&str]>)` (others → ResourceNotFoundException), `set_shard_count(n)`,
