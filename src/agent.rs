@@ -17,7 +17,9 @@ use tokio_util::sync::CancellationToken;
 use crate::ack::{AckTracker, FileId};
 use crate::aws::{self, AwsSetupError};
 use crate::checkpoint::{CheckpointError, CheckpointStore};
-use crate::config::{AgentConfig, ConfigErrors, Destination, FlowConfig, InitialPosition, OversizedRecordAction};
+use crate::config::{
+    AgentConfig, ConfigErrors, Destination, FlowConfig, InitialPosition, OversizedRecordAction, PartitionKeyOption,
+};
 use crate::discovery::{Found, Pattern};
 use crate::metrics::FlowMetrics;
 use crate::record::Chunk;
@@ -164,7 +166,7 @@ impl Flows {
                 SinkClient::Kinesis {
                     client: self.clients.kinesis.clone().expect("built for kinesis flows"),
                     stream: stream.clone(),
-                    key: flow.partition_key,
+                    key: flow.partition_key.clone(),
                 },
                 self.clients.kinesis_region.clone(),
             ),
@@ -204,9 +206,20 @@ impl Flows {
             give_up,
         );
         sender.give_up_after = self.give_up_after;
+        let aggregator = match (&flow.destination, flow.kpl_aggregation) {
+            (Destination::Kinesis { .. }, Some(max)) => {
+                let shards = Arc::new(crate::sink::shards::Shards::default());
+                let agg = crate::sink::aggregate::Aggregator::new(max, flow.partition_key.clone(), shards.clone());
+                if agg.by_shard() {
+                    sender.shards = Some(shards);
+                }
+                Some(agg)
+            }
+            _ => None,
+        };
         let sender = Arc::new(sender);
         let overhead = match flow.destination {
-            Destination::Kinesis { .. } => key_len(flow.partition_key),
+            Destination::Kinesis { .. } => key_len(&flow.partition_key),
             Destination::Firehose { .. } => 0,
         };
         let limits = BatchLimits {
@@ -223,7 +236,7 @@ impl Flows {
             let budget = self.inflight.flow_budget();
             let done = done.clone();
             async move {
-                batcher::run(rx, sender, limits, inflight, budget).await;
+                batcher::run(rx, sender, limits, inflight, budget, aggregator).await;
                 done.store(true, Ordering::SeqCst);
                 finished.notify_one();
             }
@@ -232,8 +245,13 @@ impl Flows {
         self.watches.lock().unwrap().push(watch.clone());
         let settings = TailSettings {
             flow_id: Arc::from(flow.id.as_str()),
-            // Room for the longest partition key, which counts towards the Kinesis record limit.
-            record_limit: flow.destination.max_record_bytes() - 256,
+            // Room for the longest partition key, which counts towards the Kinesis record limit
+            // (256 characters: up to 1 KiB for a key taken from the records).
+            record_limit: flow.destination.max_record_bytes()
+                - match flow.partition_key {
+                    PartitionKeyOption::Derived(_) => crate::record::key::MAX_KEY_BYTES,
+                    _ => 256,
+                },
             terminator: match flow.oversized_record_action {
                 OversizedRecordAction::Truncate => Some(flow.truncated_record_terminator.clone()),
                 OversizedRecordAction::Drop => None,
@@ -251,6 +269,12 @@ impl Flows {
                 .expect("dataProcessingOptions were validated")
                 .map(Arc::new),
             join_size: flow.aggregated_record_size_bytes,
+            keys: match (&flow.destination, &flow.partition_key) {
+                (Destination::Kinesis { .. }, PartitionKeyOption::Derived(d)) => {
+                    Some(Arc::new(crate::record::key::KeyDeriver::new(d).expect("partitionKeyOption was validated")))
+                }
+                _ => None,
+            },
         };
         let disc = Discovery {
             flow: flow.clone(),
@@ -674,6 +698,19 @@ impl crate::prometheus::Source for Scrape {
             ),
             ("records_truncated_total", "counter", "Records cut to the record limit.", |m| m.records_truncated),
             ("records_skipped_total", "counter", "Records dropped by processing options.", |m| m.records_skipped),
+            (
+                "partition_key_fallbacks_total",
+                "counter",
+                "Records whose partition key could not be derived from them and got the fallback key.",
+                |m| m.partition_key_fallbacks,
+            ),
+            (
+                "explicit_hash_key_invalid_total",
+                "counter",
+                "Records whose explicit hash key field was missing or invalid (sent without one).",
+                |m| m.explicit_hash_key_invalid,
+            ),
+            ("kpl_aggregates_sent_total", "counter", "KPL aggregated records accepted.", |m| m.aggregates_sent),
             ("files", "gauge", "Files being tailed.", |m| m.files),
             ("files_stalled", "gauge", "Files with unread bytes that are not being read.", |m| m.files_stalled),
             ("bytes_behind", "gauge", "Unread bytes of the flow's files.", |m| m.bytes_behind),
@@ -782,7 +819,7 @@ async fn status_logger(senders: Arc<Mutex<Vec<Arc<FlowSender>>>>, period: Durati
             let prev = &mut last.iter_mut().find(|(l, _)| Arc::ptr_eq(l, s)).expect("added").1;
             let m = s.metrics.snapshot();
             tracing::info!(
-                "{}: {} file(s); records read {} (+{}), sent {} (+{}), failed attempts {} (+{}, throttled +{}); {} bytes behind{}{}{}",
+                "{}: {} file(s); records read {} (+{}), sent {} (+{}), failed attempts {} (+{}, throttled +{}); {} bytes behind{}{}{}{}",
                 s.label,
                 m.files,
                 m.records_read,
@@ -803,6 +840,7 @@ async fn status_logger(senders: Arc<Mutex<Vec<Arc<FlowSender>>>>, period: Durati
                     String::new()
                 },
                 processing_counts(&m, Some(prev)),
+                key_counts(&m, Some(prev)),
             );
             s.pace_tick();
             // Throttling: one line per period, with the counts and the pace.
@@ -845,6 +883,36 @@ pub fn processing_counts(m: &crate::metrics::Snapshot, prev: Option<&crate::metr
         m.processing_errors,
         delta(m.processing_errors, |p| p.processing_errors)
     )
+}
+
+/// Records that got the fallback partition key or no explicit hash key, and the KPL aggregates
+/// sent (with the increase since `prev`), for the status line and the `--once` summary; empty
+/// when there is nothing to say.
+pub fn key_counts(m: &crate::metrics::Snapshot, prev: Option<&crate::metrics::Snapshot>) -> String {
+    let delta = |now: u64, before: fn(&crate::metrics::Snapshot) -> u64| match prev {
+        Some(p) => format!(" (+{})", now - before(p)),
+        None => String::new(),
+    };
+    let mut out = String::new();
+    if m.partition_key_fallbacks > 0 {
+        out += &format!(
+            "; partition key fallbacks {}{}",
+            m.partition_key_fallbacks,
+            delta(m.partition_key_fallbacks, |p| p.partition_key_fallbacks)
+        );
+    }
+    if m.explicit_hash_key_invalid > 0 {
+        out += &format!(
+            "; invalid explicit hash keys {}{}",
+            m.explicit_hash_key_invalid,
+            delta(m.explicit_hash_key_invalid, |p| p.explicit_hash_key_invalid)
+        );
+    }
+    if m.aggregates_sent > 0 {
+        out +=
+            &format!("; KPL aggregates sent {}{}", m.aggregates_sent, delta(m.aggregates_sent, |p| p.aggregates_sent));
+    }
+    out
 }
 
 fn start_watcher(watches: Arc<Mutex<Vec<Arc<FlowWatch>>>>) -> Option<notify::RecommendedWatcher> {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::agent::flow_label;
 use crate::aws::Clients;
-use crate::config::{AgentConfig, Destination};
+use crate::config::{AgentConfig, Destination, PartitionKeyOption};
 use crate::sink::client::request_failure;
 use crate::sink::retry::{ErrorClass, Failure};
 
@@ -118,6 +118,33 @@ pub async fn destinations(cfg: &AgentConfig, clients: &Clients) -> Vec<Finding> 
             }
         };
         out.push(finding);
+    }
+    // KPL aggregation by shard needs the shard map; without it, aggregates still work, but hold
+    // one partition key each.
+    let mut listed: Vec<&str> = Vec::new();
+    for flow in &cfg.flows {
+        let Destination::Kinesis { stream } = &flow.destination else { continue };
+        if flow.kpl_aggregation.is_none()
+            || flow.partition_key == PartitionKeyOption::Random
+            || listed.contains(&&**stream)
+        {
+            continue;
+        }
+        listed.push(stream);
+        let label = flow_label(flow, clients.kinesis_region.as_deref());
+        let client = clients.kinesis.as_ref().expect("built for kinesis flows");
+        match tokio::time::timeout(CHECK_TIMEOUT, crate::sink::shards::list_shards(client, stream)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => out.push(Finding {
+                level: Level::Warn,
+                text: format!(
+                    "{label}: kplAggregation groups records by shard with ListShards, which failed: until it works, \
+                     each aggregate holds the records of one partition key (grant kinesis:ListShards)"
+                ),
+                detail: Some(e),
+            }),
+            Err(_) => out.push(Finding::new(Level::Warn, format!("{label}: ListShards did not answer in time"))),
+        }
     }
     if let Some(sts) = &clients.sts {
         let call = sts.get_caller_identity().send();

@@ -111,7 +111,11 @@ fn print_config(cfg: &AgentConfig) {
     for f in &cfg.flows {
         let dest = match &f.destination {
             Destination::Kinesis { stream } => {
-                format!("kinesisStream {stream}, partitionKeyOption {}", f.partition_key.as_str())
+                let kpl = match f.kpl_aggregation {
+                    Some(n) => format!(", KPL aggregation up to {n} bytes"),
+                    None => String::new(),
+                };
+                format!("kinesisStream {stream}, partitionKeyOption {}{kpl}", f.partition_key.describe())
             }
             Destination::Firehose { stream } => format!("deliveryStream {stream}"),
         };
@@ -273,6 +277,10 @@ fn main() -> ExitCode {
             let processing = agent::processing_counts(m, None);
             if !processing.is_empty() {
                 tracing::info!("{}: {}", f.label, processing.trim_start_matches("; "));
+            }
+            let keys = agent::key_counts(m, None);
+            if !keys.is_empty() {
+                tracing::info!("{}: {}", f.label, keys.trim_start_matches("; "));
             }
             if m.unreadable > 0 && mode == Mode::Once {
                 tracing::error!("{}: {} file(s) or directories could not be read (see above)", f.label, m.unreadable);

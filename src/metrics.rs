@@ -41,6 +41,14 @@ pub struct FlowMetrics {
     pub records_skipped: AtomicU64,
     /// Records a processing option could not convert, sent as read (`TotalDataProcessingErrors`).
     pub processing_errors: AtomicU64,
+    /// Records whose derived partition key could not be taken from them (missing field, not
+    /// JSON, no regex match, empty value): they got the `fallback` key.
+    pub partition_key_fallbacks: AtomicU64,
+    /// Records whose `explicitHashKeyField` was missing or not a decimal 128-bit integer: sent
+    /// without an explicit hash key.
+    pub explicit_hash_key_invalid: AtomicU64,
+    /// KPL aggregated records sent (each holds two or more user records).
+    pub aggregates_sent: AtomicU64,
     /// Unread bytes of the flow's files at the last discovery pass.
     pub bytes_behind: AtomicU64,
     /// Files being tailed.
@@ -71,6 +79,9 @@ pub struct Snapshot {
     pub header_lines_skipped: u64,
     pub records_skipped: u64,
     pub processing_errors: u64,
+    pub partition_key_fallbacks: u64,
+    pub explicit_hash_key_invalid: u64,
+    pub aggregates_sent: u64,
     pub bytes_behind: u64,
     pub files: u64,
     pub unreadable: u64,
@@ -99,6 +110,9 @@ impl FlowMetrics {
             header_lines_skipped: self.header_lines_skipped.load(Relaxed),
             records_skipped: self.records_skipped.load(Relaxed),
             processing_errors: self.processing_errors.load(Relaxed),
+            partition_key_fallbacks: self.partition_key_fallbacks.load(Relaxed),
+            explicit_hash_key_invalid: self.explicit_hash_key_invalid.load(Relaxed),
+            aggregates_sent: self.aggregates_sent.load(Relaxed),
             bytes_behind: self.bytes_behind.load(Relaxed),
             files: self.files.load(Relaxed),
             unreadable: self.unreadable.load(Relaxed),

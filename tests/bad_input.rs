@@ -334,7 +334,7 @@ fn wrong_types_name_the_key_and_what_is_allowed() {
         &[
             r#"agent.json: flows[0].maxBufferSizeRecords: must be a whole number from 1 to 500, found "lots""#,
             r#"agent.json: flows[0].initialPosition: must be `START_OF_FILE` or `END_OF_FILE`, found "random-ish""#,
-            r#"agent.json: flows[0].partitionKeyOption: must be `RANDOM` or `DETERMINISTIC`, found "random" (values are case-sensitive: write `RANDOM`)"#,
+            r#"agent.json: flows[0].partitionKeyOption: must be `RANDOM`, `DETERMINISTIC` or an object, found "random" (values are case-sensitive: write `RANDOM`)"#,
         ],
     );
     // All problems of a load come together.

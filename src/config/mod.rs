@@ -22,6 +22,8 @@ pub const KINESIS_MAX_RECORDS: usize = 500;
 pub const KINESIS_MAX_BATCH_BYTES: usize = 5 * 1024 * 1024;
 /// Data plus partition key of one record.
 pub const KINESIS_MAX_RECORD_BYTES: usize = 1024 * 1024;
+/// Default of `kplAggregationMaxBytes`: one PUT payload unit (25 KB), key included.
+pub const DEFAULT_KPL_AGGREGATION_BYTES: usize = 25_000;
 /// Default of `maxInFlightBytes`.
 /// `--once` gives a flow up after this long without an accepted record (`--give-up-after`).
 pub const DEFAULT_GIVE_UP_AFTER: Duration = Duration::from_secs(300);
@@ -111,21 +113,83 @@ impl fmt::Display for Destination {
     }
 }
 
-/// `partitionKeyOption`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `partitionKeyOption`: a name (`"RANDOM"`, `"DETERMINISTIC"`, as in the Java agent) or an
+/// object that derives the key from each record (new; see the README's "Partition keys").
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PartitionKeyOption {
     /// A random ASCII key per record (default).
     Random,
     /// Lower-case hex MD5 of the record's own bytes (fixes the Java agent's whole-buffer hash).
     Deterministic,
+    /// A key taken from each record: a JSON field, a regex capture or a constant.
+    Derived(DerivedKey),
 }
 
 impl PartitionKeyOption {
-    /// The name as written in agent.json.
-    pub fn as_str(self) -> &'static str {
+    /// How the key is made, as written in agent.json (for logs).
+    pub fn describe(&self) -> String {
         match self {
-            PartitionKeyOption::Random => "RANDOM",
-            PartitionKeyOption::Deterministic => "DETERMINISTIC",
+            PartitionKeyOption::Random => "RANDOM".into(),
+            PartitionKeyOption::Deterministic => "DETERMINISTIC".into(),
+            PartitionKeyOption::Derived(d) => d.describe(),
+        }
+    }
+}
+
+/// Where a derived partition key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// `{"field": "$.request.host"}`: a JSON field by path, read from the record after
+    /// `dataProcessingOptions` ran.
+    Field(String),
+    /// `{"regex": "user=(\\w+)", "group": 1}`: a capture group (number or name, default 1) of a
+    /// regex searched in the raw line, before `dataProcessingOptions`.
+    Regex { pattern: String, group: CaptureGroup },
+    /// `{"constant": "web-1"}`: the same key for every record.
+    Constant(String),
+}
+
+/// A capture group by number or by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaptureGroup {
+    Index(usize),
+    Name(String),
+}
+
+/// The key a record gets when its own cannot be derived (`fallback`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyFallback {
+    Random,
+    Deterministic,
+}
+
+/// An object `partitionKeyOption`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DerivedKey {
+    pub source: KeySource,
+    /// `fallback` (default RANDOM): the key of a record whose field is missing, that is not JSON,
+    /// or that the regex does not match (counted).
+    pub fallback: KeyFallback,
+    /// `explicitHashKeyField`: a JSON field holding a decimal 128-bit integer sent as the
+    /// record's ExplicitHashKey (invalid values are counted and left out).
+    pub explicit_hash_key_field: Option<String>,
+}
+
+impl DerivedKey {
+    pub fn describe(&self) -> String {
+        let source = match &self.source {
+            KeySource::Field(p) => format!("field {p}"),
+            KeySource::Regex { pattern, group: CaptureGroup::Index(i) } => format!("regex {pattern:?} group {i}"),
+            KeySource::Regex { pattern, group: CaptureGroup::Name(n) } => format!("regex {pattern:?} group {n}"),
+            KeySource::Constant(c) => format!("constant {c:?}"),
+        };
+        let fallback = match self.fallback {
+            KeyFallback::Random => "RANDOM",
+            KeyFallback::Deterministic => "DETERMINISTIC",
+        };
+        match &self.explicit_hash_key_field {
+            Some(f) => format!("{source}, fallback {fallback}, explicit hash key from {f}"),
+            None => format!("{source}, fallback {fallback}"),
         }
     }
 }
@@ -215,6 +279,9 @@ pub struct FlowConfig {
     pub stalled_file_warning: Duration,
     /// `aggregatedRecordSizeBytes` (Firehose; 0: off).
     pub aggregated_record_size_bytes: usize,
+    /// `kplAggregation` + `kplAggregationMaxBytes` (Kinesis flows; new): pack records into KPL
+    /// aggregated records of at most this many bytes (`None`: off).
+    pub kpl_aggregation: Option<usize>,
     /// `dataProcessingOptions`: converters applied in order to each record (empty: records
     /// are sent as read, without a copy).
     pub data_processing_options: Vec<ProcessingOption>,

@@ -15,6 +15,7 @@ use super::{
     Destination, FIREHOSE_MAX_BATCH_BYTES, FIREHOSE_MAX_RECORD_BYTES, FlowConfig, InitialPosition,
     KINESIS_MAX_BATCH_BYTES, KINESIS_MAX_RECORD_BYTES, OversizedRecordAction, PartitionKeyOption, Secret,
 };
+use super::{CaptureGroup, DEFAULT_KPL_AGGREGATION_BYTES, DerivedKey, KeyFallback, KeySource};
 use super::{CloudWatchSettings, CsvSplit, JsonFormat, LogFormat, LogSettings, ProcessingOption};
 
 /// What the agent does with a key it accepts.
@@ -498,9 +499,9 @@ static KEYS: &[KeyInfo] = &[
     ),
     flow(
         "partitionKeyOption",
-        "RANDOM or DETERMINISTIC",
+        "RANDOM, DETERMINISTIC, or an object: {\"field\": JSON path} / {\"regex\": ..., \"group\": ...} / {\"constant\": ...}, with optional \"fallback\" and \"explicitHashKeyField\"",
         "RANDOM",
-        "Kinesis partition key: a random one, or the MD5 of the record (Kinesis flows only).",
+        "Kinesis partition key: a random one, the MD5 of the record, or one taken from each record: a JSON field (after `dataProcessingOptions`), a regex capture on the raw line, or a constant; records without one get `fallback` (RANDOM) and are counted (see Partition keys; Kinesis flows only).",
         Supported,
         Check::Custom,
     ),
@@ -663,6 +664,22 @@ static KEYS: &[KeyInfo] = &[
         "integer, 0-1024000 (Firehose flows only)",
         "0 (off)",
         "Join whole records read together into one Firehose record of up to this many bytes (also multi-line records).",
+        Supported,
+        Check::Custom,
+    ),
+    flow(
+        "kplAggregation",
+        "boolean (Kinesis flows only)",
+        "false",
+        "Pack many records into each Kinesis record in the KPL aggregated format, which the KCL, Lambda and Flink de-aggregate; an aggregate never spans shards (see KPL aggregation; new).",
+        Supported,
+        Check::Custom,
+    ),
+    flow(
+        "kplAggregationMaxBytes",
+        "integer, 64-1048576, at most maxBufferSizeBytes",
+        "25000",
+        "Largest KPL aggregated record, its partition key included; the default fits one 25 KB PUT payload unit (new).",
         Supported,
         Check::Custom,
     ),
@@ -1231,9 +1248,18 @@ impl Loader {
             }
             PartitionKeyOption::Random
         } else {
-            let options =
-                [("RANDOM", PartitionKeyOption::Random), ("DETERMINISTIC", PartitionKeyOption::Deterministic)];
-            self.get(s, "partitionKeyOption", |k, v| parse_choice(k, v, &options)).unwrap_or(PartitionKeyOption::Random)
+            match s.get("partitionKeyOption").map(parse_partition_key) {
+                None => PartitionKeyOption::Random,
+                Some(Ok(key)) => key,
+                Some(Err((sub, message))) => {
+                    let key = match sub {
+                        Some(sub) => format!("partitionKeyOption.{sub}"),
+                        None => "partitionKeyOption".to_owned(),
+                    };
+                    self.key_error(s, &key, message);
+                    PartitionKeyOption::Random
+                }
+            }
         };
         let positions = [("START_OF_FILE", InitialPosition::StartOfFile), ("END_OF_FILE", InitialPosition::EndOfFile)];
         let initial_position =
@@ -1249,6 +1275,32 @@ impl Loader {
             .get(s, "maxBufferSizeBytes", |k, v| parse_int(k, v, 1, max_batch_bytes as i64))
             .map_or(max_batch_bytes, |n| n as usize);
         let publish_queue_capacity = self.int_key(s, "publishQueueCapacity") as usize;
+        let kpl_aggregation = if firehose {
+            for key in ["kplAggregation", "kplAggregationMaxBytes"] {
+                if s.has(key) {
+                    let message =
+                        "applies to `kinesisStream` flows only (for Firehose, see `aggregatedRecordSizeBytes`)";
+                    self.key_error(s, key, message);
+                }
+            }
+            None
+        } else {
+            let on = self.get(s, "kplAggregation", parse_bool).unwrap_or(false);
+            let max = self
+                .get(s, "kplAggregationMaxBytes", |k, v| parse_int(k, v, 64, KINESIS_MAX_RECORD_BYTES as i64))
+                .map_or(DEFAULT_KPL_AGGREGATION_BYTES, |n| n as usize);
+            if s.has("kplAggregationMaxBytes") && !on {
+                let text = "accepted and ignored: `kplAggregation` is not true".to_owned();
+                self.notice(s, "kplAggregationMaxBytes", text);
+            }
+            if on && max > max_buffer_size_bytes {
+                let message = format!(
+                    "must be at most `maxBufferSizeBytes` ({max_buffer_size_bytes}), found {max}: an aggregate is sent in one batch"
+                );
+                self.key_error(s, "kplAggregationMaxBytes", message);
+            }
+            on.then_some(max)
+        };
 
         let errors_before = self.errors.len();
         let retry_initial_backoff = self.millis_key(s, "retryInitialBackoffMillis");
@@ -1329,6 +1381,7 @@ impl Loader {
             max_open_rotated_files,
             stalled_file_warning,
             aggregated_record_size_bytes,
+            kpl_aggregation,
             data_processing_options,
         })
     }
@@ -1557,6 +1610,116 @@ fn parse_choice<T: Copy>(key: &str, v: &Value, options: &[(&str, T)]) -> Result<
         }
     }
     Err(message)
+}
+
+/// `partitionKeyOption`: `"RANDOM"`, `"DETERMINISTIC"` or an object (see `DerivedKey`). An
+/// error names the sub-key it is about, if any.
+fn parse_partition_key(v: &Value) -> Result<PartitionKeyOption, (Option<&'static str>, String)> {
+    const KEY: &str = "partitionKeyOption";
+    let Value::Object(map) = v else {
+        let options = [("RANDOM", PartitionKeyOption::Random), ("DETERMINISTIC", PartitionKeyOption::Deterministic)];
+        let named = |s: &str| options.iter().find(|(n, _)| *n == s).map(|(_, o)| o.clone());
+        if let Value::String(s) = v
+            && let Some(o) = named(s)
+        {
+            return Ok(o);
+        }
+        let message = match v {
+            Value::String(s) if named(&s.to_ascii_uppercase()).is_some() => format!(
+                "must be `RANDOM`, `DETERMINISTIC` or an object, found {} (values are case-sensitive: write `{}`)",
+                shown(KEY, v),
+                s.to_ascii_uppercase()
+            ),
+            _ => format!(
+                "must be `RANDOM`, `DETERMINISTIC` or an object such as {{\"field\": \"$.user.id\"}}, {{\"regex\": \"user=(\\\\w+)\"}} or {{\"constant\": \"web-1\"}}, found {}",
+                shown(KEY, v)
+            ),
+        };
+        return Err((None, message));
+    };
+    const SUBKEYS: [&str; 6] = ["field", "regex", "group", "constant", "fallback", "explicitHashKeyField"];
+    for k in map.keys() {
+        if !SUBKEYS.contains(&k.as_str()) {
+            let near = SUBKEYS
+                .iter()
+                .map(|s| (strsim::normalized_damerau_levenshtein(&k.to_lowercase(), &s.to_lowercase()), *s))
+                .filter(|(score, _)| *score >= 0.6)
+                .max_by(|a, b| a.0.total_cmp(&b.0));
+            let hint = match near {
+                Some((_, n)) => format!("; did you mean `{n}`?"),
+                None => format!(" (known: {})", SUBKEYS.join(", ")),
+            };
+            return Err((None, format!("unknown key `{k}` in the partition key object{hint}")));
+        }
+    }
+    let string = |sub: &'static str| -> Result<Option<String>, (Option<&'static str>, String)> {
+        match map.get(sub) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err((Some(sub), format!("must be a string, found {}", kind(other)))),
+        }
+    };
+    let sources: Vec<&str> = ["field", "regex", "constant"].into_iter().filter(|k| map.contains_key(*k)).collect();
+    if sources.len() != 1 {
+        let found = if sources.is_empty() { "none".to_owned() } else { sources.join(" and ") };
+        return Err((
+            None,
+            format!(
+                "needs exactly one of `field` (a JSON path), `regex` (with a capture group) or `constant`, found {found}"
+            ),
+        ));
+    }
+    if map.contains_key("group") && sources[0] != "regex" {
+        return Err((Some("group"), "applies to `regex` keys only".to_owned()));
+    }
+    let source = match sources[0] {
+        "field" => {
+            let path = string("field")?.unwrap_or_default();
+            crate::record::key::JsonPath::parse(&path).map_err(|e| (Some("field"), e))?;
+            KeySource::Field(path)
+        }
+        "regex" => {
+            let pattern = string("regex")?.unwrap_or_default();
+            let group = match map.get("group") {
+                None => CaptureGroup::Index(1),
+                Some(Value::Number(n)) => match n.as_u64() {
+                    Some(i) => CaptureGroup::Index(i as usize),
+                    None => return Err((Some("group"), format!("must be a group number or name, found {n}"))),
+                },
+                Some(Value::String(s)) => match s.parse::<usize>() {
+                    Ok(i) => CaptureGroup::Index(i),
+                    Err(_) => CaptureGroup::Name(s.clone()),
+                },
+                Some(other) => {
+                    return Err((Some("group"), format!("must be a group number or name, found {}", kind(other))));
+                }
+            };
+            crate::record::key::key_regex(&pattern, &group).map_err(|e| {
+                let sub = if e.starts_with("`group`") { "group" } else { "regex" };
+                (Some(sub), e)
+            })?;
+            KeySource::Regex { pattern, group }
+        }
+        _ => {
+            let constant = string("constant")?.unwrap_or_default();
+            if crate::record::key::clamp_key(&constant).is_none() {
+                return Err((Some("constant"), "is empty: a partition key needs 1 to 256 characters".to_owned()));
+            }
+            KeySource::Constant(constant)
+        }
+    };
+    let fallback = match string("fallback")?.as_deref() {
+        None | Some("RANDOM") => KeyFallback::Random,
+        Some("DETERMINISTIC") => KeyFallback::Deterministic,
+        Some(other) => {
+            return Err((Some("fallback"), format!("must be `RANDOM` or `DETERMINISTIC`, found {other:?}")));
+        }
+    };
+    let explicit_hash_key_field = string("explicitHashKeyField")?;
+    if let Some(p) = &explicit_hash_key_field {
+        crate::record::key::JsonPath::parse(p).map_err(|e| (Some("explicitHashKeyField"), e))?;
+    }
+    Ok(PartitionKeyOption::Derived(DerivedKey { source, fallback, explicit_hash_key_field }))
 }
 
 fn parse_regex(key: &str, v: &Value) -> Result<String, String> {
@@ -2190,6 +2353,92 @@ mod tests {
     }
 
     #[test]
+    fn derived_partition_keys_are_read() {
+        let flow = one_flow(r#", "partitionKeyOption": {"field": "$.request.host"}"#);
+        assert_eq!(
+            flow.partition_key,
+            PartitionKeyOption::Derived(DerivedKey {
+                source: KeySource::Field("$.request.host".into()),
+                fallback: KeyFallback::Random,
+                explicit_hash_key_field: None,
+            })
+        );
+        let flow = one_flow(
+            r#", "partitionKeyOption": {"regex": "user=(?P<u>\\w+)", "group": "u", "fallback": "DETERMINISTIC",
+                "explicitHashKeyField": "route.hash"}"#,
+        );
+        assert_eq!(
+            flow.partition_key,
+            PartitionKeyOption::Derived(DerivedKey {
+                source: KeySource::Regex { pattern: "user=(?P<u>\\w+)".into(), group: CaptureGroup::Name("u".into()) },
+                fallback: KeyFallback::Deterministic,
+                explicit_hash_key_field: Some("route.hash".into()),
+            })
+        );
+        let flow = one_flow(r#", "partitionKeyOption": {"regex": "id=(\\d+)"}"#);
+        let PartitionKeyOption::Derived(d) = flow.partition_key else { panic!("derived") };
+        assert_eq!(d.source, KeySource::Regex { pattern: "id=(\\d+)".into(), group: CaptureGroup::Index(1) });
+        let flow = one_flow(r#", "partitionKeyOption": {"constant": "web-1"}"#);
+        let PartitionKeyOption::Derived(d) = flow.partition_key else { panic!("derived") };
+        assert_eq!(d.source, KeySource::Constant("web-1".into()));
+    }
+
+    #[test]
+    fn bad_partition_keys_name_the_file_flow_and_key() {
+        let cases = [
+            (r#"{"regex": "user=\\w+"}"#, "flows[0].partitionKeyOption.regex", "has no capture group"),
+            (r#"{"regex": "user=(\\w+"}"#, "flows[0].partitionKeyOption.regex", "not a valid regular expression"),
+            (r#"{"regex": "(a)", "group": 3}"#, "flows[0].partitionKeyOption.group", "has 1 capture group"),
+            (r#"{"field": "$.a..b"}"#, "flows[0].partitionKeyOption.field", "empty field name"),
+            (r#"{"field": "$.a[x"}"#, "flows[0].partitionKeyOption.field", "without its `]`"),
+            (r#"{"field": 3}"#, "flows[0].partitionKeyOption.field", "must be a string"),
+            (r#"{"constant": ""}"#, "flows[0].partitionKeyOption.constant", "is empty"),
+            (r#"{"field": "a", "constant": "b"}"#, "flows[0].partitionKeyOption", "exactly one of"),
+            (r#"{}"#, "flows[0].partitionKeyOption", "found none"),
+            (r#"{"feild": "a"}"#, "flows[0].partitionKeyOption", "did you mean `field`?"),
+            (r#"{"field": "a", "group": 1}"#, "flows[0].partitionKeyOption.group", "`regex` keys only"),
+            (
+                r#"{"field": "a", "fallback": "NONE"}"#,
+                "flows[0].partitionKeyOption.fallback",
+                "`RANDOM` or `DETERMINISTIC`",
+            ),
+            (
+                r#"{"field": "a", "explicitHashKeyField": "$."}"#,
+                "flows[0].partitionKeyOption.explicitHashKeyField",
+                "empty field name",
+            ),
+            (r#""FIELD""#, "flows[0].partitionKeyOption", "or an object such as"),
+        ];
+        for (value, location, text) in cases {
+            let e = flow_error(&format!(r#", "partitionKeyOption": {value}"#));
+            assert_eq!(e.file, Path::new(MAIN), "{value}");
+            assert_eq!(e.location, location, "{value}: {}", e.message);
+            assert!(e.message.contains(text), "{value}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn kpl_aggregation_is_read() {
+        let flow = one_flow("");
+        assert_eq!(flow.kpl_aggregation, None);
+        let flow = one_flow(r#", "kplAggregation": "true""#);
+        assert_eq!(flow.kpl_aggregation, Some(DEFAULT_KPL_AGGREGATION_BYTES));
+        let flow = one_flow(r#", "kplAggregation": true, "kplAggregationMaxBytes": 1048576"#);
+        assert_eq!(flow.kpl_aggregation, Some(1 << 20));
+        let e = flow_error(r#", "kplAggregation": true, "kplAggregationMaxBytes": 1048577"#);
+        assert_eq!(e.location, "flows[0].kplAggregationMaxBytes");
+        let e = flow_error(r#", "kplAggregation": true, "maxBufferSizeBytes": 10000"#);
+        assert_eq!(e.location, "flows[0].kplAggregationMaxBytes");
+        assert!(e.message.contains("at most `maxBufferSizeBytes` (10000), found 25000"), "{}", e.message);
+        let e = flow_error(r#", "kplAggregation": "sometimes""#);
+        assert_eq!(e.location, "flows[0].kplAggregation");
+        let text = r#"{"flows": [{"filePattern": "/a.log", "deliveryStream": "d", "kplAggregation": true}]}"#;
+        let e = load_str(Path::new(MAIN), text).unwrap_err().0.remove(0);
+        assert_eq!(e.location, "flows[0].kplAggregation");
+        assert!(e.message.contains("`kinesisStream` flows only"));
+    }
+
+    #[test]
     fn enums_are_case_sensitive() {
         let flow = one_flow(r#", "partitionKeyOption": "DETERMINISTIC", "initialPosition": "START_OF_FILE""#);
         assert_eq!(flow.partition_key, PartitionKeyOption::Deterministic);
@@ -2199,7 +2448,7 @@ mod tests {
         assert_eq!(e.location, "flows[0].partitionKeyOption");
         assert_eq!(
             e.message,
-            r#"must be `RANDOM` or `DETERMINISTIC`, found "random" (values are case-sensitive: write `RANDOM`)"#
+            r#"must be `RANDOM`, `DETERMINISTIC` or an object, found "random" (values are case-sensitive: write `RANDOM`)"#
         );
         let e = flow_error(r#", "initialPosition": "BEGINNING""#);
         assert_eq!(e.message, r#"must be `START_OF_FILE` or `END_OF_FILE`, found "BEGINNING""#);

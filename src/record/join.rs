@@ -44,7 +44,7 @@ pub fn join(records: Vec<Record>, size: usize) -> Vec<Record> {
 }
 
 fn finish(buf: BytesMut, first: Record, joined: bool) -> Record {
-    if joined { Record { data: buf.freeze(), origin: first.origin } } else { first }
+    if joined { Record { data: buf.freeze(), origin: first.origin, key: None } } else { first }
 }
 
 #[cfg(test)]
@@ -56,7 +56,11 @@ mod tests {
     fn recs(lines: &[&str]) -> Vec<Record> {
         lines
             .iter()
-            .map(|l| Record { data: bytes::Bytes::copy_from_slice(l.as_bytes()), origin: Origin { file: 1, chunk: 7 } })
+            .map(|l| Record {
+                data: bytes::Bytes::copy_from_slice(l.as_bytes()),
+                origin: Origin { file: 1, chunk: 7 },
+                key: None,
+            })
             .collect()
     }
 

@@ -1,24 +1,53 @@
-//! Partition keys. Computed when a request is built, so records carry no key of their own:
-//! RANDOM needs no stability across retries, and DETERMINISTIC is a function of the data.
+//! Partition keys. RANDOM and DETERMINISTIC keys are computed when a request is built (records
+//! carry no key: RANDOM needs no stability across retries, and DETERMINISTIC is a function of the
+//! data). Derived keys (a JSON field, a regex capture, a constant) are computed once, by the
+//! tailer, and travel with the record (`Record::key`), so retries and aggregation see the same key.
 
 use md5::{Digest, Md5};
 use rand::Rng;
 
-use crate::config::PartitionKeyOption;
+use crate::config::{CaptureGroup, DerivedKey, KeyFallback, KeySource, PartitionKeyOption};
+use crate::record::Record;
 
 /// Length of a RANDOM key: 16 hex digits (64 random bits); Kinesis hashes keys with MD5, so this
 /// spreads records evenly over shards.
 pub const RANDOM_KEY_LEN: usize = 16;
 /// Length of a DETERMINISTIC key: hex MD5.
 pub const DETERMINISTIC_KEY_LEN: usize = 32;
+/// Most characters in a partition key (Kinesis counts Unicode characters).
+pub const MAX_KEY_CHARS: usize = 256;
+/// Most bytes a partition key can take (256 characters of up to 4 UTF-8 bytes).
+pub const MAX_KEY_BYTES: usize = 4 * MAX_KEY_CHARS;
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-/// The key length a flow's records will have, counted in the batch byte limit.
-pub fn key_len(opt: PartitionKeyOption) -> usize {
+/// The key a derived-key record carries: its partition key and, when configured and valid, its
+/// explicit hash key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordKey {
+    pub partition: Box<str>,
+    pub explicit_hash: Option<u128>,
+}
+
+impl RecordKey {
+    /// Where Kinesis places the record: its explicit hash key, or MD5 of its partition key.
+    pub fn hash(&self) -> u128 {
+        self.explicit_hash.unwrap_or_else(|| hash_of(&self.partition))
+    }
+}
+
+/// The hash key Kinesis derives from a partition key: MD5 read as a big-endian 128-bit integer.
+pub fn hash_of(partition_key: &str) -> u128 {
+    u128::from_be_bytes(Md5::digest(partition_key.as_bytes()).into())
+}
+
+/// The key length a flow's records will have when they carry none, counted in the batch byte
+/// limit (derived keys count their own length).
+pub fn key_len(opt: &PartitionKeyOption) -> usize {
     match opt {
         PartitionKeyOption::Random => RANDOM_KEY_LEN,
         PartitionKeyOption::Deterministic => DETERMINISTIC_KEY_LEN,
+        PartitionKeyOption::Derived(_) => MAX_KEY_BYTES,
     }
 }
 
@@ -32,24 +61,299 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
-/// The partition key for `data`.
-pub fn partition_key(opt: PartitionKeyOption, data: &[u8], rng: &mut impl Rng) -> String {
+/// A random key (RANDOM).
+pub fn random_key(rng: &mut impl Rng) -> String {
+    hex(&rng.next_u64().to_be_bytes())
+}
+
+/// The partition key for `data` of a record that carries no key of its own.
+pub fn partition_key(opt: &PartitionKeyOption, data: &[u8], rng: &mut impl Rng) -> String {
     match opt {
-        PartitionKeyOption::Random => hex(&rng.next_u64().to_be_bytes()),
+        PartitionKeyOption::Random | PartitionKeyOption::Derived(_) => random_key(rng),
         PartitionKeyOption::Deterministic => hex(&Md5::digest(data)),
     }
+}
+
+/// `key` cut to `MAX_KEY_CHARS` characters (never inside a character); `None` when empty.
+pub fn clamp_key(key: &str) -> Option<&str> {
+    if key.is_empty() {
+        return None;
+    }
+    match key.char_indices().nth(MAX_KEY_CHARS) {
+        Some((cut, _)) => Some(&key[..cut]),
+        None => Some(key),
+    }
+}
+
+/// One step of a JSON path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Step {
+    Name(String),
+    Index(usize),
+}
+
+/// A JSON path: `$.request.host`, `user.id`, `$.items[0].id`, `$['a.b']`, `["x"]` (the leading
+/// `$` is optional).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonPath(Vec<Step>);
+
+impl JsonPath {
+    pub fn parse(text: &str) -> Result<JsonPath, String> {
+        let trimmed = text.trim();
+        let rest = if let Some(r) = trimmed.strip_prefix('$') {
+            r.to_owned()
+        } else if trimmed.starts_with('.') {
+            return Err(format!("JSON path {text:?} starts with `.`: write \"$.name\" or \"name\""));
+        } else if trimmed.starts_with('[') {
+            trimmed.to_owned()
+        } else {
+            // A bare first name: `user.id`.
+            format!(".{trimmed}")
+        };
+        let mut steps = Vec::new();
+        Self::steps(text, &rest, &mut steps)?;
+        if steps.is_empty() {
+            return Err(format!("JSON path {text:?} names no field: write e.g. \"$.request.host\""));
+        }
+        Ok(JsonPath(steps))
+    }
+
+    fn steps(text: &str, mut rest: &str, steps: &mut Vec<Step>) -> Result<(), String> {
+        while !rest.is_empty() {
+            if let Some(r) = rest.strip_prefix('.') {
+                let end = r.find(['.', '[']).unwrap_or(r.len());
+                let name = &r[..end];
+                if name.is_empty() {
+                    return Err(format!("JSON path {text:?} has an empty field name (`..` or a trailing `.`)"));
+                }
+                steps.push(Step::Name(name.to_owned()));
+                rest = &r[end..];
+            } else if let Some(r) = rest.strip_prefix('[') {
+                let Some(close) = r.find(']') else {
+                    return Err(format!("JSON path {text:?} has a `[` without its `]`"));
+                };
+                let inner = r[..close].trim();
+                let quoted = inner
+                    .strip_prefix('\'')
+                    .and_then(|s| s.strip_suffix('\''))
+                    .or_else(|| inner.strip_prefix('"').and_then(|s| s.strip_suffix('"')));
+                if let Some(name) = quoted {
+                    steps.push(Step::Name(name.to_owned()));
+                } else if let Ok(i) = inner.parse::<usize>() {
+                    steps.push(Step::Index(i));
+                } else {
+                    return Err(format!(
+                        "JSON path {text:?}: `[{inner}]` must be an array index such as [0] or a quoted name such as ['a.b']"
+                    ));
+                }
+                rest = &r[close + 1..];
+            } else {
+                return Err(format!("JSON path {text:?}: expected `.` or `[` before {rest:?}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The value at this path in `v`.
+    fn get<'a>(&self, mut v: &'a serde_json::Value) -> Option<&'a serde_json::Value> {
+        for step in &self.0 {
+            v = match step {
+                Step::Name(n) => v.as_object()?.get(n)?,
+                Step::Index(i) => v.as_array()?.get(*i)?,
+            };
+        }
+        Some(v)
+    }
+}
+
+/// A JSON value as key text: strings as they are, numbers and booleans as written; anything
+/// else (null, objects, arrays) has no key text.
+fn value_text(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        serde_json::Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// An explicit hash key: a decimal integer below 2^128 (a string of digits, or a JSON number).
+fn explicit_hash(v: &serde_json::Value) -> Option<u128> {
+    match v {
+        serde_json::Value::String(s) => {
+            let s = s.trim();
+            if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            s.parse::<u128>().ok()
+        }
+        serde_json::Value::Number(n) => n.as_u64().map(u128::from),
+        _ => None,
+    }
+}
+
+enum Source {
+    Field(JsonPath),
+    Regex(regex::bytes::Regex, CaptureGroup),
+    Constant(Box<str>),
+}
+
+/// What deriving the keys of some records ran into, for the flow's counters.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct KeyStats {
+    /// Records that got the fallback key.
+    pub fallbacks: u64,
+    /// Records whose explicit hash key field was missing or invalid.
+    pub invalid_hash_keys: u64,
+}
+
+/// A flow's derived-key rule, compiled.
+pub struct KeyDeriver {
+    source: Source,
+    fallback: KeyFallback,
+    explicit_hash: Option<JsonPath>,
+}
+
+impl std::fmt::Debug for KeyDeriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyDeriver")
+    }
+}
+
+/// The regex of a `{"regex": ...}` key, checked: it compiles and has the group.
+pub fn key_regex(pattern: &str, group: &CaptureGroup) -> Result<regex::bytes::Regex, String> {
+    let re = regex::bytes::RegexBuilder::new(pattern)
+        .size_limit(1 << 20)
+        .build()
+        .map_err(|e| format!("`regex` is not a valid regular expression: {e}"))?;
+    let groups = re.captures_len() - 1;
+    match group {
+        CaptureGroup::Index(0) => {}
+        CaptureGroup::Index(i) if *i > groups => {
+            return Err(if groups == 0 {
+                format!(
+                    "`regex` {pattern:?} has no capture group: put the part that makes the key in parentheses, e.g. \"user=(\\\\w+)\""
+                )
+            } else {
+                format!("`group` {i} does not exist: `regex` {pattern:?} has {groups} capture group(s)")
+            });
+        }
+        CaptureGroup::Index(_) => {}
+        CaptureGroup::Name(n) => {
+            if !re.capture_names().flatten().any(|c| c == n) {
+                return Err(format!("`group` {n:?} is not a named group of `regex` {pattern:?} (write (?P<{n}>...))"));
+            }
+        }
+    }
+    Ok(re)
+}
+
+impl KeyDeriver {
+    /// Compiles `cfg` (validated when the configuration was read; the error says what is wrong).
+    pub fn new(cfg: &DerivedKey) -> Result<KeyDeriver, String> {
+        let source = match &cfg.source {
+            KeySource::Field(p) => Source::Field(JsonPath::parse(p)?),
+            KeySource::Regex { pattern, group } => Source::Regex(key_regex(pattern, group)?, group.clone()),
+            KeySource::Constant(c) => {
+                let c = clamp_key(c).ok_or("`constant` is empty: a partition key needs 1 to 256 characters")?;
+                Source::Constant(c.into())
+            }
+        };
+        let explicit_hash = cfg.explicit_hash_key_field.as_deref().map(JsonPath::parse).transpose()?;
+        Ok(KeyDeriver { source, fallback: cfg.fallback, explicit_hash })
+    }
+
+    /// Keys taken from the raw lines (regex), before `dataProcessingOptions` run. Records that
+    /// do not match are left without a key for `after_processing` to give them the fallback.
+    pub fn before_processing(&self, records: &mut [Record]) {
+        let Source::Regex(re, group) = &self.source else { return };
+        for r in records {
+            let line = trim_newline(&r.data);
+            let Some(caps) = re.captures(line) else { continue };
+            let m = match group {
+                CaptureGroup::Index(i) => caps.get(*i),
+                CaptureGroup::Name(n) => caps.name(n),
+            };
+            let Some(m) = m else { continue };
+            let text = String::from_utf8_lossy(m.as_bytes());
+            if let Some(k) = clamp_key(&text) {
+                r.key = Some(Box::new(RecordKey { partition: k.into(), explicit_hash: None }));
+            }
+        }
+    }
+
+    /// Keys taken from the processed records (JSON field, constant, explicit hash key), and the
+    /// fallback for every record still without a key.
+    pub fn after_processing(&self, records: &mut [Record], rng: &mut impl Rng) -> KeyStats {
+        let mut stats = KeyStats::default();
+        let needs_json = matches!(self.source, Source::Field(_)) || self.explicit_hash.is_some();
+        for r in records {
+            let json: Option<serde_json::Value> =
+                if needs_json { serde_json::from_slice(trim_newline(&r.data)).ok() } else { None };
+            match &self.source {
+                Source::Field(path) => {
+                    let text = json.as_ref().and_then(|j| path.get(j)).and_then(value_text);
+                    if let Some(k) = text.as_deref().and_then(clamp_key) {
+                        r.key = Some(Box::new(RecordKey { partition: k.into(), explicit_hash: None }));
+                    }
+                }
+                Source::Constant(c) => {
+                    r.key = Some(Box::new(RecordKey { partition: c.clone(), explicit_hash: None }));
+                }
+                Source::Regex(..) => {}
+            }
+            if r.key.is_none() {
+                stats.fallbacks += 1;
+                let partition = match self.fallback {
+                    KeyFallback::Random => random_key(rng),
+                    KeyFallback::Deterministic => hex(&Md5::digest(&r.data)),
+                };
+                r.key = Some(Box::new(RecordKey { partition: partition.into(), explicit_hash: None }));
+            }
+            if let Some(path) = &self.explicit_hash {
+                match json.as_ref().and_then(|j| path.get(j)).and_then(explicit_hash) {
+                    Some(h) => r.key.as_mut().expect("set above").explicit_hash = Some(h),
+                    None => stats.invalid_hash_keys += 1,
+                }
+            }
+        }
+        stats
+    }
+}
+
+/// A line without its trailing `\n` or `\r\n`.
+fn trim_newline(data: &[u8]) -> &[u8] {
+    let d = data.strip_suffix(b"\n").unwrap_or(data);
+    d.strip_suffix(b"\r").unwrap_or(d)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{CsvSplit, JsonFormat, ProcessingOption};
+    use crate::record::Origin;
+    use crate::record::process::Processor;
+
+    fn rec(text: &str) -> Record {
+        Record { data: bytes::Bytes::copy_from_slice(text.as_bytes()), origin: Origin { file: 0, chunk: 0 }, key: None }
+    }
+
+    fn derived(source: KeySource) -> DerivedKey {
+        DerivedKey { source, fallback: KeyFallback::Random, explicit_hash_key_field: None }
+    }
+
+    fn keys(d: &KeyDeriver, records: &mut [Record]) -> (Vec<String>, KeyStats) {
+        d.before_processing(records);
+        let stats = d.after_processing(records, &mut rand::rng());
+        (records.iter().map(|r| r.key.as_ref().unwrap().partition.to_string()).collect(), stats)
+    }
 
     #[test]
     fn deterministic_is_md5_of_the_record() {
         let mut rng = rand::rng();
         // md5("hello\n")
         assert_eq!(
-            partition_key(PartitionKeyOption::Deterministic, b"hello\n", &mut rng),
+            partition_key(&PartitionKeyOption::Deterministic, b"hello\n", &mut rng),
             "b1946ac92492d2347c6235b4d2611184"
         );
     }
@@ -57,10 +361,183 @@ mod tests {
     #[test]
     fn random_keys_are_ascii_hex_and_differ() {
         let mut rng = rand::rng();
-        let a = partition_key(PartitionKeyOption::Random, b"x", &mut rng);
-        let b = partition_key(PartitionKeyOption::Random, b"x", &mut rng);
+        let a = partition_key(&PartitionKeyOption::Random, b"x", &mut rng);
+        let b = partition_key(&PartitionKeyOption::Random, b"x", &mut rng);
         assert_eq!(a.len(), RANDOM_KEY_LEN);
         assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn json_field_is_read_after_csvtojson() {
+        let processor = Processor::new(&[ProcessingOption::CsvToJson {
+            fields: vec!["host".into(), "user".into()],
+            split: CsvSplit::Regex(",".into()),
+            json: JsonFormat::Compact,
+        }])
+        .unwrap()
+        .unwrap();
+        let d = KeyDeriver::new(&derived(KeySource::Field("$.user".into()))).unwrap();
+        let mut records = vec![rec("web-1,alice\n"), rec("web-2,bob\n"), rec("web-3\n")];
+        for r in &mut records {
+            r.data = processor.apply(&r.data).unwrap().into();
+        }
+        let (k, stats) = keys(&d, &mut records);
+        assert_eq!(&k[..2], ["alice", "bob"]);
+        // The third line has no user column: null, so the fallback (a RANDOM key), counted.
+        assert_eq!(k[2].len(), RANDOM_KEY_LEN);
+        assert_eq!(stats, KeyStats { fallbacks: 1, invalid_hash_keys: 0 });
+    }
+
+    #[test]
+    fn json_paths_reach_nested_fields_and_array_items() {
+        let text =
+            r#"{"request": {"host": "a.example", "port": 443, "tls": true}, "items": [{"id": "x"}], "a.b": "dotted"}"#;
+        for (path, want) in [
+            ("$.request.host", "a.example"),
+            ("request.host", "a.example"),
+            ("$.request.port", "443"),
+            ("$['request'].tls", "true"),
+            ("$.items[0].id", "x"),
+            ("$['a.b']", "dotted"),
+            ("[\"a.b\"]", "dotted"),
+        ] {
+            let d = KeyDeriver::new(&derived(KeySource::Field(path.into()))).unwrap();
+            let (k, stats) = keys(&d, &mut [rec(&format!("{text}\n"))]);
+            assert_eq!((k[0].as_str(), stats.fallbacks), (want, 0), "{path}");
+        }
+    }
+
+    #[test]
+    fn missing_fields_and_non_json_records_fall_back_and_are_counted() {
+        let d = KeyDeriver::new(&DerivedKey {
+            source: KeySource::Field("$.user.id".into()),
+            fallback: KeyFallback::Deterministic,
+            explicit_hash_key_field: None,
+        })
+        .unwrap();
+        let lines = [
+            "{\"user\": {\"id\": 7}}\n",
+            "{\"user\": {}}\n",
+            "not json\n",
+            "{\"user\": {\"id\": null}}\n",
+            "{\"user\": {\"id\": {\"deep\": 1}}}\n",
+            "{\"user\": {\"id\": \"\"}}\n",
+        ];
+        let mut records: Vec<Record> = lines.iter().map(|l| rec(l)).collect();
+        let (k, stats) = keys(&d, &mut records);
+        assert_eq!(k[0], "7");
+        for (i, l) in lines.iter().enumerate().skip(1) {
+            assert_eq!(k[i], hex(&Md5::digest(l.as_bytes())), "{l}: DETERMINISTIC fallback");
+        }
+        assert_eq!(stats.fallbacks, 5);
+    }
+
+    #[test]
+    fn regex_capture_on_the_raw_line() {
+        let d = KeyDeriver::new(&derived(KeySource::Regex {
+            pattern: r"user=(\w+)".into(),
+            group: CaptureGroup::Index(1),
+        }))
+        .unwrap();
+        let mut records = vec![rec("GET / user=alice x\n"), rec("no user here\n"), rec("user=bob\r\n")];
+        let (k, stats) = keys(&d, &mut records);
+        assert_eq!((k[0].as_str(), k[2].as_str()), ("alice", "bob"));
+        assert_eq!(k[1].len(), RANDOM_KEY_LEN);
+        assert_eq!(stats.fallbacks, 1);
+        // By name; and the key is taken from the raw line even if processing rewrites it.
+        let d = KeyDeriver::new(&derived(KeySource::Regex {
+            pattern: r"^(?P<host>\S+) ".into(),
+            group: CaptureGroup::Name("host".into()),
+        }))
+        .unwrap();
+        let mut records = vec![rec("10.0.0.1 - - GET\n")];
+        d.before_processing(&mut records);
+        records[0].data = bytes::Bytes::from_static(b"{\"converted\": 1}\n");
+        d.after_processing(&mut records, &mut rand::rng());
+        assert_eq!(&*records[0].key.as_ref().unwrap().partition, "10.0.0.1");
+    }
+
+    #[test]
+    fn constant_keys() {
+        let d = KeyDeriver::new(&derived(KeySource::Constant("web-1".into()))).unwrap();
+        let (k, stats) = keys(&d, &mut [rec("a\n"), rec("b\n")]);
+        assert_eq!(k, ["web-1", "web-1"]);
+        assert_eq!(stats.fallbacks, 0);
+        assert!(KeyDeriver::new(&derived(KeySource::Constant(String::new()))).is_err());
+    }
+
+    #[test]
+    fn long_keys_are_cut_at_a_character_boundary_and_empty_ones_fall_back() {
+        // 300 characters, most of them two or three bytes long.
+        let long: String = "é日a".repeat(100);
+        assert_eq!(long.chars().count(), 300);
+        let d = KeyDeriver::new(&derived(KeySource::Field("k".into()))).unwrap();
+        let line = serde_json::json!({ "k": long }).to_string() + "\n";
+        let (k, stats) = keys(&d, &mut [rec(&line), rec("{\"k\": \"\"}\n")]);
+        assert_eq!(k[0].chars().count(), MAX_KEY_CHARS);
+        assert_eq!(k[0], long.chars().take(256).collect::<String>());
+        assert!(long.starts_with(&k[0]));
+        assert_eq!(k[1].len(), RANDOM_KEY_LEN, "an empty key falls back");
+        assert_eq!(stats.fallbacks, 1);
+        assert_eq!(clamp_key(""), None);
+        assert_eq!(clamp_key("abc"), Some("abc"));
+    }
+
+    #[test]
+    fn explicit_hash_keys_from_a_field() {
+        let d = KeyDeriver::new(&DerivedKey {
+            source: KeySource::Field("$.k".into()),
+            fallback: KeyFallback::Random,
+            explicit_hash_key_field: Some("$.h".into()),
+        })
+        .unwrap();
+        let max = u128::MAX.to_string();
+        let over = "340282366920938463463374607431768211456"; // 2^128
+        let lines = [
+            format!("{{\"k\": \"a\", \"h\": \"{max}\"}}\n"),
+            "{\"k\": \"b\", \"h\": 12}\n".to_string(),
+            format!("{{\"k\": \"c\", \"h\": \"{over}\"}}\n"),
+            "{\"k\": \"d\", \"h\": \"-1\"}\n".to_string(),
+            "{\"k\": \"e\"}\n".to_string(),
+        ];
+        let mut records: Vec<Record> = lines.iter().map(|l| rec(l)).collect();
+        let (_, stats) = keys(&d, &mut records);
+        let hashes: Vec<Option<u128>> = records.iter().map(|r| r.key.as_ref().unwrap().explicit_hash).collect();
+        assert_eq!(hashes, [Some(u128::MAX), Some(12), None, None, None]);
+        assert_eq!(stats, KeyStats { fallbacks: 0, invalid_hash_keys: 3 });
+        // Without an explicit hash key, the record goes where MD5 of its key says.
+        assert_eq!(records[2].key.as_ref().unwrap().hash(), hash_of("c"));
+    }
+
+    #[test]
+    fn bad_rules_are_explained() {
+        let err = |s: KeySource| KeyDeriver::new(&derived(s)).unwrap_err();
+        assert!(
+            err(KeySource::Regex { pattern: "user=\\w+".into(), group: CaptureGroup::Index(1) })
+                .contains("has no capture group")
+        );
+        assert!(
+            err(KeySource::Regex { pattern: "(a)(b".into(), group: CaptureGroup::Index(1) })
+                .contains("not a valid regular expression")
+        );
+        assert!(
+            err(KeySource::Regex { pattern: "(a)".into(), group: CaptureGroup::Index(2) })
+                .contains("has 1 capture group")
+        );
+        assert!(
+            err(KeySource::Regex { pattern: "(a)".into(), group: CaptureGroup::Name("x".into()) })
+                .contains("not a named group")
+        );
+        assert!(err(KeySource::Field("$.a[".into())).contains("without its `]`"));
+        assert!(err(KeySource::Field("$.a..b".into())).contains("empty field name"));
+        assert!(err(KeySource::Field("$".into())).contains("names no field"));
+        assert!(err(KeySource::Field("$.a[x]".into())).contains("array index"));
+    }
+
+    #[test]
+    fn hash_of_matches_kinesis() {
+        // MD5("a") = 0cc175b9c0f1b6a831c399e269772661
+        assert_eq!(hash_of("a"), 0x0cc175b9c0f1b6a831c399e269772661);
     }
 }

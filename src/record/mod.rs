@@ -20,6 +20,17 @@ pub struct Origin {
 pub struct Record {
     pub data: bytes::Bytes,
     pub origin: Origin,
+    /// The record's own partition key, for flows whose keys are derived from the records
+    /// (`None`: the flow's RANDOM or DETERMINISTIC key is computed when it is sent).
+    pub key: Option<Box<key::RecordKey>>,
+}
+
+impl Record {
+    /// Bytes the record counts for in Kinesis limits: its data plus its partition key
+    /// (`default_key` when it carries none).
+    pub fn kinesis_size(&self, default_key: usize) -> usize {
+        self.data.len() + self.key.as_ref().map_or(default_key, |k| k.partition.len())
+    }
 }
 
 /// A contiguous byte range of one file, read in one go, and the records it produced.

@@ -12,8 +12,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use super::aggregate::Aggregator;
+use super::client::SinkClient;
+use super::kpl::Entry;
 use super::sender::FlowSender;
-use crate::record::{Chunk, Record};
+use crate::record::Chunk;
 
 /// Shared limits on what is in flight across all flows: request slots (`maxSendingThreads`) and
 /// the record bytes budget (`maxInFlightBytes`).
@@ -118,7 +121,8 @@ impl FlowBudget {
 pub struct BatchLimits {
     pub max_records: usize,
     pub max_bytes: usize,
-    /// Bytes a record costs besides its data (the partition key for Kinesis).
+    /// Bytes a record without a key of its own costs besides its data (the partition key for
+    /// Kinesis).
     pub per_record_overhead: usize,
     pub max_age: Duration,
     /// Batches of this flow in flight at once (`publishQueueCapacity`).
@@ -126,67 +130,155 @@ pub struct BatchLimits {
 }
 
 struct Batch {
-    records: Vec<Record>,
+    records: Vec<Entry>,
     bytes: usize,
     data_bytes: usize,
     opened: Instant,
 }
 
+/// The batch being filled, and what it takes to send full ones.
+struct Filler<'a> {
+    batch: Option<Batch>,
+    limits: &'a BatchLimits,
+    sender: &'a Arc<FlowSender>,
+    inflight: &'a InFlight,
+    budget: &'a FlowBudget,
+    flow_slots: &'a Arc<Semaphore>,
+    tasks: &'a mut JoinSet<u64>,
+}
+
+impl Filler<'_> {
+    /// Add one entry, sending the batch first if the entry would not fit in it.
+    async fn push(&mut self, e: Entry) {
+        let limits = self.limits;
+        let size = e.kinesis_size(limits.per_record_overhead);
+        let full = self
+            .batch
+            .as_ref()
+            .is_some_and(|b| b.records.len() >= limits.max_records || b.bytes + size > limits.max_bytes);
+        if full {
+            self.send().await;
+        }
+        let b = self.batch.get_or_insert_with(|| Batch {
+            records: Vec::with_capacity(limits.max_records.min(512)),
+            bytes: 0,
+            data_bytes: 0,
+            opened: Instant::now(),
+        });
+        b.bytes += size;
+        b.data_bytes += e.data_len();
+        b.records.push(e);
+        if b.records.len() >= limits.max_records {
+            self.send().await;
+        }
+    }
+
+    async fn send(&mut self) {
+        if let Some(b) = self.batch.take() {
+            dispatch(b, self.sender, self.inflight, self.budget, self.flow_slots, self.tasks).await;
+        }
+    }
+}
+
 /// Runs until `rx` closes (every tailer of the flow is done), then flushes and waits for every
-/// send to finish. Returns the number of records given up.
+/// send to finish. Returns the number of records given up. With `aggregator`, records are packed
+/// into KPL aggregates first.
 pub async fn run(
     mut rx: mpsc::Receiver<Chunk>,
     sender: Arc<FlowSender>,
     limits: BatchLimits,
     inflight: InFlight,
     budget: FlowBudget,
+    mut aggregator: Option<Aggregator>,
 ) -> u64 {
     let flow_slots = Arc::new(Semaphore::new(limits.max_batches.max(1)));
     let mut tasks: JoinSet<u64> = JoinSet::new();
     let mut given_up = 0u64;
     let mut batch: Option<Batch> = None;
+    let mut closed: Vec<Entry> = Vec::new();
     loop {
-        let deadline = batch.as_ref().map(|b| b.opened + limits.max_age);
+        let oldest = [batch.as_ref().map(|b| b.opened), aggregator.as_ref().and_then(Aggregator::oldest)];
+        let deadline = oldest.into_iter().flatten().min().map(|t| t + limits.max_age);
         tokio::select! {
             chunk = rx.recv() => {
                 let Some(chunk) = chunk else { break };
+                if let Some(agg) = aggregator.as_mut()
+                    && agg.by_shard()
+                    && agg.shards.needs_refresh()
+                    && let SinkClient::Kinesis { client, stream, .. } = &sender.client
+                {
+                    agg.shards.refresh(client, stream, &sender.label).await;
+                }
+                let mut f = Filler {
+                    batch: batch.take(),
+                    limits: &limits,
+                    sender: &sender,
+                    inflight: &inflight,
+                    budget: &budget,
+                    flow_slots: &flow_slots,
+                    tasks: &mut tasks,
+                };
                 for r in chunk.records {
-                    let size = r.data.len() + limits.per_record_overhead;
-                    let full = batch.as_ref().is_some_and(|b| {
-                        b.records.len() >= limits.max_records || b.bytes + size > limits.max_bytes
-                    });
-                    if full {
-                        let b = batch.take().expect("full batch");
-                        dispatch(b, &sender, &inflight, &budget, &flow_slots, &mut tasks).await;
+                    match aggregator.as_mut() {
+                        Some(agg) => {
+                            let since = agg.oldest();
+                            agg.add(r, &mut closed);
+                            if closed.is_empty() {
+                                continue;
+                            }
+                            for e in closed.drain(..) {
+                                f.push(e).await;
+                            }
+                            // The records of those aggregates waited in the aggregator: the
+                            // batch is as old as the oldest of them.
+                            if let (Some(b), Some(since)) = (f.batch.as_mut(), since) {
+                                b.opened = b.opened.min(since);
+                            }
+                        }
+                        None => f.push(Entry::Plain(r)).await,
                     }
-                    let b = batch.get_or_insert_with(|| Batch {
-                        records: Vec::with_capacity(limits.max_records.min(512)),
-                        bytes: 0,
-                        data_bytes: 0,
-                        opened: Instant::now(),
-                    });
-                    b.bytes += size;
-                    b.data_bytes += r.data.len();
-                    b.records.push(r);
                 }
-                if batch.as_ref().is_some_and(|b| b.records.len() >= limits.max_records) {
-                    let b = batch.take().expect("full batch");
-                    dispatch(b, &sender, &inflight, &budget, &flow_slots, &mut tasks).await;
-                }
+                batch = f.batch.take();
             }
             _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
-                if let Some(b) = batch.take() {
-                    dispatch(b, &sender, &inflight, &budget, &flow_slots, &mut tasks).await;
+                let mut f = Filler {
+                    batch: batch.take(),
+                    limits: &limits,
+                    sender: &sender,
+                    inflight: &inflight,
+                    budget: &budget,
+                    flow_slots: &flow_slots,
+                    tasks: &mut tasks,
+                };
+                if let Some(agg) = aggregator.as_mut() {
+                    agg.flush(&mut closed);
+                    for e in closed.drain(..) {
+                        f.push(e).await;
+                    }
                 }
+                f.send().await;
             }
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                 given_up += done.unwrap_or(0);
             }
         }
     }
-    if let Some(b) = batch.take() {
-        dispatch(b, &sender, &inflight, &budget, &flow_slots, &mut tasks).await;
+    let mut f = Filler {
+        batch: batch.take(),
+        limits: &limits,
+        sender: &sender,
+        inflight: &inflight,
+        budget: &budget,
+        flow_slots: &flow_slots,
+        tasks: &mut tasks,
+    };
+    if let Some(agg) = aggregator.as_mut() {
+        agg.flush(&mut closed);
+        for e in closed.drain(..) {
+            f.push(e).await;
+        }
     }
+    f.send().await;
     while let Some(done) = tasks.join_next().await {
         given_up += done.unwrap_or(0);
     }

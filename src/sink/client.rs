@@ -4,10 +4,10 @@ use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::primitives::Blob;
 use rand::rngs::SmallRng;
 
+use super::kpl::Entry;
 use super::retry::{ErrorClass, Failure, classify};
 use crate::config::PartitionKeyOption;
-use crate::record::Record;
-use crate::record::key::partition_key;
+use crate::record::key::{RecordKey, partition_key};
 
 /// A destination client bound to one stream.
 #[derive(Clone)]
@@ -19,48 +19,72 @@ pub enum SinkClient {
 /// The failed entries of a request that was answered: (index in the request, failure).
 pub type EntryFailures = Vec<(usize, Failure)>;
 
+/// What an answered request says: the failed entries, and the shard each Kinesis entry was
+/// stored in (empty for Firehose).
+#[derive(Debug, Default)]
+pub struct PutResult {
+    pub failures: EntryFailures,
+    pub shards: Vec<Option<String>>,
+}
+
 impl SinkClient {
-    /// Send `records` in one request. `Ok` holds the entries that failed (empty: all accepted);
+    /// Send `entries` in one request. `Ok` holds the entries that failed (empty: all accepted);
     /// `Err` means the request as a whole failed and nothing is known to have been accepted.
-    pub async fn put(&self, records: &[Record], rng: &mut SmallRng) -> Result<EntryFailures, Failure> {
+    pub async fn put(&self, entries: &[Entry], rng: &mut SmallRng) -> Result<PutResult, Failure> {
         match self {
             SinkClient::Kinesis { client, stream, key } => {
-                let entries = records
+                let sent = entries
                     .iter()
-                    .map(|r| {
-                        aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
-                            .data(Blob::new(r.data.to_vec()))
-                            .partition_key(partition_key(*key, &r.data, rng))
-                            .build()
-                            .expect("data and key are set")
+                    .map(|e| {
+                        let b = aws_sdk_kinesis::types::PutRecordsRequestEntry::builder();
+                        let (data, own): (&[u8], Option<&RecordKey>) = match e {
+                            Entry::Plain(r) => (&r.data, r.key.as_deref()),
+                            Entry::Aggregate(a) => (&a.data, Some(&a.key)),
+                        };
+                        let b = match own {
+                            Some(k) => b
+                                .partition_key(&*k.partition)
+                                .set_explicit_hash_key(k.explicit_hash.map(|h| h.to_string())),
+                            None => b.partition_key(partition_key(key, data, rng)),
+                        };
+                        b.data(Blob::new(data.to_vec())).build().expect("data and key are set")
                     })
                     .collect();
-                let out = client.put_records().stream_name(stream).set_records(Some(entries)).send().await;
+                let out = client.put_records().stream_name(stream).set_records(Some(sent)).send().await;
                 match out {
-                    Ok(resp) => entry_failures(
-                        records.len(),
-                        resp.records().iter().map(|e| (e.error_code(), e.error_message())),
-                    ),
+                    Ok(resp) => Ok(PutResult {
+                        failures: entry_failures(
+                            entries.len(),
+                            resp.records().iter().map(|e| (e.error_code(), e.error_message())),
+                        )?,
+                        shards: resp.records().iter().map(|e| e.shard_id().map(str::to_owned)).collect(),
+                    }),
                     Err(e) => Err(request_failure(e)),
                 }
             }
             SinkClient::Firehose { client, stream } => {
-                let entries = records
+                let sent = entries
                     .iter()
-                    .map(|r| {
+                    .map(|e| {
+                        let data = match e {
+                            Entry::Plain(r) => &r.data,
+                            Entry::Aggregate(a) => &a.data,
+                        };
                         aws_sdk_firehose::types::Record::builder()
-                            .data(aws_sdk_firehose::primitives::Blob::new(r.data.to_vec()))
+                            .data(aws_sdk_firehose::primitives::Blob::new(data.to_vec()))
                             .build()
                             .expect("data is set")
                     })
                     .collect();
-                let out =
-                    client.put_record_batch().delivery_stream_name(stream).set_records(Some(entries)).send().await;
+                let out = client.put_record_batch().delivery_stream_name(stream).set_records(Some(sent)).send().await;
                 match out {
-                    Ok(resp) => entry_failures(
-                        records.len(),
-                        resp.request_responses().iter().map(|e| (e.error_code(), e.error_message())),
-                    ),
+                    Ok(resp) => Ok(PutResult {
+                        failures: entry_failures(
+                            entries.len(),
+                            resp.request_responses().iter().map(|e| (e.error_code(), e.error_message())),
+                        )?,
+                        shards: Vec::new(),
+                    }),
                     Err(e) => Err(request_failure(e)),
                 }
             }

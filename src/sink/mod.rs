@@ -1,9 +1,13 @@
 //! The sending side: a batcher per flow packs records into requests within the destination's
-//! limits; each request is delivered by a sender task that retries only what failed, at a pace
+//! limits (for Kinesis flows with `kplAggregation`, first into KPL aggregates that never span
+//! shards); each request is delivered by a sender task that retries only what failed, at a pace
 //! the destination's throttling sets.
 
+pub mod aggregate;
 pub mod batcher;
 pub mod client;
+pub mod kpl;
 pub mod pace;
 pub mod retry;
 pub mod sender;
+pub mod shards;

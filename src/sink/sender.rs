@@ -13,10 +13,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use super::client::SinkClient;
+use super::kpl::{Aggregate, Entry};
 use super::pace::{PaceChange, Pacer};
 use super::retry::{ErrorClass, Failure, backoff, hint};
+use super::shards::Shards;
 use crate::ack::AckTracker;
 use crate::metrics::FlowMetrics;
+use crate::record::key::RecordKey;
 use crate::record::{Origin, Record};
 
 /// Everything a flow's send tasks share.
@@ -46,6 +49,8 @@ pub struct FlowSender {
     reported: Mutex<Vec<String>>,
     /// The last attempt succeeded (an episode can only end then).
     last_ok: AtomicBool,
+    /// The shard map KPL aggregates are grouped by (Kinesis flows aggregating by shard).
+    pub shards: Option<Arc<Shards>>,
 }
 
 impl FlowSender {
@@ -73,6 +78,7 @@ impl FlowSender {
             pacer: Pacer::new(),
             reported: Mutex::new(Vec::new()),
             last_ok: AtomicBool::new(true),
+            shards: None,
         }
     }
 
@@ -142,20 +148,29 @@ impl FlowSender {
         }
     }
 
-    /// Acknowledge the accepted records; `failed[i]` marks the ones to keep.
-    fn acknowledge(&self, records: &[Record], failed: Option<&[bool]>) {
+    /// Acknowledge the accepted entries (every user record of an aggregate); `failed[i]` marks
+    /// the ones to keep.
+    fn acknowledge(&self, entries: &[Entry], failed: Option<&[bool]>) {
         let mut runs: Vec<(Origin, u64)> = Vec::new();
         let mut bytes = 0u64;
         let mut count = 0u64;
-        for (i, r) in records.iter().enumerate() {
+        let mut aggregates = 0u64;
+        let mut add = |origin: Origin| match runs.last_mut() {
+            Some((o, n)) if *o == origin => *n += 1,
+            _ => runs.push((origin, 1)),
+        };
+        for (i, e) in entries.iter().enumerate() {
             if failed.is_some_and(|f| f[i]) {
                 continue;
             }
-            count += 1;
-            bytes += r.data.len() as u64;
-            match runs.last_mut() {
-                Some((o, n)) if *o == r.origin => *n += 1,
-                _ => runs.push((r.origin, 1)),
+            count += e.user_records();
+            bytes += e.user_bytes();
+            match e {
+                Entry::Plain(r) => add(r.origin),
+                Entry::Aggregate(a) => {
+                    aggregates += 1;
+                    a.origins.iter().for_each(|o| add(*o));
+                }
             }
         }
         if count > 0 {
@@ -164,6 +179,73 @@ impl FlowSender {
         self.tracker.ack_runs(&runs);
         FlowMetrics::add(&self.metrics.records_sent, count);
         FlowMetrics::add(&self.metrics.bytes_sent, bytes);
+        FlowMetrics::add(&self.metrics.aggregates_sent, aggregates);
+    }
+
+    /// Aggregates stored on another shard than the one they were grouped for: the stream was
+    /// resharded and the shard map is stale. Consumers drop the user records of an aggregate whose
+    /// hash key lies outside its shard, so those are taken out of the aggregate and returned, as
+    /// plain records, to be sent again (the others count as delivered). Marks the entries handled
+    /// in `handled`.
+    async fn misplaced(&self, entries: &[Entry], shards: &[Option<String>], handled: &mut [bool]) -> Vec<Entry> {
+        let Some(map) = &self.shards else { return Vec::new() };
+        let landed: Vec<(usize, &Aggregate, &str)> = entries
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !handled[*i])
+            .filter_map(|(i, e)| match (e, shards.get(i).and_then(|s| s.as_deref())) {
+                (Entry::Aggregate(a), Some(actual)) if a.shard.as_deref().is_some_and(|p| p != actual) => {
+                    Some((i, a, actual))
+                }
+                _ => None,
+            })
+            .collect();
+        if landed.is_empty() {
+            return Vec::new();
+        }
+        map.mark_stale();
+        if let SinkClient::Kinesis { client, stream, .. } = &self.client {
+            map.refresh(client, stream, &self.label).await;
+        }
+        let current = map.current().unwrap_or_default();
+        let mut resend = Vec::new();
+        let mut moved = 0usize;
+        for (i, a, actual) in landed {
+            let Some(m) = super::kpl::decode(&a.data) else { continue };
+            let range = current.range_of(actual);
+            let mut inside = Vec::new();
+            for (u, origin) in m.records.into_iter().zip(&a.origins) {
+                let key = RecordKey {
+                    partition: m
+                        .partition_key_table
+                        .get(u.partition_key_index as usize)
+                        .cloned()
+                        .unwrap_or_default()
+                        .into(),
+                    explicit_hash: u
+                        .explicit_hash_key_index
+                        .and_then(|j| m.explicit_hash_key_table.get(j as usize))
+                        .and_then(|h| h.parse().ok()),
+                };
+                let hash = key.hash();
+                if range.is_some_and(|(lo, hi)| lo <= hash && hash <= hi) {
+                    inside.push(Entry::Plain(Record { data: u.data, origin: *origin, key: None }));
+                } else {
+                    moved += 1;
+                    resend.push(Entry::Plain(Record { data: u.data, origin: *origin, key: Some(Box::new(key)) }));
+                }
+            }
+            self.acknowledge(&inside, None);
+            handled[i] = true;
+        }
+        if moved > 0 {
+            tracing::warn!(
+                "{}: the stream was resharded: {moved} record(s) of KPL aggregates stored on a shard that no longer \
+                 holds their hash key are sent again",
+                self.label
+            );
+        }
+        resend
     }
 
     /// Deliver `records` until every one is accepted (or given up in `--once` on a fatal error).
@@ -173,7 +255,7 @@ impl FlowSender {
     /// Returns the number of records given up.
     pub async fn deliver(
         &self,
-        mut records: Vec<Record>,
+        mut records: Vec<Entry>,
         permit: OwnedSemaphorePermit,
         requests: &Arc<Semaphore>,
         rng: &mut SmallRng,
@@ -183,7 +265,7 @@ impl FlowSender {
         loop {
             if self.once && self.give_up.is_cancelled() {
                 // A fatal error already ended this flow: do not send what is left.
-                let n = records.len() as u64;
+                let n = records.iter().map(Entry::user_records).sum();
                 FlowMetrics::add(&self.metrics.records_undelivered, n);
                 return n;
             }
@@ -199,14 +281,21 @@ impl FlowSender {
             let result = self.client.put(&records, rng).await;
             drop(slot);
             let failure = match result {
-                Ok(failures) if failures.is_empty() => {
+                Ok(put) if put.failures.is_empty() => {
                     self.last_ok.store(true, Ordering::Relaxed);
                     let change = self.pacer.record(records.len(), 0, None);
                     self.pace_change(change, "");
-                    self.acknowledge(&records, None);
-                    return 0;
+                    let mut handled = vec![false; records.len()];
+                    let resend = self.misplaced(&records, &put.shards, &mut handled).await;
+                    self.acknowledge(&records, Some(&handled));
+                    if resend.is_empty() {
+                        return 0;
+                    }
+                    records = resend;
+                    continue;
                 }
-                Ok(failures) => {
+                Ok(put) => {
+                    let failures = put.failures;
                     let mut failed = vec![false; records.len()];
                     let mut worst: Option<Failure> = None;
                     let mut throttled = 0;
@@ -225,20 +314,24 @@ impl FlowSender {
                     }
                     let change = self.pacer.record(records.len(), throttled, throttle_code.as_deref());
                     self.pace_change(change, throttle_code.as_deref().unwrap_or(""));
-                    self.acknowledge(&records, Some(&failed));
+                    let mut handled = failed.clone();
+                    let resend = self.misplaced(&records, &put.shards, &mut handled).await;
+                    self.acknowledge(&records, Some(&handled));
                     let n_failed = failed.iter().filter(|f| **f).count();
                     FlowMetrics::add(&self.metrics.record_errors, n_failed as u64);
                     FlowMetrics::add(&self.metrics.records_rejected, n_failed as u64);
                     FlowMetrics::add(&self.metrics.records_throttled, throttled as u64);
                     let mut keep = failed.into_iter();
                     records.retain(|_| keep.next().unwrap_or(false));
+                    records.extend(resend);
                     worst.expect("at least one failure")
                 }
                 Err(f) => {
                     FlowMetrics::add(&self.metrics.request_errors, 1);
                     FlowMetrics::add(&self.metrics.record_errors, records.len() as u64);
                     if super::client::outcome_unknown(&f) {
-                        FlowMetrics::add(&self.metrics.records_maybe_duplicated, records.len() as u64);
+                        let n = records.iter().map(Entry::user_records).sum();
+                        FlowMetrics::add(&self.metrics.records_maybe_duplicated, n);
                     }
                     if f.class == ErrorClass::Throttled {
                         FlowMetrics::add(&self.metrics.records_throttled, records.len() as u64);
@@ -263,7 +356,7 @@ impl FlowSender {
                         failure.message
                     );
                 }
-                let n = records.len() as u64;
+                let n = records.iter().map(Entry::user_records).sum();
                 FlowMetrics::add(&self.metrics.records_undelivered, n);
                 return n;
             }
@@ -271,7 +364,7 @@ impl FlowSender {
                 self.saw_fatal.store(true, Ordering::Relaxed);
                 if self.once {
                     self.give_up.cancel();
-                    let n = records.len() as u64;
+                    let n = records.iter().map(Entry::user_records).sum();
                     FlowMetrics::add(&self.metrics.records_undelivered, n);
                     return n;
                 }

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ack::{AckTracker, FileId};
 use crate::metrics::FlowMetrics;
+use crate::record::key::KeyDeriver;
 use crate::record::multiline::MultiLine;
 use crate::record::process::{Applied, Processor};
 use crate::record::split::{LineSplitter, SplitStats};
@@ -117,6 +118,8 @@ pub struct TailSettings {
     pub rotate_wait: Duration,
     /// `dataProcessingOptions` (`None`: records are sent as read, without a copy).
     pub processor: Option<Arc<Processor>>,
+    /// Derived partition keys (`None`: RANDOM or DETERMINISTIC, computed when sent).
+    pub keys: Option<Arc<KeyDeriver>>,
     /// `aggregatedRecordSizeBytes` (Firehose): a chunk's records are joined up to this size (0: off).
     pub join_size: usize,
 }
@@ -157,7 +160,7 @@ impl Built {
     }
 
     fn add(&mut self, data: Bytes, end: u64) {
-        self.records.push(Record { data, origin: Origin { file: self.slot, chunk: 0 } });
+        self.records.push(Record { data, origin: Origin { file: self.slot, chunk: 0 }, key: None });
         self.end = end;
     }
 }
@@ -253,9 +256,9 @@ impl Tailer {
                 // finished multi-line record.
                 let mut end = None;
                 let consumed = splitter.feed(&data, &mut stats, |line, at| match multi.as_mut() {
-                    None => records.push(Record { data: line, origin: Origin { file: slot, chunk: 0 } }),
+                    None => records.push(Record { data: line, origin: Origin { file: slot, chunk: 0 }, key: None }),
                     Some(m) => m.push(line, start + at as u64, &mut multi_stats, &mut |data, e| {
-                        records.push(Record { data, origin: Origin { file: slot, chunk: 0 } });
+                        records.push(Record { data, origin: Origin { file: slot, chunk: 0 }, key: None });
                         end = Some(e);
                     }),
                 });
@@ -402,7 +405,7 @@ impl Tailer {
                     }
                 }
                 None => {
-                    let records = vec![Record { data, origin: Origin { file: slot, chunk: 0 } }];
+                    let records = vec![Record { data, origin: Origin { file: slot, chunk: 0 }, key: None }];
                     let marker = identity::marker(&self.file, read_pos);
                     let _ = self.send_chunk(slot, read_pos, marker, records).await;
                 }
@@ -585,10 +588,19 @@ impl Tailer {
         marker: Option<identity::Sample>,
         mut records: Vec<Record>,
     ) -> Next {
+        if let Some(keys) = &self.settings.keys {
+            keys.before_processing(&mut records);
+        }
         if let Some(processor) = &self.settings.processor {
             processor.ready().await;
             self.process(processor, &mut records);
         }
+        if let Some(keys) = &self.settings.keys {
+            let stats = keys.after_processing(&mut records, &mut rand::rng());
+            FlowMetrics::add(&self.metrics.partition_key_fallbacks, stats.fallbacks);
+            FlowMetrics::add(&self.metrics.explicit_hash_key_invalid, stats.invalid_hash_keys);
+        }
+        // Firehose flows only (they carry no keys).
         records = crate::record::join::join(records, self.settings.join_size);
         // The count is of the records sent: dropped ones are not waited for, and a chunk left
         // empty moves the checkpoint over its lines at once.
