@@ -19,11 +19,9 @@ const SQLITE_MAGIC: &[u8] = b"SQLite format 3\0";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
-    #[error(
-        "cannot create the checkpoint directory {path}: {source} (set `checkpointFile` to a writable place, or give the agent's user write access)"
-    )]
+    #[error("cannot create the checkpoint directory {path}: {source}{}", dir_hint(source))]
     CreateDir { path: PathBuf, source: io::Error },
-    #[error("cannot open the lock file {path}: {source}")]
+    #[error("cannot open the lock file {path}: {source}{}", dir_hint(source))]
     Lock { path: PathBuf, source: io::Error },
     #[error(
         "another kinesis-agent already uses the checkpoint file {path} (lock {lock} is held); stop it or give this one its own `checkpointFile`"
@@ -35,8 +33,15 @@ pub enum CheckpointError {
         "the checkpoint file {path} is not valid: {message}; move it away to start over (files are then read according to `initialPosition`)"
     )]
     Invalid { path: PathBuf, message: String },
-    #[error("cannot write the checkpoint file {path}: {source}")]
+    #[error("cannot write the checkpoint file {path}: {source}{}", crate::service::sandbox_hint(source))]
     Write { path: PathBuf, source: io::Error },
+}
+
+fn dir_hint(e: &io::Error) -> &'static str {
+    match crate::service::sandbox_hint(e) {
+        "" => " (set `checkpointFile` to a writable place, or give the agent's user write access)",
+        hint => hint,
+    }
 }
 
 /// One file's checkpoint.
@@ -97,7 +102,11 @@ impl CheckpointStore {
             })?;
         }
         if is_sqlite(&path) {
-            let ours = PathBuf::from(format!("{}.json", path.display()));
+            // Under the systemd unit the Java agent's directory is not writable (and not ours).
+            let ours = match std::env::var_os("STATE_DIRECTORY").filter(|d| !d.is_empty()) {
+                Some(dir) => Path::new(&dir).join("checkpoints.json"),
+                None => PathBuf::from(format!("{}.json", path.display())),
+            };
             notes.push(format!(
                 "{} is a Java agent (SQLite) checkpoint database; it is left untouched and checkpoints are kept in {}",
                 path.display(),
@@ -106,11 +115,13 @@ impl CheckpointStore {
             path = ours;
         }
         let lock_path = PathBuf::from(format!("{}.lock", path.display()));
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
+        // Opened read-only when it exists (flock needs no write access), so a lock file left by
+        // `sudo kinesis-agent --once` does not keep the service's user out.
+        let lock = File::open(&lock_path)
+            .or_else(|e| match e.kind() {
+                io::ErrorKind::NotFound => OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path),
+                _ => Err(e),
+            })
             .map_err(|source| CheckpointError::Lock { path: lock_path.clone(), source })?;
         match lock.try_lock() {
             Ok(()) => {}
@@ -221,6 +232,8 @@ impl CheckpointStore {
         let body = serde_json::to_vec_pretty(&FileFormat { version: VERSION, checkpoints }).expect("serializable");
         let err = |source| CheckpointError::Write { path: self.path.clone(), source };
         let tmp = PathBuf::from(format!("{}.tmp", self.path.display()));
+        // A leftover of an interrupted write, perhaps by another user (`sudo ... --once`).
+        let _ = fs::remove_file(&tmp);
         let mut f = File::create(&tmp).map_err(err)?;
         f.write_all(&body).and_then(|_| f.write_all(b"\n")).and_then(|_| f.sync_all()).map_err(|e| {
             let _ = fs::remove_file(&tmp);

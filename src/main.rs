@@ -15,6 +15,10 @@ const EXIT_OK: u8 = 0;
 const EXIT_FATAL: u8 = 1;
 /// `--check-config` found problems; `--once` left records undelivered.
 const EXIT_INCOMPLETE: u8 = 2;
+/// The daemon's configuration is invalid (sysexits' EX_CONFIG): restarting cannot help, so the
+/// systemd unit's `RestartPreventExitStatus` leaves it stopped instead of retrying every 5 s.
+/// `--once` keeps 1 for it, as documented.
+const EXIT_CONFIG: u8 = 78;
 
 /// Ships lines of local files to Amazon Kinesis Data Streams and Firehose.
 #[derive(Parser, Debug)]
@@ -73,7 +77,8 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 }
 
 /// The level: `-L`, else `RUST_LOG`, else `log.level`, else info. The destination: `log.file`
-/// (rotated by size) or standard error. `Err` names a log file that cannot be opened.
+/// (rotated by size) or standard error. A log file that cannot be opened does not stop the agent
+/// (as the Java agent's log4j fell back): logging goes to standard error and `Err` says why.
 fn init_logging(level: Option<&str>, log: Option<&config::LogSettings>) -> Result<(), String> {
     use kinesis_agent::service::logfile::RotatingFile;
     use std::io::IsTerminal;
@@ -84,19 +89,31 @@ fn init_logging(level: Option<&str>, log: Option<&config::LogSettings>) -> Resul
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| configured()),
     };
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
-    match log.and_then(|l| l.file.as_ref().map(|f| (f, l))) {
-        Some((path, l)) => {
-            let file = RotatingFile::open(path, l.max_file_size, l.max_backups)
-                .map_err(|e| format!("log.file: cannot open the log file {e}"))?;
+    let opened = log.and_then(|l| l.file.as_ref().map(|path| RotatingFile::open(path, l.max_file_size, l.max_backups)));
+    match opened {
+        Some(Ok(file)) => {
             let file: &'static RotatingFile = Box::leak(Box::new(file));
             builder.with_writer(move || file).with_ansi(false).init();
+            Ok(())
         }
         // Drawn around the `--once` progress bars, if any.
-        None => {
-            builder.with_writer(|| kinesis_agent::progress::LogWriter).with_ansi(std::io::stderr().is_terminal()).init()
+        failed => {
+            builder
+                .with_writer(|| kinesis_agent::progress::LogWriter)
+                .with_ansi(std::io::stderr().is_terminal())
+                .init();
+            match failed {
+                Some(Err(e)) => {
+                    let path = log.and_then(|l| l.file.as_ref()).map(|p| p.display().to_string()).unwrap_or_default();
+                    Err(format!(
+                        "log.file: cannot open the log file {path}: {e}{}",
+                        kinesis_agent::service::sandbox_hint(&e)
+                    ))
+                }
+                _ => Ok(()),
+            }
         }
     }
-    Ok(())
 }
 
 fn dropin_dir(cli: &Cli) -> PathBuf {
@@ -192,7 +209,11 @@ fn main() -> ExitCode {
                 eprintln!("error: {e}");
             }
             eprintln!("{} problem(s) in the configuration", errs.0.len());
-            return ExitCode::from(if cli.check_config { EXIT_INCOMPLETE } else { EXIT_FATAL });
+            return ExitCode::from(match () {
+                _ if cli.check_config => EXIT_INCOMPLETE,
+                _ if cli.once => EXIT_FATAL,
+                _ => EXIT_CONFIG,
+            });
         }
     };
     cfg.give_up_after = cli.give_up_after;
@@ -206,9 +227,9 @@ fn main() -> ExitCode {
         }
         return ExitCode::from(EXIT_OK);
     }
-    if let Err(e) = init_logging(cli.log_level.as_deref(), Some(&cfg.log)) {
-        eprintln!("error: {e}");
-        return ExitCode::from(EXIT_FATAL);
+    let log_fallback = init_logging(cli.log_level.as_deref(), Some(&cfg.log)).err();
+    if let Some(e) = log_fallback {
+        tracing::warn!("{e}; logging to standard error instead");
     }
     for n in &cfg.notices {
         tracing::warn!("{n}");
@@ -242,7 +263,8 @@ fn main() -> ExitCode {
             Ok(o) => o,
             Err(e) => {
                 tracing::error!("{e}");
-                return EXIT_FATAL;
+                let config_error = matches!(e, agent::RunError::Pattern { .. } | agent::RunError::Aws(_));
+                return if config_error && mode == Mode::Daemon { EXIT_CONFIG } else { EXIT_FATAL };
             }
         };
         for f in &outcome.flows {

@@ -156,9 +156,10 @@ fn assert_rejected_in(s: &Setup, extra: &[&str], needles: &[&str]) -> Run {
     }
     assert_has(&check.stderr, &format!("{} problem(s) in the configuration", errors.len()), &check);
 
-    for mode in [&["--once"][..], &[][..]] {
+    // `--once` exits 1; the daemon 78 (EX_CONFIG), which the systemd unit does not restart.
+    for (mode, code) in [(&["--once"][..], 1), (&[][..], 78)] {
         let start = s.run(&with(mode, extra));
-        assert_eq!(start.code, Some(1), "a normal start {mode:?} must exit 1\n{}", start.describe());
+        assert_eq!(start.code, Some(code), "a normal start {mode:?} must exit {code}\n{}", start.describe());
         assert_eq!(start.error_lines(), errors, "same messages at a normal start {mode:?}\n{}", start.describe());
         assert!(!start.stderr.contains('\u{1b}'), "terminal escapes in a redirected stderr\n{}", start.describe());
     }
@@ -931,4 +932,31 @@ fn an_invalid_glob_is_rejected_by_check_config() {
         r#"{"flows": [{"filePattern": "/var/log/[app.log", "kinesisStream": "s"}]}"#,
         &["agent.json: flows[0].filePattern", "/var/log/[app.log", "unclosed character class"],
     );
+}
+
+/// `sudo kinesis-agent --once` leaves root-owned 0644 lock, checkpoint and (when interrupted)
+/// temp files in the service's state directory: the service's own user still starts there, and
+/// carries on from the checkpoint.
+#[test]
+fn files_left_by_root_in_the_state_directory_do_not_keep_the_service_user_out() {
+    let Some(user) = unprivileged() else { return };
+    let fake = FakeKinesis::start();
+    let (s, a, b) = unreadable_setup(&fake, "");
+    chmod(&b, 0o644);
+    let run = s.run(&["--once"]);
+    assert_eq!(run.code, Some(0), "{}", run.describe());
+    let state = s.path("state");
+    chmod(&state, 0o777);
+    fs::write(state.join("checkpoints.json.tmp"), "partial").unwrap();
+    for f in ["checkpoints.json", "checkpoints.json.lock", "checkpoints.json.tmp"] {
+        chmod(&state.join(f), 0o644);
+    }
+    write_lines(&a, 100..150, "a");
+    let config = s.config_str();
+    let mut agent = AgentProcess::spawn_in_as(&s.root, ["-c", config.as_str(), "--once"], &[], Some(user));
+    let status = agent.wait_exit(EXIT_TIMEOUT);
+    assert_eq!(status.code(), Some(0), "{}", agent.log());
+    let mut expected: Vec<String> = expected_lines(0..150, "a").collect();
+    expected.extend(expected_lines(0..40, "b"));
+    assert_exactly_once(expected, &split_lines(&fake.record_data()));
 }

@@ -62,3 +62,32 @@ fn bad_logging_values_name_the_key() {
     assert!(out.contains("log.level: must be TRACE, DEBUG, INFO, WARN or ERROR, found \"LOUD\""), "{out}");
     assert!(out.contains("log.maxFileSize: must be a size such as 10MB"), "{out}");
 }
+
+/// A `log.file` that cannot be opened (the Java agent's legacy path, say, which the systemd unit
+/// keeps read-only) does not stop the agent: the log goes to standard error, with a warning naming
+/// the file. The Java agent's log4j fell back the same way.
+#[test]
+fn an_unopenable_log_file_falls_back_to_stderr() {
+    let fake = FakeKinesis::start();
+    let ws = Workspace::new();
+    write_lines(&ws.file("a.log"), 0..10, "L");
+    // A directory where the log file's parent should be: cannot be opened, even as root.
+    let blocker = ws.root.join("not-a-dir");
+    std::fs::write(&blocker, "").unwrap();
+    let log = blocker.join("agent.log");
+    ws.write_config(json!({
+        "kinesis.endpoint": fake.endpoint(),
+        "kinesis.region": TEST_REGION,
+        "log.file": log,
+        "flows": [{ "filePattern": ws.pattern("*.log"), "kinesisStream": "s" }]
+    }));
+    let (status, stderr, _) = ws.run_once(Duration::from_secs(60));
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert_eq!(fake.record_count(), 10);
+    assert!(
+        stderr.contains(&format!("log.file: cannot open the log file {}", log.display()))
+            && stderr.contains("logging to standard error instead"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("record(s) read"), "the log goes on on stderr:\n{stderr}");
+}

@@ -11,6 +11,26 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+/// What to add to an error writing `path`'s directory when it is read-only or not ours: under the
+/// systemd unit (`ProtectSystem=strict`) only the state and logs directories are writable.
+pub fn sandbox_hint(e: &std::io::Error) -> &'static str {
+    match e.kind() {
+        std::io::ErrorKind::ReadOnlyFilesystem if under_systemd() => {
+            " (under the kinesis-agent systemd unit only /var/lib/kinesis-agent and /var/log/kinesis-agent are writable: use those, or `systemctl edit kinesis-agent` and add `ReadWritePaths=-/that/directory` under [Service])"
+        }
+        std::io::ErrorKind::ReadOnlyFilesystem => " (the file system is read-only here)",
+        std::io::ErrorKind::PermissionDenied => {
+            " (give the agent's user, `kinesis-agent` under the systemd unit, write access to the directory)"
+        }
+        _ => "",
+    }
+}
+
+/// Started by systemd (the unit sets `INVOCATION_ID` for every service it starts).
+fn under_systemd() -> bool {
+    std::env::var_os("INVOCATION_ID").is_some()
+}
+
 /// Exit status after a second stop signal.
 pub const EXIT_FORCED: i32 = 130;
 

@@ -139,18 +139,23 @@ struct Batch {
 /// The batch being filled, and what it takes to send full ones.
 struct Filler<'a> {
     batch: Option<Batch>,
+    ctx: &'a FlowCtx<'a>,
+    tasks: &'a mut JoinSet<u64>,
+}
+
+/// What every batch of a flow is sent with.
+struct FlowCtx<'a> {
     limits: &'a BatchLimits,
     sender: &'a Arc<FlowSender>,
     inflight: &'a InFlight,
     budget: &'a FlowBudget,
     flow_slots: &'a Arc<Semaphore>,
-    tasks: &'a mut JoinSet<u64>,
 }
 
 impl Filler<'_> {
     /// Add one entry, sending the batch first if the entry would not fit in it.
     async fn push(&mut self, e: Entry) {
-        let limits = self.limits;
+        let limits = self.ctx.limits;
         let size = e.kinesis_size(limits.per_record_overhead);
         let full = self
             .batch
@@ -175,8 +180,20 @@ impl Filler<'_> {
 
     async fn send(&mut self) {
         if let Some(b) = self.batch.take() {
-            dispatch(b, self.sender, self.inflight, self.budget, self.flow_slots, self.tasks).await;
+            let c = self.ctx;
+            dispatch(b, c.sender, c.inflight, c.budget, c.flow_slots, self.tasks).await;
         }
+    }
+
+    /// Close the aggregator's open aggregates and send everything held.
+    async fn flush(&mut self, aggregator: Option<&mut Aggregator>, closed: &mut Vec<Entry>) {
+        if let Some(agg) = aggregator {
+            agg.flush(closed);
+            for e in closed.drain(..) {
+                self.push(e).await;
+            }
+        }
+        self.send().await;
     }
 }
 
@@ -196,6 +213,8 @@ pub async fn run(
     let mut given_up = 0u64;
     let mut batch: Option<Batch> = None;
     let mut closed: Vec<Entry> = Vec::new();
+    let ctx =
+        FlowCtx { limits: &limits, sender: &sender, inflight: &inflight, budget: &budget, flow_slots: &flow_slots };
     loop {
         let oldest = [batch.as_ref().map(|b| b.opened), aggregator.as_ref().and_then(Aggregator::oldest)];
         let deadline = oldest.into_iter().flatten().min().map(|t| t + limits.max_age);
@@ -209,15 +228,7 @@ pub async fn run(
                 {
                     agg.shards.refresh(client, stream, &sender.label).await;
                 }
-                let mut f = Filler {
-                    batch: batch.take(),
-                    limits: &limits,
-                    sender: &sender,
-                    inflight: &inflight,
-                    budget: &budget,
-                    flow_slots: &flow_slots,
-                    tasks: &mut tasks,
-                };
+                let mut f = Filler { batch: batch.take(), ctx: &ctx, tasks: &mut tasks };
                 for r in chunk.records {
                     match aggregator.as_mut() {
                         Some(agg) => {
@@ -241,44 +252,16 @@ pub async fn run(
                 batch = f.batch.take();
             }
             _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
-                let mut f = Filler {
-                    batch: batch.take(),
-                    limits: &limits,
-                    sender: &sender,
-                    inflight: &inflight,
-                    budget: &budget,
-                    flow_slots: &flow_slots,
-                    tasks: &mut tasks,
-                };
-                if let Some(agg) = aggregator.as_mut() {
-                    agg.flush(&mut closed);
-                    for e in closed.drain(..) {
-                        f.push(e).await;
-                    }
-                }
-                f.send().await;
+                let mut f = Filler { batch: batch.take(), ctx: &ctx, tasks: &mut tasks };
+                f.flush(aggregator.as_mut(), &mut closed).await;
             }
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                 given_up += done.unwrap_or(0);
             }
         }
     }
-    let mut f = Filler {
-        batch: batch.take(),
-        limits: &limits,
-        sender: &sender,
-        inflight: &inflight,
-        budget: &budget,
-        flow_slots: &flow_slots,
-        tasks: &mut tasks,
-    };
-    if let Some(agg) = aggregator.as_mut() {
-        agg.flush(&mut closed);
-        for e in closed.drain(..) {
-            f.push(e).await;
-        }
-    }
-    f.send().await;
+    let mut f = Filler { batch: batch.take(), ctx: &ctx, tasks: &mut tasks };
+    f.flush(aggregator.as_mut(), &mut closed).await;
     while let Some(done) = tasks.join_next().await {
         given_up += done.unwrap_or(0);
     }
