@@ -120,6 +120,29 @@ fn bursts_stay_whole_and_the_last_record_leaves_after_the_flush_timeout() {
     assert_eq!(agent.wait_exit(Duration::from_secs(15)).code(), Some(0));
 }
 
+/// The next event's first line written in two parts (a writer flushing mid-line): the event
+/// before it is finished by a line that began in an earlier read, and leaves whole; so does the
+/// next one. (The record's end then lies before the read that finished it.)
+#[test]
+fn a_start_line_split_across_reads_finishes_the_record_before_it() {
+    let fake = FakeKinesis::start();
+    let ws = Workspace::new();
+    ws.write_config(fake_flow(&ws, &fake, json!({ "multiLineFlushTimeoutMillis": 1000 })));
+    let log = ws.file("app.log");
+    append(&log, "");
+    let mut agent = ws.spawn(false, &[]);
+    let (e1, e2) = (event(3), event(5));
+    let (head, tail_part) = e2.split_at(10);
+    append(&log, &format!("{e1}{head}"));
+    std::thread::sleep(Duration::from_millis(600));
+    append(&log, tail_part);
+    let got = wait_records(&fake, 2, Duration::from_secs(10));
+    assert_eq!(got, vec![e1, e2], "agent log:\n{}", tail(&agent.log(), 4000));
+    assert!(agent.is_running(), "{}", agent.log());
+    agent.sigterm();
+    assert_eq!(agent.wait_exit(Duration::from_secs(15)).code(), Some(0), "{}", agent.log());
+}
+
 /// SIGTERM while an event is still being built: the checkpoint stays at the event's first line,
 /// and after a restart the event arrives whole, with the lines added while the agent was down.
 #[test]

@@ -268,11 +268,13 @@ impl Tailer {
                     end = Some(start + consumed as u64);
                 }
                 if let Some(end) = end {
-                    let within = (end - start) as usize;
-                    let marker = if within >= identity::MARKER_BYTES {
-                        Some(identity::Sample::of(&data[within - identity::MARKER_BYTES..within]))
-                    } else {
-                        identity::marker(&self.file, end)
+                    // A multi-line record finished by a start line that began in an earlier read
+                    // ends before this read: its marker is read from the file.
+                    let marker = match end.checked_sub(start).map(|w| w as usize) {
+                        Some(within) if within >= identity::MARKER_BYTES => {
+                            Some(identity::Sample::of(&data[within - identity::MARKER_BYTES..within]))
+                        }
+                        _ => identity::marker(&self.file, end),
                     };
                     if let Next::Stop = self.send_chunk(slot, end, marker, records).await {
                         break;
