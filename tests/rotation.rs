@@ -583,6 +583,33 @@ fn copytruncate_while_stopped() {
     );
 }
 
+/// copytruncate while the destination is down for longer than a copy waits for its original to
+/// be truncated (30 s), with a backlog far over the in-flight budget: the original's tailer is
+/// held back and cannot see the truncation until the destination is back. The copy waits for it
+/// (it used to give up and start at its own end, losing the backlog). Exactly once.
+#[test]
+fn copytruncate_while_the_destination_is_down() {
+    let kind = "copytruncate while the destination is down";
+    let fake = FakeKinesis::start();
+    let ws = Workspace::new();
+    let mut config = fake_config(&ws, &fake, "app.log*");
+    config["maxInFlightBytes"] = json!(1_048_576);
+    ws.write_config(config);
+    let live = ws.file("app.log");
+    // 10 MB: ten times the budget.
+    write_lines(&live, 0..100_000, PREFIX);
+    fake.set_down_for(DownMode::Refuse, Duration::from_secs(36));
+    let mut agent = ws.spawn(false, &[]);
+    std::thread::sleep(Duration::from_secs(3));
+    std::fs::copy(&live, ws.file("app.log.1")).expect("copy app.log");
+    truncate(&live);
+    write_lines(&live, 100_000..100_100, PREFIX);
+    // Until the destination is back (nothing can arrive before).
+    std::thread::sleep(Duration::from_secs(34));
+    let t = finish(kind, &fake, &mut agent, &ws, 100_100);
+    t.assert_exactly_once(kind, &agent);
+}
+
 /// copytruncate (`app.log` copied to `app.log.1`, archives shifting, then truncated in place; the
 /// writer is held during the copy and truncation so that no line falls between them).
 fn copytruncate_run(pattern: &str, kind: &str) -> (Tally, AgentProcess, Workspace) {

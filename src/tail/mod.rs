@@ -513,10 +513,12 @@ impl Tailer {
 
     /// This file's head matches the live `original`: it is a copy. Once `original` is truncated
     /// (copytruncate), read the copy from where `original` had been read; if it is not truncated
-    /// within `COPY_HOLD`, the copy repeats what `original` holds: start at the copy's end.
-    /// `None` on shutdown.
+    /// within `COPY_HOLD` of having read all the copy holds, the copy repeats what `original`
+    /// holds: start at the copy's end. While `original` is behind (a slow or down destination
+    /// holds its tailer back, so it cannot see a truncation yet) the copy keeps waiting: deciding
+    /// then would lose what the original never read. `None` on shutdown.
     async fn wait_for_truncation(&self, original: &TailHandle) -> Option<u64> {
-        let deadline = Instant::now() + copy::COPY_HOLD;
+        let mut deadline = Instant::now() + copy::COPY_HOLD;
         let my_head = identity::head(&self.file, self.file.metadata().map(|m| m.len()).unwrap_or(0));
         loop {
             let size = self.file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -530,7 +532,19 @@ impl Tailer {
                 );
                 return Some(t.committed.min(size));
             }
-            if original.done.load(Ordering::Relaxed) || Instant::now() >= deadline {
+            if original.done.load(Ordering::Relaxed) {
+                // The original was drained and closed: the copy goes on from where it stopped.
+                let at = original.read_offset.load(Ordering::Relaxed).min(size);
+                tracing::info!(
+                    "{} is a copy of {}, which is closed: reading it from byte {at}",
+                    self.path().display(),
+                    original.path.lock().unwrap().display()
+                );
+                return Some(at);
+            }
+            if original.read_offset.load(Ordering::Relaxed) < size {
+                deadline = Instant::now() + copy::COPY_HOLD;
+            } else if Instant::now() >= deadline {
                 tracing::info!(
                     "{} repeats the start of {}, which was not truncated: only lines added to it from now on are sent",
                     self.path().display(),
