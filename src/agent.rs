@@ -772,10 +772,17 @@ async fn checkpoint_writer(
     let every = systemd::watchdog_every().map_or(CHECKPOINT_EVERY, |w| w.min(CHECKPOINT_EVERY));
     let mut interval = tokio::time::interval(every);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut touched = std::time::Instant::now();
     loop {
         tokio::select! {
             _ = interval.tick() => {}
             _ = stop.cancelled() => return,
+        }
+        // Now and then also when nothing moved, so that the checkpoints of quiet files are
+        // touched (`checkpointTimeToLiveDays` drops only files no longer tailed).
+        if touched.elapsed() >= crate::checkpoint::TOUCH_EVERY {
+            touched = std::time::Instant::now();
+            tracker.mark_dirty();
         }
         let (st, tr) = (store.clone(), tracker.clone());
         let ok = tokio::task::spawn_blocking(move || flush_checkpoints(&st, &tr, false)).await.unwrap_or(false);

@@ -15,6 +15,8 @@ use crate::ack::{FileId, Watermark};
 use crate::tail::identity::Sample;
 
 const VERSION: u32 = 1;
+/// How often the entries of files still tailed get a new `updated_ms` (see `update`).
+pub const TOUCH_EVERY: Duration = Duration::from_secs(3600);
 const SQLITE_MAGIC: &[u8] = b"SQLite format 3\0";
 
 #[derive(Debug, thiserror::Error)]
@@ -191,7 +193,14 @@ impl CheckpointStore {
         for m in marks {
             let key = (m.flow.to_string(), m.id);
             match self.entries.get_mut(&key) {
-                Some(e) if e.offset == m.offset && e.path == m.path && e.head == m.head && e.marker == m.marker => {}
+                Some(e) if e.offset == m.offset && e.path == m.path && e.head == m.head && e.marker == m.marker => {
+                    // A file still tailed is alive however long it has been quiet: not for the
+                    // time-to-live to drop (and its lines to be sent again after a restart).
+                    if now.saturating_sub(e.updated_ms) >= TOUCH_EVERY.as_millis() as u64 {
+                        e.updated_ms = now;
+                        changed = true;
+                    }
+                }
                 Some(e) => {
                     e.offset = m.offset;
                     e.path = m.path.clone();
@@ -287,6 +296,23 @@ mod tests {
         assert_eq!(s.get("a", FileId { dev: 1, ino: 5 }).unwrap().offset, 42);
         assert!(s.has_flow("a"));
         assert!(!s.has_flow("b"));
+    }
+
+    /// A file tailed but quiet for longer than the time-to-live keeps its checkpoint.
+    #[test]
+    fn quiet_files_still_tailed_are_not_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.json");
+        let (mut s, _) = CheckpointStore::open(&path, 1).unwrap();
+        assert!(s.update(&[mark("a", 5, 42)], &[]));
+        let key = ("a".to_string(), FileId { dev: 1, ino: 5 });
+        s.entries.get_mut(&key).unwrap().updated_ms -= 2 * 86_400_000;
+        // Unchanged, but seen: touched, so the write does not prune it.
+        assert!(s.update(&[mark("a", 5, 42)], &[]));
+        s.write().unwrap();
+        drop(s);
+        let (s, notes) = CheckpointStore::open(&path, 1).unwrap();
+        assert_eq!(s.get("a", FileId { dev: 1, ino: 5 }).map(|e| e.offset), Some(42), "{notes:?}");
     }
 
     #[test]

@@ -137,7 +137,7 @@ static KEYS: &[KeyInfo] = &[
         "checkpointTimeToLiveDays",
         "integer, 1-2147483647",
         "7",
-        "Checkpoints not updated for this many days are removed.",
+        "Checkpoints of files no longer tailed (gone, or no longer matched) for this many days are removed; a quiet file still tailed keeps its checkpoint.",
         Supported,
         int(1, INT, 7),
     ),
