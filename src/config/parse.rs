@@ -542,7 +542,7 @@ static KEYS: &[KeyInfo] = &[
         "retryInitialBackoffMillis",
         "integer (ms), at least 0",
         "100",
-        "Delay before the first retry of a failed send; it grows with each failure.",
+        "Delay before the first retry of a failed send; it grows with each failure (at least 10 ms are waited).",
         Supported,
         int(0, LONG, 100),
     ),

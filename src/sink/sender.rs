@@ -53,6 +53,9 @@ pub struct FlowSender {
     pub shards: Option<Arc<Shards>>,
 }
 
+/// The least a retry waits, whatever `retryInitialBackoffMillis` / `retryMaxBackoffMillis` say.
+const MIN_BACKOFF: Duration = Duration::from_millis(10);
+
 impl FlowSender {
     pub fn new(
         label: String,
@@ -71,8 +74,9 @@ impl FlowSender {
             once,
             give_up_after: crate::config::DEFAULT_GIVE_UP_AFTER,
             last_accepted: Mutex::new(tokio::time::Instant::now()),
-            initial_backoff,
-            max_backoff,
+            // Never 0 (the keys allow it): a retry loop without a pause would spin and hammer.
+            initial_backoff: initial_backoff.max(MIN_BACKOFF),
+            max_backoff: max_backoff.max(MIN_BACKOFF),
             saw_fatal: AtomicBool::new(false),
             give_up,
             pacer: Pacer::new(),
