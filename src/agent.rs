@@ -437,9 +437,16 @@ pub async fn run(
             !done || !f.stopping
         });
         if deadline.is_none() {
+            let mut folded = false;
             waiting.retain(|next| {
                 if running.iter().any(|f| f.config.id == next.id && !f.done.load(Ordering::SeqCst)) {
                     return true;
+                }
+                // The restarted flow starts from the store: fold in the last acknowledgements
+                // first, or up to a second of delivered lines would be sent again.
+                if !folded {
+                    folded = true;
+                    flush_checkpoints(&flows.store, &flows.tracker, false);
                 }
                 match Pattern::new(&next.file_pattern) {
                     Ok(p) => running.push(flows.start(next, p)),
@@ -588,6 +595,19 @@ async fn apply_reload(
         }
     }
     let (mut added, mut removed, mut restarted, mut kept) = (0, 0, 0, 0);
+    // Flows still waiting for their previous version to drain (an earlier reload changed them)
+    // take the newest settings, or are dropped if this configuration removed them.
+    waiting.retain_mut(|w| match new.flows.iter().find(|n| n.id == w.id) {
+        Some(n) => {
+            *w = n.clone();
+            true
+        }
+        None => {
+            tracing::info!("SIGHUP: flows[{}] was removed before its restart", w.index);
+            removed += 1;
+            false
+        }
+    });
     for old in running.iter_mut().filter(|f| !f.stopping) {
         match new.flows.iter().find(|n| n.id == old.config.id) {
             None => {

@@ -120,3 +120,39 @@ fn sighup_with_an_invalid_configuration_keeps_the_running_one() {
     assert_eq!(agent.wait_exit(Duration::from_secs(15)).code(), Some(0));
     assert_exactly_once(expected_lines(0..200, "a"), &lines_of(&fake, "stream-a"));
 }
+
+/// A flow changed by one reload and removed by the next while its previous version is still
+/// draining (its stream is missing) stays removed: it does not start again once the drain ends.
+#[test]
+fn a_flow_removed_while_waiting_to_restart_stays_removed() {
+    let fake = FakeKinesis::start();
+    fake.set_known_streams(Some(&["stream-b"]));
+    let ws = Workspace::new();
+    let (a, b) = (ws.file("a.log"), ws.file("b.log"));
+    write_lines(&a, 0..100, "a");
+    write_lines(&b, 0..100, "b");
+    let mut fa = flow(&ws, "a");
+    fa["retryMaxBackoffMillis"] = json!(200);
+    ws.write_config(config(&fake, vec![fa.clone(), flow(&ws, "b")]));
+    let mut agent = ws.spawn(false, &[]);
+    assert_eq!(wait_stream(&fake, "stream-b", 100).len(), 100);
+    assert!(agent.wait_for_log("ResourceNotFoundException", Duration::from_secs(20)), "{}", agent.log());
+    // Reload 1: a changed; it restarts once its old version has drained, which cannot happen yet.
+    let mut fa2 = fa.clone();
+    fa2["maxBufferAgeMillis"] = json!(2000);
+    ws.write_config(config(&fake, vec![fa2, flow(&ws, "b")]));
+    hup_and_wait(&mut agent, "0 flow(s) added, 0 removed, 1 changed, 1 unchanged");
+    // Reload 2: a removed.
+    ws.write_config(config(&fake, vec![flow(&ws, "b")]));
+    hup_and_wait(&mut agent, "was removed before its restart");
+    // The old version drains once the stream exists; then a is not started again.
+    fake.set_known_streams(None);
+    assert_eq!(wait_stream(&fake, "stream-a", 100).len(), 100);
+    write_lines(&a, 100..150, "a");
+    write_lines(&b, 100..150, "b");
+    assert_eq!(wait_stream(&fake, "stream-b", 150).len(), 150);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(lines_of(&fake, "stream-a").len(), 100, "the removed flow started again; log:\n{}", agent.log());
+    agent.sigterm();
+    assert_eq!(agent.wait_exit(Duration::from_secs(15)).code(), Some(0), "{}", agent.log());
+}
