@@ -190,6 +190,10 @@ impl CheckpointStore {
     pub fn update(&mut self, marks: &[Watermark], forgotten: &[(Arc<str>, FileId)]) -> bool {
         let now = now_ms();
         let mut changed = false;
+        // First: a forgotten file's inode may be reused by a file in `marks`, whose entry stays.
+        for (flow, id) in forgotten {
+            changed |= self.entries.remove(&(flow.to_string(), *id)).is_some();
+        }
         for m in marks {
             let key = (m.flow.to_string(), m.id);
             match self.entries.get_mut(&key) {
@@ -226,9 +230,6 @@ impl CheckpointStore {
                     changed = true;
                 }
             }
-        }
-        for (flow, id) in forgotten {
-            changed |= self.entries.remove(&(flow.to_string(), *id)).is_some();
         }
         changed
     }
@@ -296,6 +297,17 @@ mod tests {
         assert_eq!(s.get("a", FileId { dev: 1, ino: 5 }).unwrap().offset, 42);
         assert!(s.has_flow("a"));
         assert!(!s.has_flow("b"));
+    }
+
+    /// A deleted file forgotten in the same snapshot as a new file on its reused inode: the new
+    /// file's entry stays.
+    #[test]
+    fn a_reused_inode_keeps_the_new_files_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut s, _) = CheckpointStore::open(&dir.path().join("c.json"), 7).unwrap();
+        s.update(&[mark("a", 5, 42)], &[]);
+        s.update(&[mark("a", 5, 7)], &[("a".into(), FileId { dev: 1, ino: 5 })]);
+        assert_eq!(s.get("a", FileId { dev: 1, ino: 5 }).map(|e| e.offset), Some(7));
     }
 
     /// A file tailed but quiet for longer than the time-to-live keeps its checkpoint.
