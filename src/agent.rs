@@ -246,10 +246,12 @@ impl Flows {
         let settings = TailSettings {
             flow_id: Arc::from(flow.id.as_str()),
             // Room for the longest partition key, which counts towards the Kinesis record limit
-            // (256 characters: up to 1 KiB for a key taken from the records).
+            // (256 characters: up to 1 KiB for a key taken from the records). Firehose records
+            // have no key.
             record_limit: flow.destination.max_record_bytes()
-                - match flow.partition_key {
-                    PartitionKeyOption::Derived(_) => crate::record::key::MAX_KEY_BYTES,
+                - match (&flow.destination, &flow.partition_key) {
+                    (Destination::Firehose { .. }, _) => 0,
+                    (_, PartitionKeyOption::Derived(_)) => crate::record::key::MAX_KEY_BYTES,
                     _ => 256,
                 },
             terminator: match flow.oversized_record_action {

@@ -204,3 +204,33 @@ fn a_file_whose_every_line_is_dropped_is_checkpointed_to_its_end() {
     );
     assert_eq!(ws.checkpoint_of(&file), Some(file_len(&file)));
 }
+
+/// A line just under the record limit whose converted form is over it: cut to the limit and ended
+/// with the terminator, as the Java agent does (it used to go out unconverted); with
+/// `oversizedRecordAction: DROP`, dropped. The lines around it go out converted.
+#[test]
+fn a_record_too_big_once_converted_is_cut_to_the_limit() {
+    // 1 MiB minus the room kept for a partition key.
+    const LIMIT: usize = 1_048_576 - 256;
+    let fake = FakeKinesis::start();
+    let ws = Workspace::new();
+    let big = "x".repeat(LIMIT - 20);
+    for name in ["cut.log", "drop.log"] {
+        std::fs::write(ws.file(name), format!("small\n{big}\nafter\n")).unwrap();
+    }
+    let meta = json!({"dataProcessingOptions": [{"optionName": "ADDMETADATA", "metadata": {"host": "h"}}]});
+    let mut drop = meta.clone();
+    drop["oversizedRecordAction"] = json!("DROP");
+    ws.write_config(config(&fake, vec![flow(&ws, "cut.log", "cut", meta), flow(&ws, "drop.log", "drop", drop)]));
+    let (status, log, _) = ws.run_once(Duration::from_secs(60));
+    assert!(status.success(), "{}", tail(&log, 4000));
+    let cut = received(&fake, "cut");
+    assert_eq!(cut.len(), 3, "{}", tail(&log, 4000));
+    assert_eq!(cut[0], "{\"metadata\":{\"host\":\"h\"},\"data\":\"small\"}\n");
+    assert_eq!(cut[1].len(), LIMIT, "{:?} … {:?}", &cut[1][..60], &cut[1][cut[1].len() - 60..]);
+    assert!(cut[1].starts_with("{\"metadata\":{\"host\":\"h\"},\"data\":\"xxx") && cut[1].ends_with("xxx\n"));
+    assert_eq!(cut[2], "{\"metadata\":{\"host\":\"h\"},\"data\":\"after\"}\n");
+    let dropped = received(&fake, "drop");
+    assert_eq!(dropped.len(), 2, "{}", tail(&log, 4000));
+    assert!(log.contains("were truncated") && log.contains("were dropped"), "{}", tail(&log, 4000));
+}

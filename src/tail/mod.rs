@@ -560,18 +560,25 @@ impl Tailer {
     }
 
     /// Applies the processing options: a converted record is a new buffer with the same origin;
-    /// a dropped one is removed and counted; one whose conversion is too big for the destination
-    /// is sent as read and counted as an error (the Java agent sends the raw record when a
-    /// converter fails).
+    /// a dropped one is removed and counted. One too big for the destination once converted is
+    /// cut to the limit and ends with the terminator, as the Java agent does (or, with
+    /// `oversizedRecordAction` DROP, dropped), and counted like a long line.
     fn process(&self, processor: &Processor, records: &mut Vec<Record>) {
-        let (mut skipped, mut errors, mut failed) = (0u64, 0u64, 0u64);
+        let limit = self.settings.record_limit;
+        let (mut skipped, mut failed) = (0u64, 0u64);
+        let mut oversized = SplitStats::default();
         records.retain_mut(|r| match processor.convert(&r.data) {
-            Applied::Converted(out) if out.len() <= self.settings.record_limit => {
+            Applied::Converted(mut out) => {
+                if out.len() > limit {
+                    let Some(t) = &self.settings.terminator else {
+                        oversized.dropped += 1;
+                        return false;
+                    };
+                    out.truncate(limit - t.len());
+                    out.extend_from_slice(t);
+                    oversized.truncated += 1;
+                }
                 r.data = Bytes::from(out);
-                true
-            }
-            Applied::Converted(_) => {
-                errors += 1;
                 true
             }
             Applied::Failed => {
@@ -584,14 +591,8 @@ impl Tailer {
             }
         });
         FlowMetrics::add(&self.metrics.records_skipped, skipped);
-        FlowMetrics::add(&self.metrics.processing_errors, errors + failed);
-        if errors > 0 {
-            tracing::warn!(
-                "{}: {errors} record(s) were larger than {} bytes once converted by dataProcessingOptions and were sent as read",
-                self.path().display(),
-                self.settings.record_limit
-            );
-        }
+        FlowMetrics::add(&self.metrics.processing_errors, failed);
+        self.count(&oversized, 0);
         if skipped > 0 {
             tracing::debug!("{}: dataProcessingOptions dropped {skipped} record(s)", self.path().display());
         }

@@ -67,9 +67,10 @@ fn format_pattern(format: LogFormat) -> String {
     format!(r"\A(?:{body})\z")
 }
 
-/// A user's `matchPattern`, matched against the whole record (as Java's `matches()`).
+/// A user's `matchPattern`, matched against the whole record (as Java's `matches()`). CRLF mode:
+/// `.` does not match `\r`, as in Java.
 pub fn compile_match_pattern(pattern: &str) -> Result<Regex, regex::Error> {
-    Regex::new(&format!(r"\A(?:{pattern})\z"))
+    regex::RegexBuilder::new(&format!(r"\A(?:{pattern})\z")).crlf(true).build()
 }
 
 #[derive(Debug)]
@@ -78,6 +79,8 @@ pub struct LogParser {
     fields: Vec<String>,
     /// `-` becomes `null` (the Apache formats).
     dash_is_null: bool,
+    /// A user's `matchPattern` sees a line's `\r` (as in Java, where it may capture it).
+    keep_cr: bool,
     json: JsonFormat,
 }
 
@@ -106,14 +109,21 @@ impl LogParser {
                 fields.len()
             ));
         }
-        Ok(LogParser { re, fields, dash_is_null: format.is_some_and(LogFormat::is_apache), json })
+        let keep_cr = match_pattern.is_some();
+        Ok(LogParser { re, fields, dash_is_null: format.is_some_and(LogFormat::is_apache), keep_cr, json })
     }
 
     /// The record as JSON, or `None` when it does not match (dropped).
     pub fn convert(&self, record: &str) -> Option<String> {
         let line = record.strip_suffix('\n').unwrap_or(record);
-        let line = line.strip_suffix('\r').unwrap_or(line);
-        let caps = self.re.captures(line)?;
+        let without_cr = line.strip_suffix('\r');
+        // A `\r` the built-in formats never match (Java drops such lines): matched without it. A
+        // user's pattern gets the line as Java gives it, then, if that fails, without the `\r`.
+        let caps = match without_cr {
+            Some(bare) if !self.keep_cr => self.re.captures(bare)?,
+            Some(bare) => self.re.captures(line).or_else(|| self.re.captures(bare))?,
+            None => self.re.captures(line)?,
+        };
         let mut object = Object::with_capacity(self.fields.len());
         for (i, name) in self.fields.iter().enumerate() {
             let value = match caps.get(i + 1) {
@@ -188,6 +198,19 @@ mod tests {
         assert_eq!(conv(LogFormat::CombinedApacheLog, line), None);
         let line = "10.0.0.1 - j [22/Nov/2026:03:56:26 +0000] \"GET /straße/日本 HTTP/1.1\" 200 10 \"-\" \"Bot ✓\"\r\n";
         assert!(conv(LogFormat::CombinedApacheLog, line).unwrap().ends_with("\"request\":\"GET /straße/日本 HTTP/1.1\",\"response\":\"200\",\"bytes\":\"10\",\"referer\":null,\"agent\":\"Bot ✓\"}\n"));
+    }
+
+    /// A user's `matchPattern` sees the `\r` of a CRLF line as Java does: a class that takes it
+    /// keeps it; `.` does not take it, and a pattern that cannot match with it is tried without.
+    #[test]
+    fn match_pattern_on_crlf_lines() {
+        let p = |pattern: &str| {
+            let names = ["a".to_string(), "b".to_string()];
+            LogParser::new(Some(LogFormat::Syslog), Some(pattern), Some(&names), JsonFormat::Compact).unwrap()
+        };
+        assert_eq!(p("([^,]*),([^,]*)").convert("x,y\r\n").unwrap(), "{\"a\":\"x\",\"b\":\"y\\r\"}\n");
+        assert_eq!(p("(.*),(.*)").convert("x,y\r\n").unwrap(), "{\"a\":\"x\",\"b\":\"y\"}\n");
+        assert_eq!(p("(\\w*),(\\w*)").convert("x,y\r\n").unwrap(), "{\"a\":\"x\",\"b\":\"y\"}\n");
     }
 
     #[test]
