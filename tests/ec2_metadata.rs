@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,10 +14,7 @@ use bytes::Bytes;
 use common::*;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 
 const TOKEN: &str = "AQAEAtest-token==";
@@ -38,9 +34,8 @@ struct ImdsState {
 /// A minimal IMDSv2: `PUT /latest/api/token`, then token-authenticated GETs of the identity
 /// document, the instance id and the instance tags.
 struct Imds {
-    addr: SocketAddr,
+    server: HttpServer,
     state: Arc<Mutex<ImdsState>>,
-    _shutdown: tokio::sync::oneshot::Sender<()>,
 }
 
 fn identity(instance_type: &str) -> Value {
@@ -65,9 +60,6 @@ fn identity(instance_type: &str) -> Value {
 
 impl Imds {
     fn start() -> Imds {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(ImdsState {
             document: identity("m5.large"),
             tags: Some(vec![("Name".into(), "web-1".into()), ("Team".into(), "ops".into())]),
@@ -76,32 +68,13 @@ impl Imds {
             gets: 0,
             unauthorized: 0,
         }));
-        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
         let st = state.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                loop {
-                    tokio::select! {
-                        _ = &mut rx => return,
-                        accepted = listener.accept() => {
-                            let Ok((stream, _)) = accepted else { continue };
-                            let st = st.clone();
-                            tokio::spawn(async move {
-                                let svc = service_fn(move |req| answer(st.clone(), req));
-                                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
-                            });
-                        }
-                    }
-                }
-            });
-        });
-        Imds { addr, state, _shutdown: tx }
+        let server = HttpServer::start("fake-imds", move |req| answer(st.clone(), req));
+        Imds { server, state }
     }
 
     fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.endpoint()
     }
 
     fn set(&self, f: impl FnOnce(&mut ImdsState)) {

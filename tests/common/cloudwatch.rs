@@ -11,17 +11,12 @@
 //!   `.sum(name, dims)` (sum of the values of `name` with exactly these dimensions)
 
 use std::io::Read as _;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 
 pub const PUT_METRIC_DATA_PATH: &str = "/service/GraniteServiceVersion20100801/operation/PutMetricData";
 
@@ -62,52 +57,20 @@ struct State {
 }
 
 pub struct FakeCloudWatch {
-    addr: SocketAddr,
+    server: super::http::HttpServer,
     state: Arc<Mutex<State>>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl FakeCloudWatch {
     pub fn start() -> FakeCloudWatch {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind fake cloudwatch");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let addr = listener.local_addr().expect("local_addr");
         let state = Arc::new(Mutex::new(State { mode: Some(CwMode::Ok), ..State::default() }));
-        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
         let st = state.clone();
-        let thread = std::thread::Builder::new()
-            .name(format!("fake-cloudwatch-{}", addr.port()))
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(1)
-                    .enable_all()
-                    .build()
-                    .expect("fake cloudwatch runtime");
-                rt.block_on(async move {
-                    let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-                    loop {
-                        tokio::select! {
-                            _ = &mut rx => return,
-                            accepted = listener.accept() => {
-                                let Ok((stream, _)) = accepted else { continue };
-                                let st = st.clone();
-                                tokio::spawn(async move {
-                                    let svc = service_fn(move |req| handle(st.clone(), req));
-                                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
-                                });
-                            }
-                        }
-                    }
-                });
-                rt.shutdown_timeout(Duration::from_millis(200));
-            })
-            .expect("spawn fake cloudwatch");
-        FakeCloudWatch { addr, state, shutdown: Some(tx), thread: Some(thread) }
+        let server = super::http::HttpServer::start("fake-cloudwatch", move |req| handle(st.clone(), req));
+        FakeCloudWatch { server, state }
     }
 
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.addr)
+        self.server.endpoint()
     }
 
     pub fn set_mode(&self, mode: CwMode) {
@@ -141,17 +104,6 @@ impl FakeCloudWatch {
             })
             .map(|d| d.value)
             .sum()
-    }
-}
-
-impl Drop for FakeCloudWatch {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

@@ -69,6 +69,10 @@
 //!   decode), `.datums() -> Vec<Datum { name, dimensions, value, unit, timestamp }>`,
 //!   `.sum(name, &[(dim, value)])`, `.received()`
 //!
+//! # Test HTTP servers (`http.rs`)
+//! - `HttpServer::start(name, handler) -> HttpServer` (own thread and runtime, loopback, stopped
+//!   on Drop); `.addr()`, `.endpoint()`. The fake CloudWatch and the test IMDS are built on it.
+//!
 //! # The agent process (`agent.rs`)
 //! - `agent_bin() -> PathBuf` (`CARGO_BIN_EXE_kinesis-agent`), `agent_env(home) -> Vec<(String, String)>`
 //! - `AgentProcess::spawn(args, env) -> AgentProcess` (env cleared, then PATH, HOME=tempdir,
@@ -114,6 +118,7 @@ pub mod aws;
 pub mod cloudwatch;
 pub mod e2e;
 pub mod fake;
+pub mod http;
 pub mod lines;
 pub mod peers;
 
@@ -122,6 +127,7 @@ pub use aws::*;
 pub use cloudwatch::*;
 pub use e2e::*;
 pub use fake::*;
+pub use http::*;
 pub use lines::*;
 pub use peers::*;
 
