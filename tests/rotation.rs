@@ -610,6 +610,32 @@ fn copytruncate_while_the_destination_is_down() {
     t.assert_exactly_once(kind, &agent);
 }
 
+/// The same, but the application writes more after the truncation than the agent had read
+/// before it: the file never looks shorter than the agent's offset. Its changed first bytes give
+/// the truncation away; the copy resumes where the original was read, the new content is read
+/// from its start. Exactly once.
+#[test]
+fn copytruncate_regrown_past_the_offset_while_held_back() {
+    let kind = "copytruncate regrown past the offset while held back";
+    let fake = FakeKinesis::start();
+    let ws = Workspace::new();
+    let mut config = fake_config(&ws, &fake, "app.log*");
+    config["maxInFlightBytes"] = json!(1_048_576);
+    ws.write_config(config);
+    let live = ws.file("app.log");
+    write_lines(&live, 0..100_000, PREFIX);
+    fake.set_down_for(DownMode::Refuse, Duration::from_secs(8));
+    let mut agent = ws.spawn(false, &[]);
+    std::thread::sleep(Duration::from_secs(3));
+    std::fs::copy(&live, ws.file("app.log.1")).expect("copy app.log");
+    truncate(&live);
+    // 6 MB: more than the agent can have read while held back (the budget, plus a few reads).
+    write_lines(&live, 100_000..160_000, PREFIX);
+    std::thread::sleep(Duration::from_secs(6));
+    let t = finish(kind, &fake, &mut agent, &ws, 160_000);
+    t.assert_exactly_once(kind, &agent);
+}
+
 /// copytruncate (`app.log` copied to `app.log.1`, archives shifting, then truncated in place; the
 /// writer is held during the copy and truncation so that no line falls between them).
 fn copytruncate_run(pattern: &str, kind: &str) -> (Tally, AgentProcess, Workspace) {

@@ -32,6 +32,10 @@ use copy::CopySource;
 /// Bytes read per system call: big enough to amortise the call, small enough to stay fair
 /// between files and keep memory low.
 pub const READ_SIZE: usize = 256 * 1024;
+/// How often a tailer re-reads its file's head to notice a rewrite in place; also after a chunk
+/// took `HELD_BACK` to hand on.
+const HEAD_CHECK_EVERY: Duration = Duration::from_secs(1);
+const HELD_BACK: Duration = Duration::from_millis(50);
 
 /// A flow's tailed files by current path: discovery keeps it, file-system events and copy
 /// recognition look handles up in it.
@@ -212,15 +216,25 @@ impl Tailer {
         let mut last_data = Instant::now();
         let mut read_error_logged = false;
         let mut retire = false;
+        let mut head_checked = Instant::now();
+        let mut check_head_now = false;
         tracing::debug!("tailing {} from offset {}", path.display(), read_pos);
         loop {
             if self.shutdown.is_cancelled() {
                 break;
             }
+            // A file truncated in place and written again past where we read (copytruncate while a
+            // slow destination held this tailer back) never looks shorter: its first bytes tell.
+            let rewritten = !self.settings.once && (check_head_now || head_checked.elapsed() >= HEAD_CHECK_EVERY) && {
+                head_checked = Instant::now();
+                check_head_now = false;
+                self.head_changed()
+            };
             if buf.len() < READ_SIZE {
                 buf = BytesMut::zeroed(READ_SIZE);
             }
-            let n = match self.file.read_at(&mut buf, read_pos) {
+            let n = if rewritten { Ok(0) } else { self.file.read_at(&mut buf, read_pos) };
+            let n = match n {
                 Ok(n) => {
                     read_error_logged = false;
                     n
@@ -276,8 +290,13 @@ impl Tailer {
                         }
                         _ => identity::marker(&self.file, end),
                     };
+                    let sending = Instant::now();
                     if let Next::Stop = self.send_chunk(slot, end, marker, records).await {
                         break;
+                    }
+                    // Held back by the destination: the file may have been rewritten meanwhile.
+                    if sending.elapsed() >= HELD_BACK {
+                        check_head_now = true;
                     }
                 }
                 tokio::task::yield_now().await;
@@ -294,13 +313,22 @@ impl Tailer {
                 Ok(m) => m,
                 Err(_) => break,
             };
-            if meta.len() < read_pos {
-                tracing::warn!(
-                    "{} was truncated ({} bytes, we had read {}): reading it again from the start",
-                    self.path().display(),
-                    meta.len(),
-                    read_pos
-                );
+            if meta.len() < read_pos || rewritten {
+                if rewritten {
+                    tracing::warn!(
+                        "{} was truncated and written again ({} bytes now, we had read {}; its first bytes changed): reading it again from the start",
+                        self.path().display(),
+                        meta.len(),
+                        read_pos
+                    );
+                } else {
+                    tracing::warn!(
+                        "{} was truncated ({} bytes, we had read {}): reading it again from the start",
+                        self.path().display(),
+                        meta.len(),
+                        read_pos
+                    );
+                }
                 // The old content's last record will get no more lines.
                 self.finish_record(slot, &mut multi).await;
                 // What was read of the old content must be acknowledged before the file starts
@@ -372,6 +400,16 @@ impl Tailer {
 
     fn path(&self) -> PathBuf {
         self.handle.path.lock().unwrap().clone()
+    }
+
+    /// Whether the file's full head (1 KiB) is no longer what it was: rewritten in place.
+    fn head_changed(&self) -> bool {
+        let head = *self.handle.head.lock().unwrap();
+        head.is_some_and(|h| {
+            h.len as usize == identity::HEAD_BYTES
+                && identity::read_exact_at(&self.file, identity::HEAD_BYTES, 0)
+                    .is_some_and(|b| identity::Sample::of(&b) != h)
+        })
     }
 
     /// Start reading at `offset` instead of where the file was registered (a recognised copy).
