@@ -960,3 +960,43 @@ fn files_left_by_root_in_the_state_directory_do_not_keep_the_service_user_out() 
     expected.extend(expected_lines(0..40, "b"));
     assert_exactly_once(expected, &split_lines(&fake.record_data()));
 }
+
+/// A `checkpointFile` that is the Java agent's SQLite database is left untouched; under the
+/// systemd unit (`STATE_DIRECTORY` set) ours goes to the state directory, since the Java agent's
+/// directory is neither ours nor writable there; elsewhere beside it, as `<path>.json`.
+#[test]
+fn a_java_sqlite_checkpoint_is_left_alone() {
+    let fake = FakeKinesis::start();
+    let s = Setup::new("");
+    fs::create_dir(s.path("logs")).unwrap();
+    fs::create_dir(s.path("java")).unwrap();
+    fs::create_dir(s.path("state")).unwrap();
+    write_lines(&s.path("logs/a.log"), 0..10, "a");
+    let sqlite = s.path("java/checkpoints");
+    let db = b"SQLite format 3\0 the Java agent's database".to_vec();
+    fs::write(&sqlite, &db).unwrap();
+    let text = format!(
+        r#"{{"kinesis.endpoint": "{}", "checkpointFile": "{}",
+            "flows": [{{"filePattern": "{}/*.log", "kinesisStream": "s"}}]}}"#,
+        fake.endpoint(),
+        sqlite.display(),
+        s.path("logs").display()
+    );
+    fs::write(&s.config, text).unwrap();
+    let config = s.config_str();
+    let state = s.path("state").display().to_string();
+    let mut agent =
+        AgentProcess::spawn_in(&s.root, ["-c", config.as_str(), "--once"], &[("STATE_DIRECTORY", state.as_str())]);
+    let status = agent.wait_exit(EXIT_TIMEOUT);
+    assert_eq!(status.code(), Some(0), "{}", agent.log());
+    assert!(agent.log().contains("is a Java agent (SQLite) checkpoint database"), "{}", agent.log());
+    assert_eq!(fs::read(&sqlite).unwrap(), db, "the Java agent's database is untouched");
+    assert!(s.path("state/checkpoints.json").exists(), "{}", agent.log());
+    assert!(!s.path("java/checkpoints.json").exists());
+    // Without the unit's state directory: beside it.
+    write_lines(&s.path("logs/a.log"), 10..20, "a");
+    let run = s.run(&["--once"]);
+    assert_eq!(run.code, Some(0), "{}", run.describe());
+    assert!(s.path("java/checkpoints.json").exists(), "{}", run.describe());
+    assert_eq!(fs::read(&sqlite).unwrap(), db);
+}
