@@ -79,8 +79,9 @@ fn run_once(ws: &Workspace, what: &str) -> String {
 /// the throttling is summarised once per status period, never per request.
 #[test]
 fn throttled_entries_are_paced_and_summarised() {
-    // Enough for a run of a few seconds: the pace is judged once a second.
-    const LINES: u64 = 50_000;
+    // Enough for a run of a few seconds even on a fast machine (50,000 took 1.3 s, too short for
+    // a slow-down to be declared at all): the pace is judged once a second.
+    const LINES: u64 = 250_000;
     let fake = FakeKinesis::start();
     fake.set_throttle_fraction(0.10);
     let ws = Workspace::new();
