@@ -583,57 +583,49 @@ fn copytruncate_while_stopped() {
     );
 }
 
-/// copytruncate while the destination is down for longer than a copy waits for its original to
-/// be truncated (30 s), with a backlog far over the in-flight budget: the original's tailer is
-/// held back and cannot see the truncation until the destination is back. The copy waits for it
-/// (it used to give up and start at its own end, losing the backlog). Exactly once.
-#[test]
-fn copytruncate_while_the_destination_is_down() {
-    let kind = "copytruncate while the destination is down";
+/// 100,000 lines (10 MB, ten times the in-flight budget) in `app.log*` while the destination
+/// refuses connections for `down`, so the agent is held back; 3 s in, `app.log` is copied to
+/// `app.log.1` and truncated, and lines `100_000..end` are written to it. Exactly once.
+fn copytruncate_while_held_back(kind: &str, down: Duration, end: u64) {
     let fake = FakeKinesis::start();
     let ws = Workspace::new();
     let mut config = fake_config(&ws, &fake, "app.log*");
     config["maxInFlightBytes"] = json!(1_048_576);
     ws.write_config(config);
     let live = ws.file("app.log");
-    // 10 MB: ten times the budget.
     write_lines(&live, 0..100_000, PREFIX);
-    fake.set_down_for(DownMode::Refuse, Duration::from_secs(36));
+    fake.set_down_for(DownMode::Refuse, down);
     let mut agent = ws.spawn(false, &[]);
     std::thread::sleep(Duration::from_secs(3));
     std::fs::copy(&live, ws.file("app.log.1")).expect("copy app.log");
     truncate(&live);
-    write_lines(&live, 100_000..100_100, PREFIX);
+    write_lines(&live, 100_000..end, PREFIX);
     // Until the destination is back (nothing can arrive before).
-    std::thread::sleep(Duration::from_secs(34));
-    let t = finish(kind, &fake, &mut agent, &ws, 100_100);
+    std::thread::sleep(down.saturating_sub(Duration::from_secs(2)));
+    let t = finish(kind, &fake, &mut agent, &ws, end);
     t.assert_exactly_once(kind, &agent);
 }
 
-/// The same, but the application writes more after the truncation than the agent had read
-/// before it: the file never looks shorter than the agent's offset. Its changed first bytes give
-/// the truncation away; the copy resumes where the original was read, the new content is read
-/// from its start. Exactly once.
+/// copytruncate while the destination is down for longer than a copy waits for its original to
+/// be truncated (30 s): the original's tailer is held back and cannot see the truncation until
+/// the destination is back. The copy waits for it (it used to give up and start at its own end,
+/// losing the backlog).
+#[test]
+fn copytruncate_while_the_destination_is_down() {
+    copytruncate_while_held_back("copytruncate while the destination is down", Duration::from_secs(36), 100_100);
+}
+
+/// The application writes more after the truncation (6 MB) than the agent had read before it
+/// (the budget, plus a few reads): the file never looks shorter than the agent's offset. Its
+/// changed first bytes give the truncation away; the copy resumes where the original was read,
+/// the new content is read from its start.
 #[test]
 fn copytruncate_regrown_past_the_offset_while_held_back() {
-    let kind = "copytruncate regrown past the offset while held back";
-    let fake = FakeKinesis::start();
-    let ws = Workspace::new();
-    let mut config = fake_config(&ws, &fake, "app.log*");
-    config["maxInFlightBytes"] = json!(1_048_576);
-    ws.write_config(config);
-    let live = ws.file("app.log");
-    write_lines(&live, 0..100_000, PREFIX);
-    fake.set_down_for(DownMode::Refuse, Duration::from_secs(8));
-    let mut agent = ws.spawn(false, &[]);
-    std::thread::sleep(Duration::from_secs(3));
-    std::fs::copy(&live, ws.file("app.log.1")).expect("copy app.log");
-    truncate(&live);
-    // 6 MB: more than the agent can have read while held back (the budget, plus a few reads).
-    write_lines(&live, 100_000..160_000, PREFIX);
-    std::thread::sleep(Duration::from_secs(6));
-    let t = finish(kind, &fake, &mut agent, &ws, 160_000);
-    t.assert_exactly_once(kind, &agent);
+    copytruncate_while_held_back(
+        "copytruncate regrown past the offset while held back",
+        Duration::from_secs(8),
+        160_000,
+    );
 }
 
 /// copytruncate (`app.log` copied to `app.log.1`, archives shifting, then truncated in place; the
