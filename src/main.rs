@@ -209,11 +209,14 @@ fn main() -> ExitCode {
                 eprintln!("error: {e}");
             }
             eprintln!("{} problem(s) in the configuration", errs.0.len());
-            return ExitCode::from(match () {
-                _ if cli.check_config => EXIT_INCOMPLETE,
-                _ if cli.once => EXIT_FATAL,
-                _ => EXIT_CONFIG,
-            });
+            let code = if cli.check_config {
+                EXIT_INCOMPLETE
+            } else if cli.once {
+                EXIT_FATAL
+            } else {
+                EXIT_CONFIG
+            };
+            return ExitCode::from(code);
         }
     };
     cfg.give_up_after = cli.give_up_after;
@@ -227,8 +230,7 @@ fn main() -> ExitCode {
         }
         return ExitCode::from(EXIT_OK);
     }
-    let log_fallback = init_logging(cli.log_level.as_deref(), Some(&cfg.log)).err();
-    if let Some(e) = log_fallback {
+    if let Err(e) = init_logging(cli.log_level.as_deref(), Some(&cfg.log)) {
         tracing::warn!("{e}; logging to standard error instead");
     }
     for n in &cfg.notices {

@@ -31,7 +31,7 @@ impl Sample {
     }
 }
 
-pub(crate) fn read_exact_at(file: &File, len: usize, at: u64) -> Option<Vec<u8>> {
+fn read_exact_at(file: &File, len: usize, at: u64) -> Option<Vec<u8>> {
     let mut buf = vec![0u8; len];
     let mut done = 0;
     while done < len {

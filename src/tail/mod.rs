@@ -314,21 +314,13 @@ impl Tailer {
                 Err(_) => break,
             };
             if meta.len() < read_pos || rewritten {
-                if rewritten {
-                    tracing::warn!(
-                        "{} was truncated and written again ({} bytes now, we had read {}; its first bytes changed): reading it again from the start",
-                        self.path().display(),
-                        meta.len(),
-                        read_pos
-                    );
-                } else {
-                    tracing::warn!(
-                        "{} was truncated ({} bytes, we had read {}): reading it again from the start",
-                        self.path().display(),
-                        meta.len(),
-                        read_pos
-                    );
-                }
+                let how = if rewritten { "truncated and written again (its first bytes changed)" } else { "truncated" };
+                tracing::warn!(
+                    "{} was {how} ({} bytes now, we had read {}): reading it again from the start",
+                    self.path().display(),
+                    meta.len(),
+                    read_pos
+                );
                 // The old content's last record will get no more lines.
                 self.finish_record(slot, &mut multi).await;
                 // What was read of the old content must be acknowledged before the file starts
@@ -407,8 +399,7 @@ impl Tailer {
         let head = *self.handle.head.lock().unwrap();
         head.is_some_and(|h| {
             h.len as usize == identity::HEAD_BYTES
-                && identity::read_exact_at(&self.file, identity::HEAD_BYTES, 0)
-                    .is_some_and(|b| identity::Sample::of(&b) != h)
+                && identity::head(&self.file, identity::HEAD_BYTES as u64).is_some_and(|now| now != h)
         })
     }
 
