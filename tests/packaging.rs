@@ -81,6 +81,13 @@ fn deb_installs_and_rpm_holds_the_same() {
     // The shipped configuration has no flows: --check-config says what to do.
     let check = Command::new("/usr/bin/kinesis-agent").args(["--check-config"]).output().unwrap();
     assert!(String::from_utf8_lossy(&check.stderr).contains("no flows"), "{check:?}");
+    // Started that way, the daemon exits 78, which the unit does not restart (no loop every 5 s).
+    let start = Command::new("/usr/bin/kinesis-agent").output().unwrap();
+    assert_eq!(start.status.code(), Some(78), "{start:?}");
+    let unit = std::fs::read_to_string("/lib/systemd/system/kinesis-agent.service")
+        .or_else(|_| std::fs::read_to_string("/usr/lib/systemd/system/kinesis-agent.service"))
+        .expect("the unit file");
+    assert!(unit.contains("RestartPreventExitStatus=78"), "{unit}");
 
     // An edited agent.json (a Java agent's, say) survives a reinstall and a remove.
     let edited = "{ \"flows\": [ { \"filePattern\": \"/var/log/app/*.log\", \"kinesisStream\": \"s\" } ] }\n";
@@ -115,6 +122,15 @@ fn deb_installs_and_rpm_holds_the_same() {
     for needle in ["useradd -r", "usermod -a -G adm", "systemctl enable", "try-restart", "disable --now"] {
         assert!(scripts.contains(needle), "{needle:?} in the rpm scripts:\n{scripts}");
     }
+    // Installing over the Java agent's package fails with a clear conflict, not a file clash.
+    let conflicts = stdout(Command::new("rpm").args(["-qp", "--conflicts"]).arg(&rpm));
+    assert!(conflicts.contains("aws-kinesis-agent"), "{conflicts}");
+    let listing = stdout(Command::new("rpm").arg("-qlvp").arg(&rpm));
+    let json = listing.lines().find(|l| l.ends_with(" /etc/aws-kinesis/agent.json")).expect("agent.json listed");
+    assert!(
+        json.starts_with("-rw-r-----") && json.contains("kinesis-"),
+        "agent.json 0640, group kinesis-agent: {json}"
+    );
 }
 
 /// Purges the package when the test ends, however it ends.
