@@ -44,6 +44,9 @@ struct FileProgress {
     /// The file left the pattern's reach and its tailer stopped: stop tracking it once fully
     /// acknowledged, keeping its checkpoint (it is found again by identity if it comes back).
     released: bool,
+    /// The file was truncated and its new content is tracked under another handle: this one only
+    /// waits for its records in flight, and no longer speaks for the file's checkpoint.
+    superseded: bool,
 }
 
 /// Files whose tracking ended (deleted and fully acknowledged): drop their checkpoints.
@@ -100,6 +103,7 @@ impl AckTracker {
                 chunks: VecDeque::new(),
                 retired: false,
                 released: false,
+                superseded: false,
             },
         );
         g.dirty = true;
@@ -117,18 +121,35 @@ impl AckTracker {
         }
     }
 
-    /// The file was truncated and will be read again from 0: nothing before can be pending any
-    /// more (the tailer only restarts once its earlier chunks are acknowledged or abandoned), and
-    /// the watermark goes back to `offset`.
-    pub fn restart_file(&self, file: u64, offset: u64) {
+    /// The file was truncated (or rewritten) in place: its new content is tracked from 0 under a
+    /// new handle, which is returned. The old handle keeps the old content's records in flight
+    /// until they are acknowledged (`is_settled`), without a say in the checkpoint any more, so
+    /// the new content is read at once, whatever the destination's pace.
+    pub fn supersede(&self, file: u64) -> u64 {
         let mut g = self.inner.lock().unwrap();
-        if let Some(f) = g.files.get_mut(&file) {
-            f.first_seq += f.chunks.len() as u64;
-            f.chunks.clear();
-            f.watermark = offset;
-            f.marker = None;
-            g.dirty = true;
-        }
+        let Some(old) = g.files.get_mut(&file) else { return file };
+        old.superseded = true;
+        let (flow, path, id) = (old.flow.clone(), old.path.clone(), old.id);
+        let handle = g.next_file;
+        g.next_file += 1;
+        g.files.insert(
+            handle,
+            FileProgress {
+                flow,
+                path,
+                id,
+                watermark: 0,
+                marker: None,
+                head: None,
+                first_seq: 0,
+                chunks: VecDeque::new(),
+                retired: false,
+                released: false,
+                superseded: false,
+            },
+        );
+        g.dirty = true;
+        handle
     }
 
     /// The file's head fingerprint (it changes while the file is shorter than the sample).
@@ -202,6 +223,12 @@ impl AckTracker {
         self.inner.lock().unwrap().files.get(&file).map(|f| f.watermark)
     }
 
+    /// The watermark of `file` and the marker there, when every record read of it is acknowledged.
+    pub fn settled_mark(&self, file: u64) -> Option<(u64, Option<Sample>)> {
+        let g = self.inner.lock().unwrap();
+        g.files.get(&file).filter(|f| f.chunks.is_empty()).map(|f| (f.watermark, f.marker))
+    }
+
     /// True when every registered record of `file` is acknowledged.
     pub fn is_settled(&self, file: u64) -> bool {
         self.inner.lock().unwrap().files.get(&file).is_none_or(|f| f.chunks.is_empty())
@@ -217,6 +244,7 @@ impl AckTracker {
         let marks = g
             .files
             .values()
+            .filter(|f| !f.superseded)
             .map(|f| Watermark {
                 flow: f.flow.clone(),
                 path: f.path.clone(),
@@ -226,7 +254,7 @@ impl AckTracker {
                 marker: f.marker,
             })
             .collect();
-        g.files.retain(|_, f| !(f.released && f.chunks.is_empty()));
+        g.files.retain(|_, f| !((f.released || f.superseded) && f.chunks.is_empty()));
         Some((marks, std::mem::take(&mut g.forgotten)))
     }
 
@@ -259,7 +287,8 @@ fn advance(f: &mut FileProgress) -> bool {
 }
 
 fn forget_finished(g: &mut Inner) {
-    let done: Vec<u64> = g.files.iter().filter(|(_, f)| f.retired && f.chunks.is_empty()).map(|(k, _)| *k).collect();
+    let done: Vec<u64> =
+        g.files.iter().filter(|(_, f)| f.retired && !f.superseded && f.chunks.is_empty()).map(|(k, _)| *k).collect();
     for k in done {
         if let Some(f) = g.files.remove(&k) {
             g.forgotten.push((f.flow, f.id));
@@ -316,6 +345,26 @@ mod tests {
         let (marks, forgotten) = t.snapshot_if_dirty().unwrap();
         assert_eq!((marks.len(), marks[0].offset), (1, 200));
         assert!(forgotten.is_empty());
+        assert_eq!(t.watermark(f), None);
+    }
+
+    /// A truncated file's new content is tracked at once; the old content's records settle on
+    /// their own and never touch the checkpoint.
+    #[test]
+    fn superseded_content_settles_apart() {
+        let (t, f) = tracker();
+        let a = t.add_chunk(f, 200, 1, None);
+        let g = t.supersede(f);
+        assert_ne!(f, g);
+        assert!(!t.is_settled(f));
+        t.add_chunk(g, 50, 0, None);
+        let (marks, _) = t.snapshot_if_dirty().unwrap();
+        assert_eq!(marks.iter().map(|m| m.offset).collect::<Vec<_>>(), vec![50]);
+        t.ack(Origin { file: f, chunk: a }, 1);
+        assert!(t.is_settled(f));
+        t.retire(g);
+        let (marks, forgotten) = t.snapshot_if_dirty().unwrap();
+        assert!(marks.is_empty() && forgotten.len() == 1, "{marks:?} {forgotten:?}");
         assert_eq!(t.watermark(f), None);
     }
 

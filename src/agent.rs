@@ -2,25 +2,20 @@
 //! send tasks; plus the checkpoint writer, the status logger and the file-system watcher.
 //! `run` returns when `--once` has delivered everything, or after a shutdown request.
 
-use std::collections::{HashMap, HashSet};
-use std::fs::File;
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use notify::{EventKind, RecursiveMode, Watcher};
+use notify::EventKind;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::ack::{AckTracker, FileId};
+use crate::ack::AckTracker;
 use crate::aws::{self, AwsSetupError};
 use crate::checkpoint::{CheckpointError, CheckpointStore};
-use crate::config::{
-    AgentConfig, ConfigErrors, Destination, FlowConfig, InitialPosition, OversizedRecordAction, PartitionKeyOption,
-};
-use crate::discovery::{Found, Pattern};
+use crate::config::{AgentConfig, ConfigErrors, Destination, FlowConfig, OversizedRecordAction, PartitionKeyOption};
+use crate::discovery::{Discovery, FlowWatch, Pattern};
 use crate::metrics::FlowMetrics;
 use crate::record::Chunk;
 use crate::record::key::key_len;
@@ -28,15 +23,13 @@ use crate::service::systemd;
 use crate::sink::batcher::{self, BatchLimits, InFlight};
 use crate::sink::client::SinkClient;
 use crate::sink::sender::FlowSender;
-use crate::tail::copy::{self, CopySource};
-use crate::tail::{TailHandle, TailSettings, TailedFiles, Tailer, identity};
+use crate::tail::TailSettings;
 
 /// Chunks (each up to `tail::READ_SIZE` of lines) queued between a flow's tailers and batcher.
 const CHANNEL_CHUNKS: usize = 4;
-/// Re-glob at least this often, even without file-system events.
-const RESCAN: Duration = Duration::from_secs(1);
-/// Checkpoints are written at most this often.
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// Acknowledged progress reaches the checkpoint file within this long (writes are coalesced: at
+/// most one per period, none when nothing moved), which bounds what a crash sends again.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -79,15 +72,6 @@ impl Outcome {
     pub fn any_fatal(&self) -> bool {
         self.flows.iter().any(|f| f.fatal)
     }
-}
-
-/// What the watcher and discovery of one flow share.
-struct FlowWatch {
-    pattern: Pattern,
-    /// Wakes discovery (a file appeared, moved or vanished).
-    rescan: Notify,
-    /// Tailed files by current path, to wake the right tailer on a change.
-    files: TailedFiles,
 }
 
 pub fn flow_label(flow: &FlowConfig, region: Option<&str>) -> String {
@@ -241,7 +225,7 @@ impl Flows {
                 finished.notify_one();
             }
         });
-        let watch = Arc::new(FlowWatch { pattern, rescan: Notify::new(), files: TailedFiles::default() });
+        let watch = Arc::new(FlowWatch::new(pattern));
         self.watches.lock().unwrap().push(watch.clone());
         let settings = TailSettings {
             flow_id: Arc::from(flow.id.as_str()),
@@ -288,7 +272,7 @@ impl Flows {
             metrics,
             shutdown: flow_stop.clone(),
             had_checkpoints,
-            mode: self.mode,
+            once: self.mode == Mode::Once,
             watcher: self.watcher.clone(),
         };
         tokio::spawn(disc.run());
@@ -352,7 +336,8 @@ pub async fn run(
     shutdown: CancellationToken,
     reload: Option<Reload>,
 ) -> Result<Outcome, RunError> {
-    let (store, notes) = CheckpointStore::open(&cfg.checkpoint_file, cfg.checkpoint_ttl_days)?;
+    let (mut store, notes) = CheckpointStore::open(&cfg.checkpoint_file, cfg.checkpoint_ttl_days)?;
+    store.set_flows(cfg.flows.iter().map(|f| f.id.as_str()));
     for n in notes {
         tracing::warn!("{n}");
     }
@@ -642,6 +627,7 @@ async fn apply_reload(
     tracing::info!(
         "SIGHUP: configuration reloaded: {added} flow(s) added, {removed} removed, {restarted} changed, {kept} unchanged"
     );
+    flows.store.lock().unwrap().set_flows(new.flows.iter().map(|f| f.id.as_str()));
     *current = new;
 }
 
@@ -971,414 +957,5 @@ fn start_watcher(watches: Arc<Mutex<Vec<Arc<FlowWatch>>>>) -> Option<notify::Rec
             tracing::warn!("file-system notifications are unavailable ({e}); polling instead");
             None
         }
-    }
-}
-
-struct Discovery {
-    flow: FlowConfig,
-    watch: Arc<FlowWatch>,
-    settings: TailSettings,
-    tx: mpsc::Sender<Chunk>,
-    store: Arc<Mutex<CheckpointStore>>,
-    tracker: AckTracker,
-    metrics: Arc<FlowMetrics>,
-    shutdown: CancellationToken,
-    had_checkpoints: bool,
-    mode: Mode,
-    watcher: Arc<Mutex<Option<notify::RecommendedWatcher>>>,
-}
-
-impl Discovery {
-    async fn run(self) {
-        let mut tailers: HashMap<FileId, Arc<TailHandle>> = HashMap::new();
-        let mut reported: HashSet<PathBuf> = HashSet::new();
-        // The watched base directory's identity: when it is deleted (or replaced) and comes back,
-        // the new one is watched.
-        let mut watching: Option<FileId> = None;
-        let mut first = true;
-        let mut warned_empty = false;
-        let mut stalls: HashMap<FileId, Stall> = HashMap::new();
-        let rescan = RESCAN.min(self.flow.max_time_between_file_tracker_refresh);
-        loop {
-            let base = dir_id(self.watch.pattern.base());
-            if base.is_some() && watching != base {
-                watching = if self.try_watch() { base } else { None };
-            }
-            let mut problems = Vec::new();
-            let pattern = self.watch.pattern.clone();
-            let found = tokio::task::spawn_blocking(move || {
-                let f = pattern.scan(&mut problems);
-                (f, problems)
-            })
-            .await;
-            let Ok((found, problems)) = found else { return };
-            for (path, e) in problems {
-                if reported.insert(path.clone()) {
-                    FlowMetrics::add(&self.metrics.unreadable, 1);
-                    tracing::warn!("flows[{}]: cannot read {}: {e}", self.flow.index, path.display());
-                }
-            }
-            if found.is_empty() && !warned_empty {
-                match self.mode {
-                    Mode::Daemon => tracing::warn!(
-                        "flows[{}]: no file matches {} yet; waiting for one to appear",
-                        self.flow.index,
-                        self.flow.file_pattern
-                    ),
-                    Mode::Once => {
-                        tracing::warn!("flows[{}]: no file matches {}", self.flow.index, self.flow.file_pattern)
-                    }
-                }
-                warned_empty = true;
-            }
-            if !found.is_empty() {
-                warned_empty = false;
-            }
-            self.update(&found, &mut tailers, &mut reported, first);
-            self.check_stalls(&found, &tailers, &mut stalls);
-            first = false;
-            if self.mode == Mode::Once {
-                return; // Dropping `tx` here: the batcher ends when the tailers do.
-            }
-            tokio::select! {
-                _ = self.watch.rescan.notified() => {
-                    // Let a burst of events settle into one scan.
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                _ = tokio::time::sleep(rescan) => {}
-                _ = self.shutdown.cancelled() => break,
-            }
-        }
-        // Stopped (shutdown, or a reload removed the flow): once the tailers are done, stop
-        // tracking the files when what was read is acknowledged; their checkpoints stay, for
-        // a flow added again later.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while tailers.values().any(|h| !h.done.load(Ordering::Relaxed)) && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        for h in tailers.values() {
-            self.tracker.release(h.slot);
-        }
-    }
-
-    fn try_watch(&self) -> bool {
-        let mut guard = self.watcher.lock().unwrap();
-        let Some(w) = guard.as_mut() else { return true };
-        let base = self.watch.pattern.base();
-        let mode = if self.watch.pattern.recursive() { RecursiveMode::Recursive } else { RecursiveMode::NonRecursive };
-        match w.watch(base, mode) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::debug!("cannot watch {}: {e}; polling", base.display());
-                false
-            }
-        }
-    }
-
-    fn update(
-        &self,
-        found: &[Found],
-        tailers: &mut HashMap<FileId, Arc<TailHandle>>,
-        reported: &mut HashSet<PathBuf>,
-        first: bool,
-    ) {
-        // Forget tailers of deleted files, and of files that left the pattern's reach and were
-        // drained (their checkpoints stay: a file that comes back resumes from its checkpoint).
-        tailers.retain(|_, h| {
-            let done = h.done.load(Ordering::Relaxed);
-            if done && !h.retired.load(Ordering::Relaxed) && !h.matched.load(Ordering::Relaxed) {
-                self.tracker.release(h.slot);
-                return false;
-            }
-            !(done && h.retired.load(Ordering::Relaxed))
-        });
-        let seen: HashSet<FileId> = found.iter().map(|f| f.id).collect();
-        for (id, h) in tailers.iter() {
-            h.matched.store(seen.contains(id), Ordering::Relaxed);
-        }
-        self.limit_rotated(tailers);
-        let mut behind = 0u64;
-        for f in found {
-            if let Some(h) = tailers.get(&f.id) {
-                let mut p = h.path.lock().unwrap();
-                if *p != f.path {
-                    *p = f.path.clone();
-                    self.tracker.set_path(h.slot, f.path.clone());
-                }
-                drop(p);
-                behind += f.size.saturating_sub(h.read_offset.load(Ordering::Relaxed));
-                h.size.store(f.size, Ordering::Relaxed);
-                if !h.done.load(Ordering::Relaxed) {
-                    continue;
-                }
-                // Its tailer stopped (the file had left the pattern's reach) and it is back.
-                let offset = h.committed.load(Ordering::Relaxed);
-                let h2 = Arc::new(TailHandle::new(f.id, f.path.clone(), offset, h.slot));
-                if let Some(file) = self.open(&f.path, reported).filter(|file| is_same_file(file, f.id)) {
-                    tailers.insert(f.id, h2.clone());
-                    tokio::spawn(self.tailer(file, h2, offset).run());
-                }
-                continue;
-            }
-            let Some(file) = self.open(&f.path, reported) else { continue };
-            if !is_same_file(&file, f.id) {
-                continue; // Rotated between the scan and the open: the next scan sees it right.
-            }
-            let Some((mut offset, marker)) = self.start_offset(f, &file, first, found) else { continue };
-            let mut copy_of = None;
-            // A new file may be a copy of a tailed one (copytruncate); one too short to tell yet
-            // is decided on by its tailer, with the file open.
-            let settle = offset == 0 && self.mode == Mode::Daemon && f.size < identity::HEAD_BYTES as u64;
-            if offset == 0 && self.mode == Mode::Daemon && !settle {
-                match copy::copy_source(&file, f.size, f.id, tailers.values()) {
-                    Some(CopySource::Truncated(committed)) => offset = committed.min(f.size),
-                    Some(CopySource::Live(original)) => copy_of = Some(original),
-                    None => {}
-                }
-            }
-            let slot = self.tracker.register_file(self.settings.flow_id.clone(), f.path.clone(), f.id, offset, marker);
-            let h = Arc::new(TailHandle::new(f.id, f.path.clone(), offset, slot));
-            behind += f.size.saturating_sub(offset);
-            tailers.insert(f.id, h.clone());
-            let mut t = self.tailer(file, h, offset);
-            t.copy_of = copy_of;
-            t.settle = settle;
-            tokio::spawn(t.run());
-        }
-        let mut files = self.watch.files.lock().unwrap();
-        files.clear();
-        for h in tailers.values() {
-            files.insert(h.path.lock().unwrap().clone(), h.clone());
-        }
-        self.metrics
-            .files
-            .store(tailers.values().filter(|h| !h.done.load(Ordering::Relaxed)).count() as u64, Ordering::Relaxed);
-        self.metrics.bytes_behind.store(behind, Ordering::Relaxed);
-    }
-
-    /// Open a matched file; a failure is reported once per path (and retried at the next scan).
-    fn open(&self, path: &Path, reported: &mut HashSet<PathBuf>) -> Option<File> {
-        match File::open(path) {
-            Ok(f) => {
-                if reported.remove(path) {
-                    tracing::info!("flows[{}]: {} is readable now", self.flow.index, path.display());
-                }
-                Some(f)
-            }
-            Err(e) => {
-                if reported.insert(path.to_path_buf()) {
-                    FlowMetrics::add(&self.metrics.unreadable, 1);
-                    let then = match self.mode {
-                        Mode::Daemon => "other files keep flowing, and it is retried at every scan",
-                        Mode::Once => "it is skipped",
-                    };
-                    tracing::warn!("flows[{}]: cannot open {}: {e}; {then}", self.flow.index, path.display());
-                }
-                None
-            }
-        }
-    }
-
-    fn tailer(&self, file: File, handle: Arc<TailHandle>, offset: u64) -> Tailer {
-        Tailer {
-            settings: self.settings.clone(),
-            file,
-            handle,
-            offset,
-            tx: self.tx.clone(),
-            tracker: self.tracker.clone(),
-            metrics: self.metrics.clone(),
-            shutdown: self.shutdown.clone(),
-            copy_of: None,
-            settle: false,
-            peers: self.watch.files.clone(),
-        }
-    }
-
-    /// A file with unread bytes whose read offset has not moved for `stalledFileWarningMillis`
-    /// is stalled: the destination is slow or down (the tailer waits for room), or the tailer is
-    /// stuck. Said once per flow and scan for the files newly stalled, again when they move, and
-    /// counted in the status line.
-    fn check_stalls(
-        &self,
-        found: &[Found],
-        tailers: &HashMap<FileId, Arc<TailHandle>>,
-        stalls: &mut HashMap<FileId, Stall>,
-    ) {
-        let now = tokio::time::Instant::now();
-        let mut newly = Vec::new();
-        let mut stalled = 0;
-        stalls.retain(|id, _| tailers.contains_key(id));
-        for f in found {
-            let Some(h) = tailers.get(&f.id).filter(|h| !h.done.load(Ordering::Relaxed)) else { continue };
-            let offset = h.read_offset.load(Ordering::Relaxed);
-            let unread = f.size.saturating_sub(offset);
-            let st = stalls.entry(f.id).or_insert(Stall { offset, since: now, warned: false });
-            if offset != st.offset || unread == 0 {
-                if st.warned {
-                    tracing::info!("flows[{}]: {} is being read again", self.flow.index, f.path.display());
-                }
-                *st = Stall { offset, since: now, warned: false };
-                continue;
-            }
-            if !st.warned && now.duration_since(st.since) >= self.flow.stalled_file_warning {
-                st.warned = true;
-                newly.push(format!("{} ({unread} bytes unread at byte {offset})", f.path.display()));
-            }
-            if st.warned {
-                stalled += 1;
-            }
-        }
-        self.metrics.files_stalled.store(stalled, Ordering::Relaxed);
-        if !newly.is_empty() {
-            tracing::warn!(
-                "flows[{}]: {} file(s) not read for {} s although they have unread bytes: {}; the destination is slow or down (see the status and error lines), or reading is stuck",
-                self.flow.index,
-                newly.len(),
-                self.flow.stalled_file_warning.as_secs(),
-                newly.join(", ")
-            );
-        }
-    }
-
-    /// Files that left the pattern's reach stay open while they may still be written to
-    /// (`rotateWaitMillis`); beyond `maxOpenRotatedFiles` of them read to their end, the ones
-    /// quiet the longest are closed now.
-    fn limit_rotated(&self, tailers: &HashMap<FileId, Arc<TailHandle>>) {
-        let mut drained: Vec<_> = tailers
-            .values()
-            .filter(|h| !h.matched.load(Ordering::Relaxed) && !h.done.load(Ordering::Relaxed))
-            .filter_map(|h| h.drained_since.lock().unwrap().map(|since| (since, h)))
-            .collect();
-        let Some(excess) = drained.len().checked_sub(self.flow.max_open_rotated_files).filter(|&n| n > 0) else {
-            return;
-        };
-        drained.sort_by_key(|(since, _)| *since);
-        for (_, h) in &drained[..excess] {
-            if !h.close_now.swap(true, Ordering::Relaxed) {
-                h.wake.notify_one();
-            }
-        }
-        tracing::debug!(
-            "flows[{}]: {} rotated file(s) read to their end are open, more than maxOpenRotatedFiles ({}): closing {excess}",
-            self.flow.index,
-            drained.len(),
-            self.flow.max_open_rotated_files
-        );
-    }
-
-    /// Where a newly found file starts, and the marker of the bytes before that: its checkpoint
-    /// if the file still holds the same bytes there; else `initialPosition` for files present at
-    /// the first start of a daemon flow; else 0 (files that appear later, and `--once`).
-    fn start_offset(
-        &self,
-        f: &Found,
-        file: &File,
-        first: bool,
-        found: &[Found],
-    ) -> Option<(u64, Option<identity::Sample>)> {
-        let store = self.store.lock().unwrap();
-        if let Some(e) = store.get(&self.flow.id, f.id) {
-            let why = if e.offset > f.size {
-                Some(format!("the checkpoint is at byte {} but the file holds {}", e.offset, f.size))
-            } else if e.head.is_some_and(|h| !identity::still_matches(file, h, None)) {
-                Some("the file no longer starts with the bytes it had (a new file reusing the inode)".to_string())
-            } else if e.marker.is_some_and(|m| !identity::still_matches(file, m, Some(e.offset))) {
-                Some(format!("the bytes before the checkpoint (byte {}) changed", e.offset))
-            } else {
-                None
-            };
-            return match why {
-                None => Some((e.offset, e.marker)),
-                Some(why) => {
-                    FlowMetrics::add(&self.metrics.checkpoints_distrusted, 1);
-                    tracing::warn!(
-                        "{}: {why}: it was replaced or truncated, reading it from the start",
-                        f.path.display()
-                    );
-                    Some((0, None))
-                }
-            };
-        }
-        // Only at the first scan: later, copies of tailed files are recognised live (the store
-        // then lags behind what was read).
-        if let Some(offset) = first.then(|| self.copy_of_checkpointed(&store, f, file, found)).flatten() {
-            return Some((offset, identity::marker(file, offset)));
-        }
-        drop(store);
-        if self.mode == Mode::Daemon && first && !self.had_checkpoints {
-            return match self.flow.initial_position {
-                InitialPosition::StartOfFile => Some((0, None)),
-                InitialPosition::EndOfFile => end_of_last_line(file, f.size).map(|o| (o, identity::marker(file, o))),
-            };
-        }
-        Some((0, None))
-    }
-}
-
-fn dir_id(path: &Path) -> Option<FileId> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).ok().filter(|m| m.is_dir()).map(|m| FileId { dev: m.dev(), ino: m.ino() })
-}
-
-/// Progress of a tailed file as seen by discovery, for the stall warning.
-struct Stall {
-    offset: u64,
-    since: tokio::time::Instant,
-    warned: bool,
-}
-
-/// Whether an opened file is the one a scan found (the path may have been rotated in between).
-fn is_same_file(file: &File, id: FileId) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    file.metadata().is_ok_and(|m| FileId { dev: m.dev(), ino: m.ino() } == id)
-}
-
-impl Discovery {
-    /// A file without a checkpoint of its own that starts like a checkpointed file of this flow is
-    /// a copy made while the agent was stopped (logrotate `copytruncate`, or a plain `cp`). When
-    /// the original was truncated or is gone, the copy is read from where the original had been
-    /// read; when the original still holds what was read, the copy repeats it: only lines added
-    /// to the copy from now on are sent.
-    fn copy_of_checkpointed(&self, store: &CheckpointStore, f: &Found, file: &File, found: &[Found]) -> Option<u64> {
-        let head = identity::head(file, f.size).filter(|h| h.len >= copy::MIN_COPY_HEAD)?;
-        let e = store.entries().find(|e| {
-            e.flow == self.flow.id && e.head == Some(head) && FileId { dev: e.dev, ino: e.ino } != f.id && e.offset > 0
-        })?;
-        let id = FileId { dev: e.dev, ino: e.ino };
-        let intact = found.iter().find(|o| o.id == id).is_some_and(|o| {
-            o.size >= e.offset
-                && File::open(&o.path).is_ok_and(|of| is_same_file(&of, id) && identity::still_matches(&of, head, None))
-        });
-        if intact {
-            tracing::info!(
-                "{} repeats the start of {}: only lines added to it from now on are sent",
-                f.path.display(),
-                e.path.display()
-            );
-            Some(f.size)
-        } else {
-            let offset = e.offset.min(f.size);
-            tracing::info!(
-                "{} is a copy of {} made while the agent was stopped (copytruncate): reading it from byte {offset}",
-                f.path.display(),
-                e.path.display()
-            );
-            Some(offset)
-        }
-    }
-}
-
-/// The offset just after the last newline of the file (so a partial last line is still sent
-/// once completed). Looks back at most 1 MiB; a file with no newline there starts at its end.
-fn end_of_last_line(file: &File, size: u64) -> Option<u64> {
-    const BACK: u64 = 1024 * 1024;
-    let from = size.saturating_sub(BACK);
-    let mut buf = vec![0u8; (size - from) as usize];
-    let n = file.read_at(&mut buf, from).ok()?;
-    match memchr::memrchr(b'\n', &buf[..n]) {
-        Some(i) => Some(from + i as u64 + 1),
-        None if from == 0 => Some(0),
-        None => Some(size),
     }
 }

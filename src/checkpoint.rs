@@ -1,8 +1,12 @@
 //! The checkpoint store: one versioned JSON file holding, per flow and file identity, the offset
 //! up to which every record was acknowledged. Written atomically (temp file, fsync, rename,
 //! directory fsync); the directory is locked so two agents never share it.
+//!
+//! `checkpointTimeToLiveDays` counts the agent's running time, kept in the file: an entry is
+//! dropped only when its file was not found by clean scans for that long while the agent ran, so a
+//! host stopped for weeks, or a weekly `--once`, resumes every file where it was.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -15,7 +19,8 @@ use crate::ack::{FileId, Watermark};
 use crate::tail::identity::Sample;
 
 const VERSION: u32 = 1;
-/// How often the entries of files still tailed get a new `updated_ms` (see `update`).
+/// How often the file is written even when nothing moved, so that the running time and the
+/// entries last seen are kept (see `update`).
 pub const TOUCH_EVERY: Duration = Duration::from_secs(3600);
 const SQLITE_MAGIC: &[u8] = b"SQLite format 3\0";
 
@@ -56,8 +61,12 @@ pub struct Entry {
     pub ino: u64,
     /// Every byte before this offset was delivered.
     pub offset: u64,
-    /// Unix milliseconds of the last change, for `checkpointTimeToLiveDays`.
+    /// Unix milliseconds of the last change (informational).
     pub updated_ms: u64,
+    /// The agent's running time (`FileFormat::running_ms`) when the file was last found or tailed,
+    /// for `checkpointTimeToLiveDays`. Missing in files written before: taken as now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seen_run_ms: Option<u64>,
     /// Fingerprint of the file's first bytes: the checkpoint is only trusted for a file that still
     /// starts with them (an inode can be reused by another file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -70,6 +79,9 @@ pub struct Entry {
 #[derive(Debug, Serialize, Deserialize)]
 struct FileFormat {
     version: u32,
+    /// Milliseconds the agent has run with this file, over all its runs.
+    #[serde(default)]
+    running_ms: u64,
     checkpoints: Vec<Entry>,
 }
 
@@ -77,6 +89,14 @@ pub struct CheckpointStore {
     path: PathBuf,
     entries: HashMap<(String, FileId), Entry>,
     ttl: Duration,
+    /// Running time read from the file, and when it was read.
+    running_at_open: u64,
+    opened: std::time::Instant,
+    /// Flows whose files were scanned without an error in this run: only their entries (and those
+    /// of flows no longer configured) can be shown gone.
+    scanned: HashSet<String>,
+    /// The flows configured now (`None`: not told; every flow counts as configured).
+    configured: Option<HashSet<String>>,
     _lock: File,
 }
 
@@ -131,12 +151,17 @@ impl CheckpointStore {
             Err(fs::TryLockError::Error(source)) => return Err(CheckpointError::Lock { path: lock_path, source }),
         }
         let ttl = Duration::from_secs(u64::from(ttl_days) * 86_400);
-        let mut store = CheckpointStore { path, entries: HashMap::new(), ttl, _lock: lock };
+        let mut store = CheckpointStore {
+            path,
+            entries: HashMap::new(),
+            ttl,
+            running_at_open: 0,
+            opened: std::time::Instant::now(),
+            scanned: HashSet::new(),
+            configured: None,
+            _lock: lock,
+        };
         store.read()?;
-        let pruned = store.prune();
-        if pruned > 0 {
-            notes.push(format!("dropped {pruned} checkpoint(s) older than {ttl_days} day(s)"));
-        }
         Ok((store, notes))
     }
 
@@ -158,16 +183,56 @@ impl CheckpointStore {
                 message: format!("version {} is not supported (this agent writes version {VERSION})", parsed.version),
             });
         }
-        for e in parsed.checkpoints {
+        self.running_at_open = parsed.running_ms;
+        self.opened = std::time::Instant::now();
+        for mut e in parsed.checkpoints {
+            e.seen_run_ms.get_or_insert(parsed.running_ms);
             self.entries.insert((e.flow.clone(), FileId { dev: e.dev, ino: e.ino }), e);
         }
         Ok(())
     }
 
+    /// The agent's running time with this file, in milliseconds.
+    fn running_ms(&self) -> u64 {
+        self.running_at_open + self.opened.elapsed().as_millis() as u64
+    }
+
+    /// The flows configured now: entries of other flows age by running time alone.
+    pub fn set_flows<'a>(&mut self, flows: impl IntoIterator<Item = &'a str>) {
+        self.configured = Some(flows.into_iter().map(str::to_string).collect());
+    }
+
+    /// A scan of `flow` found the files `found`; `clean`: it had no error. Found files are there;
+    /// after a scan with an error no entry of the flow can be shown gone, so all count as seen.
+    pub fn saw(&mut self, flow: &str, found: impl IntoIterator<Item = FileId>, clean: bool) {
+        let now = self.running_ms();
+        if !clean {
+            for ((f, _), e) in self.entries.iter_mut() {
+                if f == flow {
+                    e.seen_run_ms = Some(now);
+                }
+            }
+            return;
+        }
+        self.scanned.insert(flow.to_string());
+        for id in found {
+            if let Some(e) = self.entries.get_mut(&(flow.to_string(), id)) {
+                e.seen_run_ms = Some(now);
+            }
+        }
+    }
+
+    /// Drop the entries whose files were not found for `checkpointTimeToLiveDays` of running time
+    /// (see `decide::expired`); returns how many.
     fn prune(&mut self) -> usize {
-        let cutoff = now_ms().saturating_sub(self.ttl.as_millis() as u64);
+        let running = Duration::from_millis(self.running_ms());
         let before = self.entries.len();
-        self.entries.retain(|_, e| e.updated_ms >= cutoff);
+        let (ttl, scanned, configured) = (self.ttl, &self.scanned, &self.configured);
+        self.entries.retain(|(flow, _), e| {
+            let may_be_gone = scanned.contains(flow) || configured.as_ref().is_some_and(|c| !c.contains(flow));
+            let seen = Duration::from_millis(e.seen_run_ms.unwrap_or(0));
+            !(may_be_gone && expired(seen, running, ttl))
+        });
         before - self.entries.len()
     }
 
@@ -189,6 +254,7 @@ impl CheckpointStore {
     /// Fold in the tracker's watermarks; returns whether anything changed.
     pub fn update(&mut self, marks: &[Watermark], forgotten: &[(Arc<str>, FileId)]) -> bool {
         let now = now_ms();
+        let running = self.running_ms();
         let mut changed = false;
         // First: a forgotten file's inode may be reused by a file in `marks`, whose entry stays.
         for (flow, id) in forgotten {
@@ -200,10 +266,8 @@ impl CheckpointStore {
                 Some(e) if e.offset == m.offset && e.path == m.path && e.head == m.head && e.marker == m.marker => {
                     // A file still tailed is alive however long it has been quiet: not for the
                     // time-to-live to drop (and its lines to be sent again after a restart).
-                    if now.saturating_sub(e.updated_ms) >= TOUCH_EVERY.as_millis() as u64 {
-                        e.updated_ms = now;
-                        changed = true;
-                    }
+                    let seen = e.seen_run_ms.replace(running).unwrap_or(0);
+                    changed |= running.saturating_sub(seen) >= TOUCH_EVERY.as_millis() as u64;
                 }
                 Some(e) => {
                     e.offset = m.offset;
@@ -211,6 +275,7 @@ impl CheckpointStore {
                     e.head = m.head;
                     e.marker = m.marker;
                     e.updated_ms = now;
+                    e.seen_run_ms = Some(running);
                     changed = true;
                 }
                 None => {
@@ -223,6 +288,7 @@ impl CheckpointStore {
                             ino: m.id.ino,
                             offset: m.offset,
                             updated_ms: now,
+                            seen_run_ms: Some(running),
                             head: m.head,
                             marker: m.marker,
                         },
@@ -236,10 +302,17 @@ impl CheckpointStore {
 
     /// Write the store atomically: temp file, fsync, rename over the old one, fsync the directory.
     pub fn write(&mut self) -> Result<(), CheckpointError> {
-        self.prune();
+        let pruned = self.prune();
+        if pruned > 0 {
+            tracing::info!(
+                "dropped {pruned} checkpoint(s) of files not found for checkpointTimeToLiveDays ({} day(s)) of the agent's running time",
+                self.ttl.as_secs() / 86_400
+            );
+        }
         let mut checkpoints: Vec<Entry> = self.entries.values().cloned().collect();
         checkpoints.sort_by(|a, b| (&a.flow, &a.path, a.ino).cmp(&(&b.flow, &b.path, b.ino)));
-        let body = serde_json::to_vec_pretty(&FileFormat { version: VERSION, checkpoints }).expect("serializable");
+        let format = FileFormat { version: VERSION, running_ms: self.running_ms(), checkpoints };
+        let body = serde_json::to_vec_pretty(&format).expect("serializable");
         let err = |source| CheckpointError::Write { path: self.path.clone(), source };
         let tmp = PathBuf::from(format!("{}.tmp", self.path.display()));
         // A leftover of an interrupted write, perhaps by another user (`sudo ... --once`).
@@ -256,6 +329,13 @@ impl CheckpointStore {
         }
         Ok(())
     }
+}
+
+/// Whether a checkpoint may be dropped: its file was not found by a clean scan for `ttl` of the
+/// agent's running time (`last_seen` and `running` are running time; time the agent was stopped
+/// does not count).
+pub fn expired(last_seen: Duration, running: Duration, ttl: Duration) -> bool {
+    running.saturating_sub(last_seen) >= ttl
 }
 
 fn is_sqlite(path: &Path) -> bool {
@@ -316,9 +396,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.json");
         let (mut s, _) = CheckpointStore::open(&path, 1).unwrap();
+        s.saw("a", [], true);
         assert!(s.update(&[mark("a", 5, 42)], &[]));
-        let key = ("a".to_string(), FileId { dev: 1, ino: 5 });
-        s.entries.get_mut(&key).unwrap().updated_ms -= 2 * 86_400_000;
+        s.running_at_open += 2 * 86_400_000;
         // Unchanged, but seen: touched, so the write does not prune it.
         assert!(s.update(&[mark("a", 5, 42)], &[]));
         s.write().unwrap();
@@ -327,24 +407,64 @@ mod tests {
         assert_eq!(s.get("a", FileId { dev: 1, ino: 5 }).map(|e| e.offset), Some(42), "{notes:?}");
     }
 
-    #[test]
-    fn forgotten_files_are_removed_and_old_entries_pruned() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.json");
-        let old = Entry {
-            flow: "a".into(),
-            path: "/old".into(),
+    fn entry(flow: &str, ino: u64, seen_run_ms: Option<u64>) -> Entry {
+        Entry {
+            flow: flow.into(),
+            path: format!("/f{ino}").into(),
             dev: 1,
-            ino: 9,
+            ino,
             offset: 1,
             updated_ms: 1_000,
+            seen_run_ms,
             head: None,
             marker: None,
+        }
+    }
+
+    /// Only running time counts, and only entries of files a clean scan did not find (or of flows
+    /// no longer configured) are dropped.
+    #[test]
+    fn the_time_to_live_is_running_time_and_needs_clean_scans() {
+        let day = 86_400_000u64;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.json");
+        let file = FileFormat {
+            version: 1,
+            running_ms: 10 * day,
+            checkpoints: vec![
+                entry("a", 1, Some(day)),     // gone for 9 days of running time
+                entry("a", 2, Some(day)),     // found by the scan below
+                entry("a", 3, Some(9 * day)), // gone for 1 day
+                entry("b", 4, Some(day)),     // its flow's scan failed
+                entry("c", 5, Some(day)),     // its flow is no longer configured
+                entry("a", 6, None),          // written by an older agent: seen now
+            ],
         };
-        fs::write(&path, serde_json::to_vec(&FileFormat { version: 1, checkpoints: vec![old] }).unwrap()).unwrap();
+        fs::write(&path, serde_json::to_vec(&file).unwrap()).unwrap();
+        // Opened weeks later (wall clock): nothing is dropped for that.
         let (mut s, notes) = CheckpointStore::open(&path, 7).unwrap();
-        assert_eq!(s.entries().count(), 0);
-        assert!(notes[0].contains("older than 7"));
+        assert!(notes.is_empty());
+        assert_eq!(s.entries().count(), 6);
+        s.write().unwrap();
+        assert_eq!(s.entries().count(), 6, "no scan yet: nothing can be shown gone");
+        s.set_flows(["a", "b"]);
+        s.saw("a", [FileId { dev: 1, ino: 2 }], true);
+        s.saw("b", [], false);
+        s.write().unwrap();
+        let mut left: Vec<u64> = s.entries().map(|e| e.ino).collect();
+        left.sort();
+        assert_eq!(left, vec![2, 3, 4, 6]);
+        // The running time goes on in the file.
+        drop(s);
+        let (s, _) = CheckpointStore::open(&path, 7).unwrap();
+        assert!(s.running_at_open >= 10 * day);
+    }
+
+    #[test]
+    fn forgotten_files_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.json");
+        let (mut s, _) = CheckpointStore::open(&path, 7).unwrap();
         s.update(&[mark("a", 5, 42)], &[]);
         assert!(s.update(&[], &[("a".into(), FileId { dev: 1, ino: 5 })]));
         assert_eq!(s.entries().count(), 0);

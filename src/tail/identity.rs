@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 pub const HEAD_BYTES: usize = 1024;
 /// Bytes before an offset that make its marker.
 pub const MARKER_BYTES: usize = 64;
+/// Bytes of a file's start kept to tell whether a short new file may be a copy in the making.
+pub const START_BYTES: usize = 64;
 
 /// A hash of `len` bytes of a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +69,97 @@ pub fn still_matches(file: &File, sample: Sample, at: Option<u64>) -> bool {
         },
     };
     read_exact_at(file, sample.len as usize, start).is_some_and(|b| Sample::of(&b) == sample)
+}
+
+/// What can be read of a file (a real one, or one of the model test).
+pub trait Content {
+    /// Its size now.
+    fn size(&self) -> u64;
+    /// Whether it holds `sample` at its start (`at == None`) or just before `at`.
+    fn holds(&self, sample: Sample, at: Option<u64>) -> bool;
+    /// Its first bytes, at most `n`.
+    fn start(&self, n: usize) -> Vec<u8>;
+}
+
+/// A checkpoint of a file (or what a tailer has read of it): the offset, the fingerprint of the
+/// file's first bytes and the marker of the bytes just before the offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    pub offset: u64,
+    pub head: Option<Sample>,
+    pub marker: Option<Sample>,
+}
+
+/// Why a checkpoint is not trusted (the file is then read from its start).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Distrust {
+    Shorter { offset: u64, size: u64 },
+    Head,
+    Marker { offset: u64 },
+}
+
+impl std::fmt::Display for Distrust {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Distrust::Shorter { offset, size } => {
+                write!(f, "the checkpoint is at byte {offset} but the file holds {size}")
+            }
+            Distrust::Head => {
+                f.write_str("the file no longer starts with the bytes it had (a new file reusing the inode)")
+            }
+            Distrust::Marker { offset } => write!(f, "the bytes before the checkpoint (byte {offset}) changed"),
+        }
+    }
+}
+
+/// Whether `file` (found under the checkpoint's device and inode) still holds what the checkpoint
+/// says was delivered: it is at least as long, starts with the same bytes and holds the same
+/// bytes before the offset.
+pub fn checkpoint_trust(mark: &Mark, file: &impl Content) -> Result<(), Distrust> {
+    let size = file.size();
+    if mark.offset > size {
+        return Err(Distrust::Shorter { offset: mark.offset, size });
+    }
+    if mark.head.is_some_and(|h| !file.holds(h, None)) {
+        return Err(Distrust::Head);
+    }
+    if mark.marker.is_some_and(|m| !file.holds(m, Some(mark.offset))) {
+        return Err(Distrust::Marker { offset: mark.offset });
+    }
+    Ok(())
+}
+
+/// Whether a tailed file no longer holds what was read of it: proof that it was truncated in
+/// place (or rewritten). `read` must be taken before `file` is measured: a file only shrinks when
+/// truncated, so a size below what was read before is proof.
+pub fn rewritten(file: &impl Content, read: &Mark) -> bool {
+    file.size() < read.offset || checkpoint_trust(read, file).is_err()
+}
+
+/// An open file as `Content`, measured once: its size is what `fstat` said when it was wrapped.
+pub struct OpenFile<'a> {
+    pub file: &'a File,
+    pub size: u64,
+}
+
+impl<'a> OpenFile<'a> {
+    /// `None` when the file cannot be measured.
+    pub fn measure(file: &'a File) -> Option<OpenFile<'a>> {
+        file.metadata().ok().map(|m| OpenFile { file, size: m.len() })
+    }
+}
+
+impl Content for OpenFile<'_> {
+    fn size(&self) -> u64 {
+        self.size
+    }
+    fn holds(&self, sample: Sample, at: Option<u64>) -> bool {
+        at.is_none_or(|at| at <= self.size) && still_matches(self.file, sample, at)
+    }
+    fn start(&self, n: usize) -> Vec<u8> {
+        let n = (self.size as usize).min(n);
+        read_exact_at(self.file, n, 0).unwrap_or_default()
+    }
 }
 
 #[cfg(test)]

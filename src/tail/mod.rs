@@ -3,8 +3,9 @@
 //! channel (a full channel stops the reading: back-pressure). At end of file it waits for a
 //! file-system wake-up or the poll interval, and notices truncation (read again from 0), deletion
 //! (drain, then stop) and a file moved out of the pattern's reach (drain, then stop once quiet).
+//! Whether a new file is a copy of another is not its business: discovery decides that before it
+//! starts the tailer.
 
-pub mod copy;
 pub mod identity;
 
 use std::collections::HashMap;
@@ -27,7 +28,7 @@ use crate::record::multiline::MultiLine;
 use crate::record::process::{Applied, Processor};
 use crate::record::split::{LineSplitter, SplitStats};
 use crate::record::{Chunk, Origin, Record};
-use copy::CopySource;
+use identity::Content;
 
 /// Bytes read per system call: big enough to amortise the call, small enough to stay fair
 /// between files and keep memory low.
@@ -60,11 +61,17 @@ pub struct TailHandle {
     pub done: AtomicBool,
     /// The tailer stopped for good (the file was deleted and drained).
     pub retired: AtomicBool,
-    /// The file's handle in the ack tracker.
-    pub slot: u64,
+    /// The file's handle in the ack tracker (a new one after each truncation).
+    pub slot: AtomicU64,
     /// The file's head fingerprint as last taken by its tailer.
     pub head: Mutex<Option<identity::Sample>>,
-    /// The last time the file was truncated in place (copytruncate).
+    /// The file's first bytes (up to `decide::START_BYTES`), taken with `head`.
+    pub start: Mutex<Vec<u8>>,
+    /// When the file was seen truncated or rewritten (by discovery or the tailer) and its tailer
+    /// has not started it over yet: what was read of its old content may still be in flight.
+    pub truncation_seen: Mutex<Option<Instant>>,
+    /// The last time the file was truncated in place (copytruncate), once what was read of its old
+    /// content was acknowledged.
     pub truncated: Mutex<Option<Truncation>>,
     /// Since when the file has been read to its end while no longer matching the pattern.
     pub drained_since: Mutex<Option<Instant>>,
@@ -73,16 +80,27 @@ pub struct TailHandle {
 }
 
 /// What a file held when it was truncated in place: a copy of it that appears (logrotate
-/// `copytruncate`) is read from `committed`, so the lines written between our last read and the
-/// copy are sent, and nothing is sent twice.
-#[derive(Debug, Clone, Copy)]
+/// `copytruncate`) and holds those bytes is read from `committed` (every record before it was
+/// acknowledged), so the lines written between our last read and the copy are sent, and nothing
+/// is sent twice.
+#[derive(Debug, Clone)]
 pub struct Truncation {
+    pub start: Vec<u8>,
     pub head: identity::Sample,
     pub committed: u64,
+    /// The bytes just before `committed`.
+    pub marker: Option<identity::Sample>,
+    /// When the truncation was first seen.
     pub at: Instant,
+    /// The ack tracker's handle of the old content: `committed` is acknowledged once it settles.
+    pub slot: u64,
 }
 
 impl TailHandle {
+    pub fn slot(&self) -> u64 {
+        self.slot.load(Ordering::Relaxed)
+    }
+
     pub fn new(id: FileId, path: PathBuf, offset: u64, slot: u64) -> Self {
         TailHandle {
             id,
@@ -94,8 +112,10 @@ impl TailHandle {
             committed: AtomicU64::new(offset),
             done: AtomicBool::new(false),
             retired: AtomicBool::new(false),
-            slot,
+            slot: AtomicU64::new(slot),
             head: Mutex::new(None),
+            start: Mutex::new(Vec::new()),
+            truncation_seen: Mutex::new(None),
             truncated: Mutex::new(None),
             drained_since: Mutex::new(None),
             close_now: AtomicBool::new(false),
@@ -137,12 +157,8 @@ pub struct Tailer {
     pub tracker: AckTracker,
     pub metrics: Arc<FlowMetrics>,
     pub shutdown: CancellationToken,
-    /// The live file this one looks like a copy of (same head): wait for its truncation first.
-    pub copy_of: Option<Arc<TailHandle>>,
-    /// A new file found shorter than a head: it may be a copy being written. Wait until it can be
-    /// told (`copy::SETTLE_QUIET`), then check it against `peers`.
-    pub settle: bool,
-    pub peers: TailedFiles,
+    /// The marker of the bytes before `handle.committed` (the end of the last chunk handed on).
+    pub marker: Option<identity::Sample>,
 }
 
 enum Next {
@@ -172,36 +188,8 @@ impl Built {
 impl Tailer {
     pub async fn run(mut self) {
         let path = self.path();
-        let slot = self.handle.slot;
+        let mut slot = self.handle.slot();
         self.handle.done.store(false, Ordering::Relaxed);
-        if self.settle {
-            match self.settle_new_file().await {
-                None => {
-                    self.handle.done.store(true, Ordering::Relaxed);
-                    return;
-                }
-                Some(Some(CopySource::Truncated(committed))) => {
-                    let size = self.file.metadata().map(|m| m.len()).unwrap_or(0);
-                    tracing::info!(
-                        "{} is a copy of a file truncated moments ago (copytruncate): reading it from byte {}",
-                        path.display(),
-                        committed.min(size)
-                    );
-                    self.start_at(slot, committed.min(size));
-                }
-                Some(Some(CopySource::Live(original))) => self.copy_of = Some(original),
-                Some(None) => {}
-            }
-        }
-        if let Some(original) = self.copy_of.take() {
-            match self.wait_for_truncation(&original).await {
-                Some(offset) => self.start_at(slot, offset),
-                None => {
-                    self.handle.done.store(true, Ordering::Relaxed);
-                    return;
-                }
-            }
-        }
         let skip = if self.offset == 0 { self.settings.skip_header_lines } else { 0 };
         let mut splitter = LineSplitter::new(self.settings.record_limit, self.settings.terminator.clone(), skip);
         let mut multi = self
@@ -225,11 +213,14 @@ impl Tailer {
             }
             // A file truncated in place and written again past where we read (copytruncate while a
             // slow destination held this tailer back) never looks shorter: its first bytes tell.
-            let rewritten = !self.settings.once && (check_head_now || head_checked.elapsed() >= HEAD_CHECK_EVERY) && {
-                head_checked = Instant::now();
-                check_head_now = false;
-                self.head_changed()
-            };
+            // Discovery may have seen it first (this tailer held back, or a copy waiting on it).
+            let rewritten = !self.settings.once
+                && (self.handle.truncation_seen.lock().unwrap().is_some()
+                    || ((check_head_now || head_checked.elapsed() >= HEAD_CHECK_EVERY) && {
+                        head_checked = Instant::now();
+                        check_head_now = false;
+                        self.rewritten()
+                    }));
             if buf.len() < READ_SIZE {
                 buf = BytesMut::zeroed(READ_SIZE);
             }
@@ -314,7 +305,12 @@ impl Tailer {
                 Err(_) => break,
             };
             if meta.len() < read_pos || rewritten {
-                let how = if rewritten { "truncated and written again (its first bytes changed)" } else { "truncated" };
+                self.handle.truncation_seen.lock().unwrap().get_or_insert_with(Instant::now);
+                let how = if meta.len() < read_pos {
+                    "truncated"
+                } else {
+                    "truncated and written again (bytes it had read changed)"
+                };
                 tracing::warn!(
                     "{} was {how} ({} bytes now, we had read {}): reading it again from the start",
                     self.path().display(),
@@ -323,24 +319,21 @@ impl Tailer {
                 );
                 // The old content's last record will get no more lines.
                 self.finish_record(slot, &mut multi).await;
-                // What was read of the old content must be acknowledged before the file starts
-                // over: a copy of it (copytruncate) resumes at `committed`, and its checkpoint
-                // must not claim lines still in flight. Meanwhile the new content waits in the file.
-                while !self.tracker.is_settled(slot) {
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(10)) => {}
-                        _ = self.shutdown.cancelled() => break,
-                    }
-                }
-                if !self.tracker.is_settled(slot) {
-                    break; // Shutdown: the checkpoint keeps the old content's watermark.
-                }
+                // The old content's records in flight settle under its old tracker handle; a copy
+                // of it (copytruncate) resumes at `committed` once they have. The new content is
+                // read at once.
+                let at = self.handle.truncation_seen.lock().unwrap().unwrap_or_else(Instant::now);
                 let old_head = *self.handle.head.lock().unwrap();
                 if let Some(head) = old_head {
                     let committed = self.handle.committed.load(Ordering::Relaxed);
-                    *self.handle.truncated.lock().unwrap() = Some(Truncation { head, committed, at: Instant::now() });
+                    let start = self.handle.start.lock().unwrap().clone();
+                    *self.handle.truncated.lock().unwrap() =
+                        Some(Truncation { start, head, committed, marker: self.marker, at, slot });
                 }
-                self.tracker.restart_file(slot, 0);
+                slot = self.tracker.supersede(slot);
+                self.handle.slot.store(slot, Ordering::Relaxed);
+                *self.handle.truncation_seen.lock().unwrap() = None;
+                self.marker = None;
                 splitter.restart(self.settings.skip_header_lines);
                 if let Some(m) = multi.as_mut() {
                     m.restart();
@@ -394,21 +387,15 @@ impl Tailer {
         self.handle.path.lock().unwrap().clone()
     }
 
-    /// Whether the file's full head (1 KiB) is no longer what it was: rewritten in place.
-    fn head_changed(&self) -> bool {
-        let head = *self.handle.head.lock().unwrap();
-        head.is_some_and(|h| {
-            h.len as usize == identity::HEAD_BYTES
-                && identity::head(&self.file, identity::HEAD_BYTES as u64).is_some_and(|now| now != h)
-        })
-    }
-
-    /// Start reading at `offset` instead of where the file was registered (a recognised copy).
-    fn start_at(&mut self, slot: u64, offset: u64) {
-        self.offset = offset;
-        self.tracker.restart_file(slot, offset);
-        self.handle.read_offset.store(offset, Ordering::Relaxed);
-        self.handle.committed.store(offset, Ordering::Relaxed);
+    /// Whether the file no longer holds what was handed on of it (its first bytes, or the bytes
+    /// before the end of the last chunk): truncated and written again past our offset.
+    fn rewritten(&self) -> bool {
+        let mark = identity::Mark {
+            offset: self.handle.committed.load(Ordering::Relaxed),
+            head: *self.handle.head.lock().unwrap(),
+            marker: self.marker,
+        };
+        identity::OpenFile::measure(&self.file).is_some_and(|f| identity::rewritten(&f, &mark))
     }
 
     /// Send the unterminated last line and the last record of a file that will not grow any more.
@@ -485,44 +472,6 @@ impl Tailer {
         }
     }
 
-    /// A new file found shorter than a full head: wait (with the file open, so nothing can be
-    /// lost) until it can be told whether it is a copy of a tailed file. `None` on shutdown.
-    async fn settle_new_file(&self) -> Option<Option<CopySource>> {
-        let mut last_size = 0;
-        let mut changed = Instant::now();
-        let mut first_byte: Option<Instant> = None;
-        loop {
-            let Ok(meta) = self.file.metadata() else { return Some(None) };
-            let size = meta.len();
-            if size >= identity::HEAD_BYTES as u64 || meta.nlink() == 0 || !self.handle.matched.load(Ordering::Relaxed)
-            {
-                break;
-            }
-            if size != last_size {
-                last_size = size;
-                changed = Instant::now();
-            }
-            // An empty file can wait as long as it likes: there is nothing to send yet.
-            let wait = if size > 0 {
-                let first = *first_byte.get_or_insert_with(Instant::now);
-                if changed.elapsed() >= copy::SETTLE_QUIET || first.elapsed() >= copy::SETTLE_MAX {
-                    break;
-                }
-                Duration::from_millis(20)
-            } else {
-                self.settings.poll
-            };
-            tokio::select! {
-                _ = self.handle.wake.notified() => {}
-                _ = tokio::time::sleep(wait) => {}
-                _ = self.shutdown.cancelled() => return None,
-            }
-        }
-        let size = self.file.metadata().map(|m| m.len()).unwrap_or(0);
-        let peers: Vec<Arc<TailHandle>> = self.peers.lock().unwrap().values().cloned().collect();
-        Some(copy::copy_source(&self.file, size, self.handle.id, &peers))
-    }
-
     /// Take the head fingerprint again when the file may have grown past the last one (`had`
     /// bytes; `usize::MAX` to force). Returns the fingerprint's length.
     fn update_head(&self, slot: u64, had: usize) -> usize {
@@ -534,57 +483,11 @@ impl Tailer {
             Some(h) => {
                 self.tracker.set_head(slot, h);
                 *self.handle.head.lock().unwrap() = Some(h);
+                *self.handle.start.lock().unwrap() =
+                    identity::OpenFile { file: &self.file, size }.start(identity::START_BYTES);
                 h.len as usize
             }
             None => had.min(identity::HEAD_BYTES),
-        }
-    }
-
-    /// This file's head matches the live `original`: it is a copy. Once `original` is truncated
-    /// (copytruncate), read the copy from where `original` had been read; if it is not truncated
-    /// within `COPY_HOLD` of having read all the copy holds, the copy repeats what `original`
-    /// holds: start at the copy's end. While `original` is behind (a slow or down destination
-    /// holds its tailer back, so it cannot see a truncation yet) the copy keeps waiting: deciding
-    /// then would lose what the original never read. `None` on shutdown.
-    async fn wait_for_truncation(&self, original: &TailHandle) -> Option<u64> {
-        let mut deadline = Instant::now() + copy::COPY_HOLD;
-        let my_head = identity::head(&self.file, self.file.metadata().map(|m| m.len()).unwrap_or(0));
-        loop {
-            let size = self.file.metadata().map(|m| m.len()).unwrap_or(0);
-            let truncated = *original.truncated.lock().unwrap();
-            if let Some(t) = truncated.filter(|t| Some(t.head) == my_head) {
-                tracing::info!(
-                    "{} is a copy of {} (copytruncate): reading it from byte {}",
-                    self.path().display(),
-                    original.path.lock().unwrap().display(),
-                    t.committed.min(size)
-                );
-                return Some(t.committed.min(size));
-            }
-            if original.done.load(Ordering::Relaxed) {
-                // The original was drained and closed: the copy goes on from where it stopped.
-                let at = original.read_offset.load(Ordering::Relaxed).min(size);
-                tracing::info!(
-                    "{} is a copy of {}, which is closed: reading it from byte {at}",
-                    self.path().display(),
-                    original.path.lock().unwrap().display()
-                );
-                return Some(at);
-            }
-            if original.read_offset.load(Ordering::Relaxed) < size {
-                deadline = Instant::now() + copy::COPY_HOLD;
-            } else if Instant::now() >= deadline {
-                tracing::info!(
-                    "{} repeats the start of {}, which was not truncated: only lines added to it from now on are sent",
-                    self.path().display(),
-                    original.path.lock().unwrap().display()
-                );
-                return Some(size);
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-                _ = self.shutdown.cancelled() => return None,
-            }
         }
     }
 
@@ -652,6 +555,7 @@ impl Tailer {
         // empty moves the checkpoint over its lines at once.
         let seq = self.tracker.add_chunk(slot, end, records.len() as u64, marker);
         self.handle.committed.store(end, Ordering::Relaxed);
+        self.marker = marker;
         for r in &mut records {
             r.origin.chunk = seq;
         }

@@ -1,0 +1,326 @@
+//! The decisions about file identity that could skip bytes, as plain functions over what was
+//! observed: sizes, fingerprints, markers, truncations seen, scan results and the clock. The
+//! daemon and the model test (`model_tests.rs`) call the same functions.
+//!
+//! The rule: a decision that skips bytes needs positive proof. Short of it the bytes are read
+//! (again), and at worst sent twice; they are never skipped. Equal first bytes, a failed scan, an
+//! error or elapsed time prove nothing.
+
+use std::time::{Duration, Instant};
+
+use crate::tail::identity::{Content, START_BYTES, Sample};
+
+/// A new file is taken for a copy of a file seen truncated at most this long before.
+pub const COPY_WINDOW: Duration = Duration::from_secs(60);
+/// A new file that may be a copy of a live file (it starts with the same bytes) waits this long
+/// after its first byte for that file's truncation (logrotate `copytruncate` copies, then
+/// truncates) ...
+pub const DECIDE: Duration = Duration::from_secs(3);
+/// ... and, while it grows (a copy being written), until it has been quiet this long ...
+pub const QUIET: Duration = Duration::from_secs(1);
+/// ... but never longer than this after its first byte. It is then read from its start.
+pub const DECIDE_MAX: Duration = Duration::from_secs(10);
+/// A tailed file counts as moved out of the pattern's reach only when this many clean scans in a
+/// row did not find it (a scan with an error, or one racing a rename, proves nothing).
+pub const ABSENT_SCANS: u32 = 2;
+
+/// A file a new file may be a copy of.
+#[derive(Debug, Clone)]
+pub enum Original {
+    /// Tailed, not seen truncated. `start`: its first bytes (up to `START_BYTES`); `head` its head
+    /// fingerprint.
+    Live { start: Vec<u8>, head: Option<Sample> },
+    /// Seen truncated or rewritten at `at`. `start` and `head`: the first bytes and fingerprint of
+    /// the content it had (`start` unknown when found truncated at a restart). `settled`: the
+    /// offset up to which every record of that content was acknowledged, and the marker there;
+    /// `None` while some are still in flight.
+    Truncated { at: Instant, start: Option<Vec<u8>>, head: Sample, settled: Option<(u64, Option<Sample>)> },
+}
+
+/// When a new, undecided file got its first byte and last grew.
+#[derive(Debug, Clone, Copy)]
+pub struct Seen {
+    pub first_byte: Option<Instant>,
+    pub last_growth: Instant,
+}
+
+impl Seen {
+    pub fn new(now: Instant, size: u64) -> Seen {
+        Seen { first_byte: (size > 0).then_some(now), last_growth: now }
+    }
+
+    /// Note the file's size at `now` (it had `before` bytes).
+    pub fn observe(&mut self, now: Instant, before: u64, size: u64) {
+        if size != before {
+            self.last_growth = now;
+        }
+        if size > 0 && self.first_byte.is_none() {
+            self.first_byte = Some(now);
+        }
+    }
+
+    /// Whether a file that may be a copy of a live one may still wait for its truncation.
+    fn patient(&self, now: Instant) -> bool {
+        match self.first_byte {
+            None => true, // Empty: nothing to send yet.
+            Some(first) => {
+                let growing = (self.last_growth + QUIET).min(first + DECIDE_MAX);
+                now < (first + DECIDE).max(growing)
+            }
+        }
+    }
+}
+
+/// What to do with a new file that has no checkpoint of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Not shown to be a copy: read it from its start.
+    Distinct,
+    /// A copy of `originals[original]` holding its content up to `offset`, all of which was
+    /// acknowledged: read it from there.
+    Copy { original: usize, offset: u64 },
+    /// Not decided yet: keep it open, read nothing, ask again later.
+    Wait,
+}
+
+/// Whether the new file `file` is a copy of one of `originals`. It is one only when that original
+/// was seen truncated within `COPY_WINDOW` and `file` holds what the original held up to the
+/// offset it resumes from (the head fingerprint, and the marker before the offset when it lies
+/// past the head). A file that starts like a live original waits (`Seen::patient`) for that
+/// original's truncation, then is read from its start. `may_wait`: false for `--once`.
+pub fn copy_verdict(now: Instant, file: &impl Content, seen: &Seen, originals: &[Original], may_wait: bool) -> Verdict {
+    let size = file.size();
+    let start = file.start(START_BYTES);
+    // Whether `file` starts with the bytes the original started with (as far as both are known).
+    let same_start = |theirs: &Option<Vec<u8>>| match theirs {
+        None => true,
+        Some(t) => {
+            let n = start.len().min(t.len());
+            start[..n] == t[..n]
+        }
+    };
+    let mut maybe = false;
+    let mut settling = false;
+    for (i, o) in originals.iter().enumerate() {
+        match o {
+            Original::Truncated { at, start: theirs, head, settled }
+                if now.saturating_duration_since(*at) <= COPY_WINDOW =>
+            {
+                if size < u64::from(head.len) {
+                    // Perhaps a copy still being written.
+                    maybe |= same_start(theirs);
+                    continue;
+                }
+                if !file.holds(*head, None) {
+                    continue;
+                }
+                let Some((offset, marker)) = *settled else {
+                    // A copy; where it resumes waits until what was read of the original is
+                    // acknowledged.
+                    settling = true;
+                    continue;
+                };
+                if size < offset {
+                    maybe = true; // Still being written.
+                    continue;
+                }
+                let proven = offset <= u64::from(head.len) || marker.is_some_and(|m| file.holds(m, Some(offset)));
+                if proven {
+                    return Verdict::Copy { original: i, offset };
+                }
+            }
+            Original::Truncated { .. } => {}
+            // Nothing was read of it: a copy of it would be read from its start anyway.
+            Original::Live { start: theirs, .. } if theirs.is_empty() => {}
+            Original::Live { start: theirs, head } => {
+                let head_agrees = head.is_none_or(|h| size < u64::from(h.len) || file.holds(h, None));
+                maybe |= head_agrees && same_start(&Some(theirs.clone()));
+            }
+        }
+    }
+    if may_wait && (settling || (maybe && seen.patient(now))) { Verdict::Wait } else { Verdict::Distinct }
+}
+
+/// Whether a tailed file still counts as matched after a scan. `found`: the scan found it;
+/// `clean`: the scan had no error; `absent`: clean scans in a row that missed it (updated).
+pub fn still_matched(found: bool, clean: bool, absent: &mut u32) -> bool {
+    if found {
+        *absent = 0;
+        return true;
+    }
+    if !clean {
+        return true; // A scan error proves nothing about the file.
+    }
+    *absent += 1;
+    *absent < ABSENT_SCANS
+}
+
+pub use crate::checkpoint::expired;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tail::identity::{Distrust, Mark, checkpoint_trust, rewritten};
+
+    /// A file in memory.
+    pub struct Mem(pub Vec<u8>);
+
+    impl Content for Mem {
+        fn size(&self) -> u64 {
+            self.0.len() as u64
+        }
+        fn holds(&self, s: Sample, at: Option<u64>) -> bool {
+            let end = match at {
+                None => u64::from(s.len),
+                Some(at) => at,
+            };
+            let Some(start) = end.checked_sub(u64::from(s.len)) else { return false };
+            end <= self.size() && Sample::of(&self.0[start as usize..end as usize]) == s
+        }
+        fn start(&self, n: usize) -> Vec<u8> {
+            self.0[..n.min(self.0.len())].to_vec()
+        }
+    }
+
+    fn head(b: &[u8]) -> Sample {
+        Sample::of(&b[..b.len().min(1024)])
+    }
+
+    fn lines(from: u32, to: u32) -> Vec<u8> {
+        (from..to).flat_map(|i| format!("line {i:08}\n").into_bytes()).collect()
+    }
+
+    #[test]
+    fn a_live_original_with_the_same_first_bytes_proves_nothing() {
+        let t0 = Instant::now();
+        let header = b"id,name,price,quantity,customer,region,created,updated,status,comment\n".to_vec();
+        let mut a = header.clone();
+        a.extend(lines(0, 100));
+        let mut b = header.clone();
+        b.extend(lines(100, 102));
+        let live = vec![Original::Live { start: a[..START_BYTES].to_vec(), head: Some(head(&a)) }];
+        let seen = Seen::new(t0, b.len() as u64);
+        // Same first bytes: it waits a little for a truncation that could make it a copy ...
+        assert_eq!(copy_verdict(t0, &Mem(b.clone()), &seen, &live, true), Verdict::Wait);
+        // ... and none came: read from the start.
+        assert_eq!(copy_verdict(t0 + DECIDE, &Mem(b.clone()), &seen, &live, true), Verdict::Distinct);
+        // --once never waits.
+        assert_eq!(copy_verdict(t0, &Mem(b), &seen, &live, false), Verdict::Distinct);
+        // Long enough to compare whole heads, and they differ: no copy, no waiting.
+        let mut long = header.clone();
+        long.extend(lines(100, 200));
+        assert_eq!(copy_verdict(t0, &Mem(long), &seen, &live, true), Verdict::Distinct);
+        // A live file nothing was read of makes no file wait.
+        let empty = vec![Original::Live { start: Vec::new(), head: None }];
+        assert_eq!(copy_verdict(t0, &Mem(header), &seen, &empty, true), Verdict::Distinct);
+    }
+
+    #[test]
+    fn a_copy_of_a_truncated_file_resumes_where_it_was_acknowledged() {
+        let t0 = Instant::now();
+        let content = lines(0, 1000);
+        let offset = 5_000u64;
+        let marker = Sample::of(&content[offset as usize - 64..offset as usize]);
+        let truncated = |settled| {
+            vec![Original::Truncated {
+                at: t0,
+                start: Some(content[..START_BYTES].to_vec()),
+                head: head(&content),
+                settled,
+            }]
+        };
+        let seen = Seen::new(t0, content.len() as u64);
+        let copy = Mem(content.clone());
+        assert_eq!(
+            copy_verdict(t0, &copy, &seen, &truncated(Some((offset, Some(marker)))), true),
+            Verdict::Copy { original: 0, offset }
+        );
+        // Records of the original still in flight: wait, however long.
+        assert_eq!(copy_verdict(t0 + DECIDE_MAX, &copy, &seen, &truncated(None), true), Verdict::Wait);
+        // A file with the same head but other bytes before the offset is no copy.
+        let mut other = content.clone();
+        other[offset as usize - 10] = b'X';
+        assert_eq!(
+            copy_verdict(t0, &Mem(other), &seen, &truncated(Some((offset, Some(marker)))), true),
+            Verdict::Distinct
+        );
+        // Without a marker, only an offset inside the head is proven.
+        assert_eq!(copy_verdict(t0, &copy, &seen, &truncated(Some((offset, None))), true), Verdict::Distinct);
+        assert_eq!(
+            copy_verdict(t0, &copy, &seen, &truncated(Some((1000, None))), true),
+            Verdict::Copy { original: 0, offset: 1000 }
+        );
+        // Too long after the truncation.
+        assert_eq!(
+            copy_verdict(
+                t0 + COPY_WINDOW + Duration::from_secs(1),
+                &copy,
+                &seen,
+                &truncated(Some((offset, Some(marker)))),
+                true
+            ),
+            Verdict::Distinct
+        );
+        // A copy still being written waits while it grows, then gives up.
+        let partial = Mem(content[..4000].to_vec());
+        let s = Seen::new(t0, 4000);
+        assert_eq!(copy_verdict(t0, &partial, &s, &truncated(Some((offset, Some(marker)))), true), Verdict::Wait);
+        assert_eq!(
+            copy_verdict(t0 + DECIDE, &partial, &s, &truncated(Some((offset, Some(marker)))), true),
+            Verdict::Distinct
+        );
+    }
+
+    #[test]
+    fn an_empty_file_waits_and_a_growing_one_waits_longer() {
+        let t0 = Instant::now();
+        let mut s = Seen::new(t0, 0);
+        assert!(s.patient(t0 + Duration::from_secs(3600)));
+        s.observe(t0 + Duration::from_secs(10), 0, 5);
+        assert!(s.patient(t0 + Duration::from_secs(12)));
+        assert!(!s.patient(t0 + Duration::from_secs(13)));
+        let mut g = Seen::new(t0, 5);
+        for i in 1..20 {
+            g.observe(t0 + Duration::from_secs(i), 5 * i, 5 * (i + 1));
+        }
+        assert!(!g.patient(t0 + DECIDE_MAX));
+    }
+
+    #[test]
+    fn checkpoints_and_rewrites() {
+        let content = lines(0, 200);
+        let file = Mem(content.clone());
+        let at = 1500u64;
+        let mark = Mark {
+            offset: at,
+            head: Some(head(&content)),
+            marker: Some(Sample::of(&content[at as usize - 64..at as usize])),
+        };
+        assert_eq!(checkpoint_trust(&mark, &file), Ok(()));
+        assert!(!rewritten(&file, &mark));
+        assert_eq!(
+            checkpoint_trust(&mark, &Mem(content[..1000].to_vec())),
+            Err(Distrust::Shorter { offset: at, size: 1000 })
+        );
+        let mut changed = content.clone();
+        changed[3] = b'!';
+        assert_eq!(checkpoint_trust(&mark, &Mem(changed)), Err(Distrust::Head));
+        let mut changed = content.clone();
+        changed[at as usize - 1] = b'!';
+        assert!(rewritten(&Mem(changed), &mark));
+    }
+
+    #[test]
+    fn only_clean_scans_unmatch_and_only_running_time_expires() {
+        let mut absent = 0;
+        assert!(still_matched(false, false, &mut absent));
+        assert!(still_matched(false, false, &mut absent));
+        assert!(still_matched(false, true, &mut absent));
+        assert!(still_matched(true, true, &mut absent));
+        assert!(still_matched(false, true, &mut absent));
+        assert!(!still_matched(false, true, &mut absent));
+        let day = Duration::from_secs(86_400);
+        assert!(!expired(day, 7 * day, 7 * day));
+        assert!(expired(day, 8 * day, 7 * day));
+    }
+}

@@ -1,0 +1,636 @@
+//! One flow's discovery loop: scan, decide where each new file starts (its checkpoint, the
+//! initial position, or, for a copy proven by `decide::copy_verdict`, where its original was
+//! acknowledged), start a tailer per file, and tell tailers whether their file still matches.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::decide::{self, Original, Seen, Verdict};
+use super::pattern::{Found, Pattern};
+use crate::ack::{AckTracker, FileId};
+use crate::checkpoint::CheckpointStore;
+use crate::config::{FlowConfig, InitialPosition};
+use crate::metrics::FlowMetrics;
+use crate::record::Chunk;
+use crate::tail::identity::{self, Content, Mark, OpenFile, Sample};
+use crate::tail::{TailHandle, TailSettings, TailedFiles, Tailer, Truncation};
+
+/// Re-glob at least this often, even without file-system events.
+const RESCAN: Duration = Duration::from_secs(1);
+/// ... and this often while a new file waits for the verdict on whether it is a copy.
+const RESCAN_PENDING: Duration = Duration::from_millis(100);
+
+/// What the watcher and discovery of one flow share.
+pub struct FlowWatch {
+    pub pattern: Pattern,
+    /// Wakes discovery (a file appeared, moved or vanished).
+    pub rescan: Notify,
+    /// Tailed files by current path, to wake the right tailer on a change.
+    pub files: TailedFiles,
+}
+
+impl FlowWatch {
+    pub fn new(pattern: Pattern) -> FlowWatch {
+        FlowWatch { pattern, rescan: Notify::new(), files: TailedFiles::default() }
+    }
+}
+
+pub struct Discovery {
+    pub flow: FlowConfig,
+    pub watch: Arc<FlowWatch>,
+    pub settings: TailSettings,
+    pub tx: mpsc::Sender<Chunk>,
+    pub store: Arc<Mutex<CheckpointStore>>,
+    pub tracker: AckTracker,
+    pub metrics: Arc<FlowMetrics>,
+    pub shutdown: CancellationToken,
+    /// The flow has checkpoints from an earlier run (`initialPosition` applies only without).
+    pub had_checkpoints: bool,
+    /// `--once`: one scan, and no waiting for verdicts.
+    pub once: bool,
+    pub watcher: Arc<Mutex<Option<notify::RecommendedWatcher>>>,
+}
+
+/// A new file without a checkpoint of its own, kept open (so nothing is lost if it is rotated
+/// away) until `decide::copy_verdict` says where it starts.
+struct Pending {
+    file: File,
+    path: PathBuf,
+    size: u64,
+    seen: Seen,
+    /// The live files it starts like (for the log line when it is read from its start).
+    waited_on: Option<PathBuf>,
+}
+
+/// The loop's state across scans.
+#[derive(Default)]
+struct State {
+    tailers: HashMap<FileId, Arc<TailHandle>>,
+    pending: HashMap<FileId, Pending>,
+    /// Paths that could not be opened (said once, until they can).
+    unopened: HashSet<PathBuf>,
+    /// Scan problems already said (path and kind), until a clean scan.
+    scan_problems: HashSet<(PathBuf, std::io::ErrorKind)>,
+    /// Clean scans in a row that missed each tailed file.
+    absent: HashMap<FileId, u32>,
+    stalls: HashMap<FileId, Stall>,
+    /// Checkpointed files found truncated or rewritten at the start: a copy of one made while
+    /// the agent was stopped resumes where it was acknowledged.
+    startup: Vec<(FileId, PathBuf, Original)>,
+    /// Truncations of files no longer followed (deleted, or out of the pattern's reach): a copy
+    /// of one still resumes where it was acknowledged, once its records in flight settle.
+    closed: Vec<(FileId, PathBuf, Truncation)>,
+}
+
+impl Discovery {
+    pub async fn run(self) {
+        let mut st = State::default();
+        // The watched base directory's identity: when it is deleted (or replaced) and comes back,
+        // the new one is watched.
+        let mut watching: Option<FileId> = None;
+        let mut first = true;
+        let mut warned_empty = false;
+        let rescan = RESCAN.min(self.flow.max_time_between_file_tracker_refresh);
+        loop {
+            let base = dir_id(self.watch.pattern.base());
+            if base.is_some() && watching != base {
+                watching = if self.try_watch() { base } else { None };
+            }
+            let pattern = self.watch.pattern.clone();
+            let scanned = tokio::task::spawn_blocking(move || {
+                let mut problems = Vec::new();
+                let f = pattern.scan(&mut problems);
+                (f, problems)
+            })
+            .await;
+            let Ok((found, problems)) = scanned else { return };
+            let clean = problems.is_empty();
+            self.report_problems(problems, &mut st);
+            if found.is_empty() && !warned_empty && clean {
+                if self.once {
+                    tracing::warn!("flows[{}]: no file matches {}", self.flow.index, self.flow.file_pattern)
+                } else {
+                    tracing::warn!(
+                        "flows[{}]: no file matches {} yet; waiting for one to appear",
+                        self.flow.index,
+                        self.flow.file_pattern
+                    )
+                }
+                warned_empty = true;
+            }
+            if !found.is_empty() {
+                warned_empty = false;
+            }
+            // Files found are there, whatever else failed; only a clean scan shows which are gone.
+            self.store.lock().unwrap().saw(&self.flow.id, found.iter().map(|f| f.id), clean);
+            if first {
+                st.startup = self.truncated_while_stopped(&found);
+            }
+            self.update(&found, clean, &mut st, first);
+            self.check_stalls(&found, &st.tailers, &mut st.stalls);
+            first = false;
+            if self.once {
+                return; // Dropping `tx` here: the batcher ends when the tailers do.
+            }
+            let wait = if st.pending.is_empty() { rescan } else { rescan.min(RESCAN_PENDING) };
+            tokio::select! {
+                _ = self.watch.rescan.notified() => {
+                    // Let a burst of events settle into one scan.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.shutdown.cancelled() => break,
+            }
+        }
+        // Stopped (shutdown, or a reload removed the flow): once the tailers are done, stop
+        // tracking the files when what was read is acknowledged; their checkpoints stay, for
+        // a flow added again later.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while st.tailers.values().any(|h| !h.done.load(Ordering::Relaxed)) && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for h in st.tailers.values() {
+            self.tracker.release(h.slot());
+        }
+    }
+
+    /// Each scan problem is said once (per path and kind of error) until a clean scan. A scan with
+    /// a problem proves nothing about the files it did not find.
+    fn report_problems(&self, problems: Vec<(PathBuf, std::io::Error)>, st: &mut State) {
+        if problems.is_empty() {
+            if !st.scan_problems.is_empty() {
+                tracing::info!("flows[{}]: {} can be scanned again", self.flow.index, self.flow.file_pattern);
+                st.scan_problems.clear();
+            }
+            return;
+        }
+        for (path, e) in problems {
+            if st.scan_problems.insert((path.clone(), e.kind())) {
+                FlowMetrics::add(&self.metrics.unreadable, 1);
+                tracing::warn!(
+                    "flows[{}]: cannot read {}: {e}; files already followed are kept (a failed scan is not taken for a rotation), and the scan is retried",
+                    self.flow.index,
+                    path.display()
+                );
+            }
+        }
+    }
+
+    fn try_watch(&self) -> bool {
+        let mut guard = self.watcher.lock().unwrap();
+        let Some(w) = guard.as_mut() else { return true };
+        let base = self.watch.pattern.base();
+        let mode = if self.watch.pattern.recursive() { RecursiveMode::Recursive } else { RecursiveMode::NonRecursive };
+        match w.watch(base, mode) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::debug!("cannot watch {}: {e}; polling", base.display());
+                false
+            }
+        }
+    }
+
+    fn update(&self, found: &[Found], clean: bool, st: &mut State, first: bool) {
+        // Forget tailers of deleted files, and of files that left the pattern's reach and were
+        // drained (their checkpoints stay: a file that comes back resumes from its checkpoint).
+        let window = decide::COPY_WINDOW;
+        st.closed.retain(|(_, _, t)| t.at.elapsed() <= window);
+        st.tailers.retain(|_, h| {
+            let done = h.done.load(Ordering::Relaxed);
+            let retired = h.retired.load(Ordering::Relaxed);
+            let keep = !(done && (retired || !h.matched.load(Ordering::Relaxed)));
+            if !keep {
+                if !retired {
+                    self.tracker.release(h.slot());
+                }
+                if let Some(t) = h.truncated.lock().unwrap().clone().filter(|t| t.at.elapsed() <= window) {
+                    st.closed.push((h.id, h.path.lock().unwrap().clone(), t));
+                }
+            }
+            keep
+        });
+        let seen: HashSet<FileId> = found.iter().map(|f| f.id).collect();
+        st.absent.retain(|id, _| st.tailers.contains_key(id));
+        for (id, h) in st.tailers.iter() {
+            let absent = st.absent.entry(*id).or_default();
+            h.matched.store(decide::still_matched(seen.contains(id), clean, absent), Ordering::Relaxed);
+        }
+        self.limit_rotated(&st.tailers);
+        let mut behind = 0u64;
+        for f in found {
+            if let Some(h) = st.tailers.get(&f.id) {
+                let mut p = h.path.lock().unwrap();
+                if *p != f.path {
+                    *p = f.path.clone();
+                    self.tracker.set_path(h.slot(), f.path.clone());
+                }
+                drop(p);
+                behind += f.size.saturating_sub(h.read_offset.load(Ordering::Relaxed));
+                h.size.store(f.size, Ordering::Relaxed);
+                if !h.done.load(Ordering::Relaxed) {
+                    continue;
+                }
+                // Its tailer stopped (the file had left the pattern's reach) and it is back.
+                let offset = h.committed.load(Ordering::Relaxed);
+                let h2 = Arc::new(TailHandle::new(f.id, f.path.clone(), offset, h.slot()));
+                if let Some(file) = self.open(&f.path, &mut st.unopened).filter(|file| is_same_file(file, f.id)) {
+                    st.tailers.insert(f.id, h2.clone());
+                    let marker = identity::marker(&file, offset);
+                    tokio::spawn(self.tailer(file, h2, offset, marker).run());
+                }
+                continue;
+            }
+            if let Some(p) = st.pending.get_mut(&f.id) {
+                p.path = f.path.clone();
+                behind += f.size;
+                continue;
+            }
+            let Some(file) = self.open(&f.path, &mut st.unopened) else { continue };
+            if !is_same_file(&file, f.id) {
+                continue; // Rotated between the scan and the open: the next scan sees it right.
+            }
+            match self.start_offset(f, &file, first) {
+                Some((offset, marker)) => {
+                    behind += f.size.saturating_sub(offset);
+                    self.start(st, f.id, &f.path, file, offset, marker);
+                }
+                None => {
+                    behind += f.size;
+                    let now = Instant::now().into_std();
+                    st.pending.insert(
+                        f.id,
+                        Pending {
+                            file,
+                            path: f.path.clone(),
+                            size: f.size,
+                            seen: Seen::new(now, f.size),
+                            waited_on: None,
+                        },
+                    );
+                }
+            }
+        }
+        self.decide_pending(st);
+        let mut files = self.watch.files.lock().unwrap();
+        files.clear();
+        for h in st.tailers.values() {
+            files.insert(h.path.lock().unwrap().clone(), h.clone());
+        }
+        self.metrics
+            .files
+            .store(st.tailers.values().filter(|h| !h.done.load(Ordering::Relaxed)).count() as u64, Ordering::Relaxed);
+        self.metrics.bytes_behind.store(behind, Ordering::Relaxed);
+    }
+
+    /// Register a file with the ack tracker at `offset` and start its tailer.
+    fn start(&self, st: &mut State, id: FileId, path: &Path, file: File, offset: u64, marker: Option<Sample>) {
+        let slot = self.tracker.register_file(self.settings.flow_id.clone(), path.to_path_buf(), id, offset, marker);
+        let h = Arc::new(TailHandle::new(id, path.to_path_buf(), offset, slot));
+        st.tailers.insert(id, h.clone());
+        tokio::spawn(self.tailer(file, h, offset, marker).run());
+    }
+
+    /// Ask `decide::copy_verdict` about every new file without a checkpoint of its own; start
+    /// those decided.
+    fn decide_pending(&self, st: &mut State) {
+        if st.pending.is_empty() {
+            return;
+        }
+        let now = Instant::now().into_std();
+        for p in st.pending.values_mut() {
+            let size = p.file.metadata().map(|m| m.len()).unwrap_or(p.size);
+            p.seen.observe(now, p.size, size);
+            p.size = size;
+        }
+        self.look_for_truncations(st);
+        let all = self.originals(st);
+        let ids: Vec<FileId> = st.pending.keys().copied().collect();
+        for id in ids {
+            let p = &st.pending[&id];
+            let Some(content) = OpenFile::measure(&p.file) else { continue };
+            // Not a copy of itself (a file truncated while the agent was stopped, say).
+            let (names, originals): (Vec<PathBuf>, Vec<Original>) =
+                all.iter().filter(|(of, _, _)| *of != id).map(|(_, n, o)| (n.clone(), o.clone())).unzip();
+            let verdict = decide::copy_verdict(now, &content, &p.seen, &originals, !self.once);
+            let (offset, marker) = match verdict {
+                Verdict::Wait => {
+                    if st.pending[&id].waited_on.is_none() {
+                        let on = originals.iter().zip(&names).find(|(o, _)| matches!(o, Original::Live { .. }));
+                        st.pending.get_mut(&id).expect("pending").waited_on = on.map(|(_, n)| n.clone());
+                    }
+                    continue;
+                }
+                Verdict::Copy { original, offset } => {
+                    let when = if matches!(originals[original], Original::Truncated { start: None, .. }) {
+                        "made while the agent was stopped "
+                    } else {
+                        ""
+                    };
+                    tracing::info!(
+                        "{} is a copy of {} {when}(copytruncate; it was seen truncated and the copy holds what it had): reading it from byte {offset}, where everything before was delivered",
+                        p.path.display(),
+                        names[original].display()
+                    );
+                    (offset, identity::marker(&p.file, offset))
+                }
+                Verdict::Distinct => {
+                    if let Some(on) = &p.waited_on {
+                        tracing::info!(
+                            "{} starts with the same bytes as {}, which was not truncated: it is a file of its own, read from its start",
+                            p.path.display(),
+                            on.display()
+                        );
+                    }
+                    (0, None)
+                }
+            };
+            let p = st.pending.remove(&id).expect("pending");
+            self.start(st, id, &p.path, p.file, offset, marker);
+        }
+    }
+
+    /// While a new file waits, the live files it may be a copy of are checked for a truncation
+    /// their tailers cannot see yet (held back by a slow destination): a size below what was
+    /// read, or first bytes that changed, is proof. The tailer is told.
+    fn look_for_truncations(&self, st: &State) {
+        for h in st.tailers.values() {
+            if h.done.load(Ordering::Relaxed) || h.truncation_seen.lock().unwrap().is_some() {
+                continue;
+            }
+            let start = h.start.lock().unwrap().clone();
+            let related = st.pending.values().any(|p| {
+                let mine = OpenFile { file: &p.file, size: p.size }.start(identity::START_BYTES);
+                let n = mine.len().min(start.len());
+                mine[..n] == start[..n]
+            });
+            if !related {
+                continue;
+            }
+            // What was read, taken before the file is measured.
+            let read =
+                Mark { offset: h.read_offset.load(Ordering::Relaxed), head: *h.head.lock().unwrap(), marker: None };
+            let path = h.path.lock().unwrap().clone();
+            let Ok(file) = File::open(&path) else { continue };
+            if !is_same_file(&file, h.id) {
+                continue;
+            }
+            if OpenFile::measure(&file).is_some_and(|f| identity::rewritten(&f, &read)) {
+                h.truncation_seen.lock().unwrap().get_or_insert_with(Instant::now);
+                h.wake.notify_one();
+            }
+        }
+    }
+
+    /// A recorded truncation as an original: `committed` counts once its records settled.
+    fn truncated(&self, t: &Truncation) -> Original {
+        Original::Truncated {
+            at: t.at.into_std(),
+            start: Some(t.start.clone()),
+            head: t.head,
+            settled: self.tracker.is_settled(t.slot).then_some((t.committed, t.marker)),
+        }
+    }
+
+    /// The files a new file may be a copy of, with their identities and paths (for the log).
+    fn originals(&self, st: &State) -> Vec<(FileId, PathBuf, Original)> {
+        let mut out = Vec::new();
+        for h in st.tailers.values() {
+            let path = h.path.lock().unwrap().clone();
+            if let Some(t) = h.truncated.lock().unwrap().clone() {
+                out.push((h.id, path, self.truncated(&t)));
+                continue;
+            }
+            let seen = *h.truncation_seen.lock().unwrap();
+            if let Some(at) = seen {
+                let Some(head) = *h.head.lock().unwrap() else { continue };
+                let start = h.start.lock().unwrap().clone();
+                // Its tailer has not started over yet: its tracker handle is the old content's. If
+                // it did meanwhile, its record of the truncation is used.
+                let mut settled = self.tracker.settled_mark(h.slot());
+                if let Some(t) = h.truncated.lock().unwrap().clone() {
+                    settled = self.tracker.is_settled(t.slot).then_some((t.committed, t.marker));
+                }
+                out.push((h.id, path, Original::Truncated { at: at.into_std(), start: Some(start), head, settled }));
+                continue;
+            }
+            if !h.done.load(Ordering::Relaxed) {
+                out.push((
+                    h.id,
+                    path,
+                    Original::Live { start: h.start.lock().unwrap().clone(), head: *h.head.lock().unwrap() },
+                ));
+            }
+        }
+        out.extend(st.startup.iter().cloned());
+        out.extend(st.closed.iter().map(|(id, path, t)| (*id, path.clone(), self.truncated(t))));
+        out
+    }
+
+    /// Checkpointed files of this flow found, at the first scan, no longer holding what their
+    /// checkpoint says was delivered: truncated or rewritten while the agent was stopped.
+    fn truncated_while_stopped(&self, found: &[Found]) -> Vec<(FileId, PathBuf, Original)> {
+        let store = self.store.lock().unwrap();
+        let now = Instant::now().into_std();
+        let mut out = Vec::new();
+        for e in store.entries().filter(|e| e.flow == self.flow.id && e.offset > 0) {
+            let (Some(head), id) = (e.head, FileId { dev: e.dev, ino: e.ino }) else { continue };
+            let Some(f) = found.iter().find(|f| f.id == id) else { continue };
+            let Ok(file) = File::open(&f.path) else { continue };
+            if !is_same_file(&file, id) {
+                continue;
+            }
+            let mark = Mark { offset: e.offset, head: e.head, marker: e.marker };
+            if OpenFile::measure(&file).is_some_and(|c| identity::checkpoint_trust(&mark, &c).is_err()) {
+                out.push((
+                    id,
+                    f.path.clone(),
+                    Original::Truncated { at: now, start: None, head, settled: Some((e.offset, e.marker)) },
+                ));
+            }
+        }
+        out
+    }
+
+    /// Open a matched file; a failure is reported once per path (and retried at the next scan).
+    fn open(&self, path: &Path, unopened: &mut HashSet<PathBuf>) -> Option<File> {
+        match File::open(path) {
+            Ok(f) => {
+                if unopened.remove(path) {
+                    tracing::info!("flows[{}]: {} is readable now", self.flow.index, path.display());
+                }
+                Some(f)
+            }
+            Err(e) => {
+                if unopened.insert(path.to_path_buf()) {
+                    FlowMetrics::add(&self.metrics.unreadable, 1);
+                    let then = if self.once {
+                        "it is skipped"
+                    } else {
+                        "other files keep flowing, and it is retried at every scan"
+                    };
+                    tracing::warn!("flows[{}]: cannot open {}: {e}; {then}", self.flow.index, path.display());
+                }
+                None
+            }
+        }
+    }
+
+    fn tailer(&self, file: File, handle: Arc<TailHandle>, offset: u64, marker: Option<Sample>) -> Tailer {
+        Tailer {
+            settings: self.settings.clone(),
+            file,
+            handle,
+            offset,
+            tx: self.tx.clone(),
+            tracker: self.tracker.clone(),
+            metrics: self.metrics.clone(),
+            shutdown: self.shutdown.clone(),
+            marker,
+        }
+    }
+
+    /// A file with unread bytes whose read offset has not moved for `stalledFileWarningMillis`
+    /// is stalled: the destination is slow or down (the tailer waits for room), or the tailer is
+    /// stuck. Said once per flow and scan for the files newly stalled, again when they move, and
+    /// counted in the status line.
+    fn check_stalls(
+        &self,
+        found: &[Found],
+        tailers: &HashMap<FileId, Arc<TailHandle>>,
+        stalls: &mut HashMap<FileId, Stall>,
+    ) {
+        let now = Instant::now();
+        let mut newly = Vec::new();
+        let mut stalled = 0;
+        stalls.retain(|id, _| tailers.contains_key(id));
+        for f in found {
+            let Some(h) = tailers.get(&f.id).filter(|h| !h.done.load(Ordering::Relaxed)) else { continue };
+            let offset = h.read_offset.load(Ordering::Relaxed);
+            let unread = f.size.saturating_sub(offset);
+            let st = stalls.entry(f.id).or_insert(Stall { offset, since: now, warned: false });
+            if offset != st.offset || unread == 0 {
+                if st.warned {
+                    tracing::info!("flows[{}]: {} is being read again", self.flow.index, f.path.display());
+                }
+                *st = Stall { offset, since: now, warned: false };
+                continue;
+            }
+            if !st.warned && now.duration_since(st.since) >= self.flow.stalled_file_warning {
+                st.warned = true;
+                newly.push(format!("{} ({unread} bytes unread at byte {offset})", f.path.display()));
+            }
+            if st.warned {
+                stalled += 1;
+            }
+        }
+        self.metrics.files_stalled.store(stalled, Ordering::Relaxed);
+        if !newly.is_empty() {
+            tracing::warn!(
+                "flows[{}]: {} file(s) not read for {} s although they have unread bytes: {}; the destination is slow or down (see the status and error lines), or reading is stuck",
+                self.flow.index,
+                newly.len(),
+                self.flow.stalled_file_warning.as_secs(),
+                newly.join(", ")
+            );
+        }
+    }
+
+    /// Files that left the pattern's reach stay open while they may still be written to
+    /// (`rotateWaitMillis`); beyond `maxOpenRotatedFiles` of them read to their end, the ones
+    /// quiet the longest are closed now.
+    fn limit_rotated(&self, tailers: &HashMap<FileId, Arc<TailHandle>>) {
+        let mut drained: Vec<_> = tailers
+            .values()
+            .filter(|h| !h.matched.load(Ordering::Relaxed) && !h.done.load(Ordering::Relaxed))
+            .filter_map(|h| h.drained_since.lock().unwrap().map(|since| (since, h)))
+            .collect();
+        let Some(excess) = drained.len().checked_sub(self.flow.max_open_rotated_files).filter(|&n| n > 0) else {
+            return;
+        };
+        drained.sort_by_key(|(since, _)| *since);
+        for (_, h) in &drained[..excess] {
+            if !h.close_now.swap(true, Ordering::Relaxed) {
+                h.wake.notify_one();
+            }
+        }
+        tracing::debug!(
+            "flows[{}]: {} rotated file(s) read to their end are open, more than maxOpenRotatedFiles ({}): closing {excess}",
+            self.flow.index,
+            drained.len(),
+            self.flow.max_open_rotated_files
+        );
+    }
+
+    /// Where a newly found file starts, and the marker of the bytes before that: its checkpoint
+    /// if the file still holds the same bytes there; `initialPosition` for files present at the
+    /// first start of a daemon flow. `None`: a new file, which may be a copy (see
+    /// `decide_pending`); it is read from 0 unless proven one.
+    fn start_offset(&self, f: &Found, file: &File, first: bool) -> Option<(u64, Option<Sample>)> {
+        let store = self.store.lock().unwrap();
+        if let Some(e) = store.get(&self.flow.id, f.id) {
+            let mark = Mark { offset: e.offset, head: e.head, marker: e.marker };
+            let content = OpenFile { file, size: f.size };
+            return match identity::checkpoint_trust(&mark, &content) {
+                Ok(()) => Some((e.offset, e.marker)),
+                Err(why) => {
+                    FlowMetrics::add(&self.metrics.checkpoints_distrusted, 1);
+                    tracing::warn!(
+                        "{}: {why}: it was replaced or truncated, reading it from the start",
+                        f.path.display()
+                    );
+                    None
+                }
+            };
+        }
+        drop(store);
+        if !self.once && first && !self.had_checkpoints {
+            return match self.flow.initial_position {
+                InitialPosition::StartOfFile => Some((0, None)),
+                InitialPosition::EndOfFile => end_of_last_line(file, f.size).map(|o| (o, identity::marker(file, o))),
+            };
+        }
+        None
+    }
+}
+
+fn dir_id(path: &Path) -> Option<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().filter(|m| m.is_dir()).map(|m| FileId { dev: m.dev(), ino: m.ino() })
+}
+
+/// Progress of a tailed file as seen by discovery, for the stall warning.
+struct Stall {
+    offset: u64,
+    since: Instant,
+    warned: bool,
+}
+
+/// Whether an opened file is the one a scan found (the path may have been rotated in between).
+fn is_same_file(file: &File, id: FileId) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    file.metadata().is_ok_and(|m| FileId { dev: m.dev(), ino: m.ino() } == id)
+}
+
+/// The offset just after the last newline of the file (so a partial last line is still sent
+/// once completed). Looks back at most 1 MiB; a file with no newline there starts at its end.
+fn end_of_last_line(file: &File, size: u64) -> Option<u64> {
+    const BACK: u64 = 1024 * 1024;
+    let from = size.saturating_sub(BACK);
+    let mut buf = vec![0u8; (size - from) as usize];
+    let n = file.read_at(&mut buf, from).ok()?;
+    match memchr::memrchr(b'\n', &buf[..n]) {
+        Some(i) => Some(from + i as u64 + 1),
+        None if from == 0 => Some(0),
+        None => Some(size),
+    }
+}

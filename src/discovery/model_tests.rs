@@ -1,0 +1,748 @@
+//! The model test: a simulated file system and clock drive the identity decisions the daemon
+//! makes (`decide::copy_verdict`, `decide::still_matched`, `identity::checkpoint_trust`,
+//! `identity::rewritten`) through random sequences of create, append, rename, copy, copytruncate,
+//! truncate, delete, failed scans, a slow destination and crashes. A small agent here follows the
+//! daemon's rules (discovery's `update`/`decide_pending`, the tailer's truncation handling, the
+//! ack watermark and the checkpoint) step by step and calls those functions for every decision.
+//!
+//! Each line carries a unique id; copies keep the ids. After each sequence the agent runs until
+//! it is idle, then: every line that was in a matched file (or a file the agent held open) when the
+//! agent looked is delivered at least once, except lines that were only in deleted files at a
+//! crash, and lines a proven copy skipped, which must equal, line for line, what was delivered of
+//! its original (a new file that starts with the same lines as a file truncated moments before
+//! is, by the rule, taken for its copy); a line delivered twice was in flight or not yet
+//! checkpointed at a crash, or was copied (a copy is read again unless proven). `MODEL_CASES`
+//! sets the number of sequences (default 256).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+
+use super::decide::{self, Original, Seen, Verdict};
+use crate::tail::identity::{self, Content, HEAD_BYTES, MARKER_BYTES, Mark, START_BYTES, Sample};
+
+const LINE: u64 = 16;
+/// The text of header lines: files created with one start with the same bytes.
+const HEADER: u64 = 0xC5F;
+const NAMES: [&str; 6] = ["app.log", "app.log.1", "app.log.2", "b.csv", "c.csv", "x.old"];
+
+/// Only `x.old` is outside the pattern.
+fn matched(name: &str) -> bool {
+    !name.starts_with('x')
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Line {
+    uid: u64,
+    text: u64,
+}
+
+#[derive(Default)]
+struct Fs {
+    inodes: HashMap<u64, Vec<Line>>,
+    names: HashMap<&'static str, u64>,
+    next_ino: u64,
+    next_uid: u64,
+}
+
+impl Fs {
+    fn bytes(&self, ino: u64) -> Vec<u8> {
+        self.inodes[&ino].iter().flat_map(|l| format!("{:015x}\n", l.text).into_bytes()).collect()
+    }
+    fn linked(&self, ino: u64) -> bool {
+        self.names.values().any(|&i| i == ino)
+    }
+    fn fresh(&mut self, text: Option<u64>) -> Line {
+        self.next_uid += 1;
+        Line { uid: self.next_uid, text: text.unwrap_or(self.next_uid) }
+    }
+    fn create(&mut self, name: &'static str, header: usize) -> u64 {
+        self.next_ino += 1;
+        let lines = (0..header).map(|_| self.fresh(Some(HEADER))).collect();
+        self.inodes.insert(self.next_ino, lines);
+        self.names.insert(name, self.next_ino);
+        self.next_ino
+    }
+    /// `cp from to`: an existing `to` is truncated and written over (same inode).
+    fn copy(&mut self, from: &'static str, to: &'static str) -> Option<u64> {
+        let src = *self.names.get(from)?;
+        let lines = self.inodes[&src].clone();
+        let dst = match self.names.get(to) {
+            Some(&i) if i != src => i,
+            Some(_) => return None,
+            None => self.create(to, 0),
+        };
+        self.inodes.insert(dst, lines);
+        Some(dst)
+    }
+}
+
+struct Mem(Vec<u8>);
+
+impl Content for Mem {
+    fn size(&self) -> u64 {
+        self.0.len() as u64
+    }
+    fn holds(&self, s: Sample, at: Option<u64>) -> bool {
+        let end = at.unwrap_or(u64::from(s.len));
+        let Some(start) = end.checked_sub(u64::from(s.len)) else { return false };
+        end <= self.size() && Sample::of(&self.0[start as usize..end as usize]) == s
+    }
+    fn start(&self, n: usize) -> Vec<u8> {
+        self.0[..n.min(self.0.len())].to_vec()
+    }
+}
+
+fn head_of(b: &[u8]) -> Sample {
+    Sample::of(&b[..b.len().min(HEAD_BYTES)])
+}
+
+fn marker_of(b: &[u8], at: u64) -> Option<Sample> {
+    let at = at as usize;
+    (at > 0).then(|| Sample::of(&b[at.saturating_sub(MARKER_BYTES)..at]))
+}
+
+#[derive(Clone)]
+struct Chunk {
+    end: u64,
+    uids: Vec<u64>,
+    /// Where the lines were: (inode, line index, text).
+    at: Vec<(u64, usize, u64)>,
+    marker: Option<Sample>,
+    acked: bool,
+}
+
+#[derive(Clone)]
+struct Truncation {
+    /// The texts of the lines before `committed` (what a copy may skip must equal).
+    texts: Vec<u64>,
+    at: Instant,
+    start: Vec<u8>,
+    head: Sample,
+    committed: u64,
+    marker: Option<Sample>,
+    /// Index of the old content's chunks in `Tail::old`.
+    generation: usize,
+}
+
+/// A tailed file: the tailer's and the ack tracker's state.
+struct Tail {
+    /// The texts of the lines read, from the start of the file.
+    texts: Vec<u64>,
+    read: u64,
+    marker: Option<Sample>,
+    head: Option<Sample>,
+    start: Vec<u8>,
+    chunks: VecDeque<Chunk>,
+    /// Chunks of contents it had before truncations, still in flight (the tracker's superseded
+    /// handles).
+    old: Vec<VecDeque<Chunk>>,
+    watermark: u64,
+    wm_marker: Option<Sample>,
+    seen: Option<Instant>,
+    truncated: Option<Truncation>,
+    matched: bool,
+    absent: u32,
+    done: bool,
+    retired: bool,
+}
+
+impl Tail {
+    fn new(offset: u64, marker: Option<Sample>) -> Tail {
+        Tail {
+            texts: Vec::new(),
+            read: offset,
+            marker,
+            head: None,
+            start: Vec::new(),
+            chunks: VecDeque::new(),
+            old: Vec::new(),
+            watermark: offset,
+            wm_marker: marker,
+            seen: None,
+            truncated: None,
+            matched: true,
+            absent: 0,
+            done: false,
+            retired: false,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Entry {
+    texts: Vec<u64>,
+    offset: u64,
+    head: Option<Sample>,
+    marker: Option<Sample>,
+}
+
+#[derive(Default)]
+struct Agent {
+    tails: HashMap<u64, Tail>,
+    /// New files waiting for the copy verdict: when they were seen, their size and lines.
+    pending: HashMap<u64, (Seen, u64, Vec<u64>)>,
+    startup: Vec<(u64, Original, Vec<u64>)>,
+    /// Truncations of files no longer followed (discovery's `closed`).
+    closed: Vec<(u64, Truncation)>,
+    first: bool,
+    had_checkpoints: bool,
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Create(usize, usize),
+    Append(usize, usize),
+    Rename(usize, usize),
+    Copy(usize, usize),
+    CopyTruncate(usize, usize),
+    Truncate(usize),
+    Delete(usize),
+    Tick(u64),
+    ScanError,
+    Slow(bool),
+    Crash,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let n = || 0..NAMES.len();
+    prop_oneof![
+        2 => (n(), 0usize..3).prop_map(|(a, h)| Op::Create(a, h)),
+        6 => (n(), 1usize..90).prop_map(|(a, k)| Op::Append(a, k)),
+        2 => (n(), n()).prop_map(|(a, b)| Op::Rename(a, b)),
+        1 => (n(), n()).prop_map(|(a, b)| Op::Copy(a, b)),
+        2 => (n(), n()).prop_map(|(a, b)| Op::CopyTruncate(a, b)),
+        1 => n().prop_map(Op::Truncate),
+        1 => n().prop_map(Op::Delete),
+        8 => (0u64..4_000).prop_map(Op::Tick),
+        1 => Just(Op::ScanError),
+        1 => any::<bool>().prop_map(Op::Slow),
+        1 => Just(Op::Crash),
+    ]
+}
+
+struct World {
+    fs: Fs,
+    agent: Agent,
+    store: HashMap<u64, Entry>,
+    now: Instant,
+    rng: u64,
+    slow: bool,
+    scan_error: bool,
+    crashed: bool,
+    delivered: HashMap<u64, u32>,
+    /// Lines the agent saw in a matched or open file, and where it first saw them.
+    required: HashSet<u64>,
+    required_at: HashMap<u64, HashSet<(u64, usize, u64)>>,
+    /// The text last delivered from each (inode, line index): a file rewritten in place with the
+    /// same bytes looks unchanged, so its lines count as delivered.
+    delivered_at: HashSet<(u64, usize, u64)>,
+    /// Lines lost with a crash: only in deleted or unmatched files that were open.
+    excused: HashSet<u64>,
+    /// Lines that may be delivered twice: in flight or not yet checkpointed at a crash, or copied.
+    may_repeat: HashSet<u64>,
+    /// Lines a proven copy skipped; `wrong_skips`: those that differed from what was delivered.
+    covered: HashSet<u64>,
+    wrong_skips: Vec<u64>,
+    /// `MODEL_TRACE` set: say what happens.
+    trace: bool,
+}
+
+impl World {
+    fn new(seed: u64) -> World {
+        World {
+            fs: Fs::default(),
+            agent: Agent { first: true, ..Agent::default() },
+            store: HashMap::new(),
+            now: Instant::now(),
+            rng: seed | 1,
+            slow: false,
+            scan_error: false,
+            crashed: false,
+            delivered: HashMap::new(),
+            required: HashSet::new(),
+            required_at: HashMap::new(),
+            delivered_at: HashSet::new(),
+            excused: HashSet::new(),
+            may_repeat: HashSet::new(),
+            covered: HashSet::new(),
+            wrong_skips: Vec::new(),
+            trace: std::env::var_os("MODEL_TRACE").is_some(),
+        }
+    }
+
+    fn chance(&mut self, percent: u64) -> bool {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng % 100 < percent
+    }
+
+    fn apply(&mut self, op: &Op) {
+        if self.trace {
+            eprintln!("op {op:?}; names {:?}", self.fs.names);
+        }
+        match *op {
+            Op::Create(a, h) => {
+                if let Some(old) = self.fs.names.get(NAMES[a]).copied() {
+                    self.fs.names.remove(NAMES[a]);
+                    let _ = old;
+                }
+                self.fs.create(NAMES[a], h);
+            }
+            Op::Append(a, k) => {
+                if let Some(&ino) = self.fs.names.get(NAMES[a]) {
+                    for _ in 0..k {
+                        let l = self.fs.fresh(None);
+                        self.fs.inodes.get_mut(&ino).unwrap().push(l);
+                    }
+                }
+            }
+            Op::Rename(a, b) => {
+                if a != b
+                    && let Some(ino) = self.fs.names.remove(NAMES[a])
+                {
+                    self.fs.names.insert(NAMES[b], ino);
+                }
+            }
+            Op::Copy(a, b) | Op::CopyTruncate(a, b) => {
+                if a == b {
+                    return;
+                }
+                let Some(_) = self.fs.copy(NAMES[a], NAMES[b]) else { return };
+                let src = self.fs.names[NAMES[a]];
+                self.may_repeat.extend(self.fs.inodes[&src].iter().map(|l| l.uid));
+                if matches!(op, Op::CopyTruncate(..)) {
+                    self.fs.inodes.get_mut(&src).unwrap().clear();
+                }
+            }
+            Op::Truncate(a) => {
+                if let Some(&ino) = self.fs.names.get(NAMES[a]) {
+                    self.fs.inodes.get_mut(&ino).unwrap().clear();
+                }
+            }
+            Op::Delete(a) => {
+                self.fs.names.remove(NAMES[a]);
+            }
+            Op::Tick(ms) => {
+                self.now += Duration::from_millis(ms);
+                self.step();
+            }
+            Op::ScanError => self.scan_error = true,
+            Op::Slow(s) => self.slow = s,
+            Op::Crash => self.crash(),
+        }
+    }
+
+    fn uids(&self, ino: u64, from: u64, to: u64) -> Vec<u64> {
+        self.fs.inodes[&ino][(from / LINE) as usize..(to / LINE) as usize].iter().map(|l| l.uid).collect()
+    }
+
+    /// The agent is killed and started again: what it held in memory is gone.
+    fn crash(&mut self) {
+        for (&ino, t) in &self.agent.tails {
+            if !self.fs.inodes.contains_key(&ino) {
+                continue;
+            }
+            // What the restarted agent reads again: from the checkpoint, or from 0 when the
+            // checkpoint no longer matches the file (it lagged behind a truncation).
+            let bytes = Mem(self.fs.bytes(ino));
+            let from = match self.store.get(&ino) {
+                Some(e)
+                    if identity::checkpoint_trust(
+                        &Mark { offset: e.offset, head: e.head, marker: e.marker },
+                        &bytes,
+                    )
+                    .is_ok() =>
+                {
+                    e.offset
+                }
+                _ => 0,
+            };
+            let to = bytes.size();
+            if from < to {
+                self.may_repeat.extend(self.uids(ino, from, to));
+            }
+            for c in t.chunks.iter().chain(t.old.iter().flatten()) {
+                self.may_repeat.extend(&c.uids);
+            }
+        }
+        self.agent = Agent { first: true, had_checkpoints: !self.store.is_empty(), ..Agent::default() };
+        self.crashed = true;
+    }
+
+    /// At the first clean scan after a crash: what was read but not delivered, and is in no
+    /// matched file any more (deleted or moved away while the agent was down or could not scan),
+    /// is lost by nature.
+    fn excuse_crash(&mut self) {
+        let reachable: HashSet<u64> = self
+            .fs
+            .names
+            .iter()
+            .filter(|(n, _)| matched(n))
+            .flat_map(|(_, i)| self.fs.inodes[i].iter().map(|l| l.uid))
+            .collect();
+        for &u in &self.required {
+            if !self.delivered.contains_key(&u) && !reachable.contains(&u) {
+                self.excused.insert(u);
+            }
+        }
+    }
+
+    /// One turn of the agent: acknowledgements, a scan with its decisions, reads, a checkpoint.
+    fn step(&mut self) {
+        self.acks();
+        let now = self.now;
+        let clean = !std::mem::take(&mut self.scan_error);
+        // After a crash, the agent sees the files again at its first clean scan.
+        if clean && std::mem::take(&mut self.crashed) {
+            self.excuse_crash();
+        }
+        let mut found: Vec<u64> = Vec::new();
+        for (name, &ino) in &self.fs.names {
+            if matched(name) && (clean || ino % 2 == 0) && !found.contains(&ino) {
+                found.push(ino);
+            }
+        }
+        found.sort();
+        // What the agent sees now must arrive, but for files that wait: a new file waiting for
+        // the verdict on whether it is a copy (at most `decide::DECIDE_MAX` after its first byte)
+        // and a truncated file waiting for its old content to settle read nothing meanwhile.
+        // What they hold once they are read is required (`read_all`).
+        for &ino in found.iter().chain(self.agent.tails.iter().filter(|(_, t)| !t.done).map(|(i, _)| i)) {
+            let waiting = self.agent.tails.get(&ino).is_none_or(|t| t.seen.is_some());
+            if !waiting {
+                for (i, l) in self.fs.inodes[&ino].iter().enumerate() {
+                    self.required.insert(l.uid);
+                    self.required_at.entry(l.uid).or_default().insert((ino, i, l.text));
+                }
+            }
+        }
+        if self.agent.first {
+            self.agent.startup = self.truncated_while_stopped(&found);
+        }
+        for t in self.agent.tails.values_mut() {
+            t.matched = decide::still_matched(false, clean, &mut t.absent);
+        }
+        for &ino in &found {
+            if let Some(t) = self.agent.tails.get_mut(&ino) {
+                t.matched = decide::still_matched(true, clean, &mut t.absent);
+                if t.done && !t.retired {
+                    // Back in the pattern's reach: resume where it was read.
+                    let (read, marker) = (t.read, t.marker);
+                    let mut n = Tail::new(read, marker);
+                    n.texts = std::mem::take(&mut t.texts);
+                    n.chunks = std::mem::take(&mut t.chunks);
+                    n.old = std::mem::take(&mut t.old);
+                    n.truncated = t.truncated.take();
+                    n.head = t.head;
+                    n.start = t.start.clone();
+                    n.watermark = t.watermark;
+                    n.wm_marker = t.wm_marker;
+                    *t = n;
+                }
+                continue;
+            }
+            if self.agent.pending.contains_key(&ino) {
+                continue;
+            }
+            let bytes = Mem(self.fs.bytes(ino));
+            match self.store.get(&ino) {
+                Some(e)
+                    if identity::checkpoint_trust(
+                        &Mark { offset: e.offset, head: e.head, marker: e.marker },
+                        &bytes,
+                    )
+                    .is_ok() =>
+                {
+                    let mut t = Tail::new(e.offset, e.marker);
+                    t.texts = self.texts(ino, e.offset);
+                    self.agent.tails.insert(ino, t);
+                }
+                None if self.agent.first && !self.agent.had_checkpoints => {
+                    self.agent.tails.insert(ino, Tail::new(0, None));
+                }
+                _ => {
+                    let lines = self.uids(ino, 0, bytes.size());
+                    self.agent.pending.insert(ino, (Seen::new(now, bytes.size()), bytes.size(), lines));
+                }
+            }
+        }
+        self.agent.first = false;
+        self.decide_pending();
+        self.read_all();
+        if self.chance(60) {
+            self.checkpoint();
+        }
+    }
+
+    fn texts(&self, ino: u64, to: u64) -> Vec<u64> {
+        self.fs.inodes[&ino][..(to / LINE) as usize].iter().map(|l| l.text).collect()
+    }
+
+    fn truncated_while_stopped(&self, found: &[u64]) -> Vec<(u64, Original, Vec<u64>)> {
+        let mut out = Vec::new();
+        for (&ino, e) in &self.store {
+            let Some(head) = e.head.filter(|_| e.offset > 0 && found.contains(&ino)) else { continue };
+            let mark = Mark { offset: e.offset, head: e.head, marker: e.marker };
+            if identity::checkpoint_trust(&mark, &Mem(self.fs.bytes(ino))).is_err() {
+                let o = Original::Truncated { at: self.now, start: None, head, settled: Some((e.offset, e.marker)) };
+                out.push((ino, o, e.texts.clone()));
+            }
+        }
+        out
+    }
+
+    fn decide_pending(&mut self) {
+        let now = self.now;
+        let ids: Vec<u64> = self.agent.pending.keys().copied().collect();
+        for &id in &ids {
+            let size = self.fs.inodes[&id].len() as u64 * LINE;
+            let now_lines = self.uids(id, 0, size);
+            let (seen, before, lines) = self.agent.pending.get_mut(&id).unwrap();
+            seen.observe(now, *before, size);
+            *before = size;
+            // The known window: lines truncated away from a file while it waits for the verdict
+            // (at most `decide::DECIDE_MAX`) are not read.
+            if !now_lines.starts_with(lines) {
+                let gone: Vec<u64> = lines.iter().filter(|u| !now_lines.contains(u)).copied().collect();
+                self.excused.extend(gone);
+            }
+            *lines = now_lines;
+        }
+        // Live files a waiting file starts like are checked for a truncation their tailer has not
+        // seen (as discovery's `look_for_truncations`).
+        for (&ino, t) in self.agent.tails.iter_mut() {
+            if t.done || t.seen.is_some() || !self.fs.inodes.contains_key(&ino) {
+                continue;
+            }
+            let read = Mark { offset: t.read, head: t.head, marker: None };
+            if self.fs.linked(ino) && identity::rewritten(&Mem(self.fs.bytes(ino)), &read) {
+                t.seen = Some(now);
+            }
+        }
+        let mut all: Vec<(u64, Original, Vec<u64>)> = Vec::new();
+        for (&ino, t) in &self.agent.tails {
+            if let Some(tr) = &t.truncated {
+                let settled = t.old[tr.generation].iter().all(|c| c.acked);
+                let o = Original::Truncated {
+                    at: tr.at,
+                    start: Some(tr.start.clone()),
+                    head: tr.head,
+                    settled: settled.then_some((tr.committed, tr.marker)),
+                };
+                all.push((ino, o, tr.texts.clone()));
+            } else if let (Some(at), Some(head)) = (t.seen, t.head) {
+                let settled = t.chunks.is_empty().then_some((t.watermark, t.wm_marker));
+                let texts = t.texts[..(t.watermark / LINE) as usize].to_vec();
+                all.push((ino, Original::Truncated { at, start: Some(t.start.clone()), head, settled }, texts));
+            } else if !t.done {
+                all.push((ino, Original::Live { start: t.start.clone(), head: t.head }, Vec::new()));
+            }
+        }
+        all.extend(self.agent.startup.iter().cloned());
+        for (ino, tr) in &self.agent.closed {
+            let o = Original::Truncated {
+                at: tr.at,
+                start: Some(tr.start.clone()),
+                head: tr.head,
+                settled: Some((tr.committed, tr.marker)),
+            };
+            all.push((*ino, o, tr.texts.clone()));
+        }
+        for id in ids {
+            let bytes = Mem(self.fs.bytes(id));
+            let (originals, texts): (Vec<Original>, Vec<Vec<u64>>) =
+                all.iter().filter(|(o, _, _)| *o != id).map(|(_, x, t)| (x.clone(), t.clone())).unzip();
+            let seen = self.agent.pending[&id].0;
+            let (offset, marker) = match decide::copy_verdict(now, &bytes, &seen, &originals, true) {
+                Verdict::Wait => continue,
+                Verdict::Copy { original, offset } => {
+                    // What is skipped must be, line for line, what was delivered of the original.
+                    let mine = self.texts(id, offset);
+                    let skipped = self.uids(id, 0, offset);
+                    if texts[original].get(..mine.len()) == Some(&mine[..]) {
+                        self.covered.extend(skipped);
+                        for (i, &text) in mine.iter().enumerate() {
+                            self.delivered_at.insert((id, i, text));
+                        }
+                    } else {
+                        self.wrong_skips.extend(skipped);
+                    }
+                    (offset, marker_of(&bytes.0, offset))
+                }
+                Verdict::Distinct => (0, None),
+            };
+            if self.trace {
+                eprintln!("  verdict for ino {id}: from {offset}");
+            }
+            self.agent.pending.remove(&id);
+            let mut t = Tail::new(offset, marker);
+            t.texts = self.texts(id, offset);
+            self.agent.tails.insert(id, t);
+        }
+    }
+
+    fn read_all(&mut self) {
+        let now = self.now;
+        let inos: Vec<u64> = self.agent.tails.keys().copied().collect();
+        for ino in inos {
+            if self.agent.tails[&ino].done {
+                continue;
+            }
+            let bytes = self.fs.bytes(ino);
+            let t = self.agent.tails.get_mut(&ino).unwrap();
+            let mark = Mark { offset: t.read, head: t.head, marker: t.marker };
+            if t.seen.is_some() || identity::rewritten(&Mem(bytes.clone()), &mark) {
+                // The old content's chunks settle apart (`AckTracker::supersede`); the new content
+                // is read at once.
+                if self.trace {
+                    eprintln!("  truncation of ino {ino} seen");
+                }
+                let at = t.seen.unwrap_or(now);
+                let mut old = std::mem::take(&mut t.old);
+                old.push(std::mem::take(&mut t.chunks));
+                let mut truncated = t.truncated.take();
+                if let Some(head) = t.head {
+                    truncated = Some(Truncation {
+                        texts: t.texts.clone(),
+                        at,
+                        start: t.start.clone(),
+                        head,
+                        committed: t.read,
+                        marker: t.marker,
+                        generation: old.len() - 1,
+                    });
+                }
+                let (matched, absent) = (t.matched, t.absent);
+                *t = Tail::new(0, None);
+                (t.old, t.truncated, t.matched, t.absent) = (old, truncated, matched, absent);
+            }
+            let size = bytes.len() as u64;
+            if size > t.read {
+                let from = t.read;
+                t.read = size;
+                t.marker = marker_of(&bytes, size);
+                if t.head.is_none_or(|h| (h.len as usize) < HEAD_BYTES && size > u64::from(h.len)) {
+                    t.head = Some(head_of(&bytes));
+                    t.start = bytes[..bytes.len().min(START_BYTES)].to_vec();
+                }
+                let marker = t.marker;
+                let uids = self.uids(ino, from, size);
+                if self.trace {
+                    eprintln!("  read ino {ino} [{from}, {size}): {uids:?}");
+                }
+                let texts = self.texts(ino, size);
+                let at = ((from / LINE) as usize..(size / LINE) as usize).map(|i| (ino, i, texts[i])).collect();
+                self.required.extend(&uids);
+                let t = self.agent.tails.get_mut(&ino).unwrap();
+                t.texts = texts;
+                t.chunks.push_back(Chunk { end: size, uids, at, marker, acked: false });
+            } else if !self.fs.linked(ino) {
+                t.done = true;
+                t.retired = true;
+            } else if !t.matched {
+                t.done = true;
+            }
+        }
+    }
+
+    fn acks(&mut self) {
+        let slow = self.slow;
+        let inos: Vec<u64> = self.agent.tails.keys().copied().collect();
+        for ino in inos {
+            let t = &self.agent.tails[&ino];
+            let gens = t.old.len();
+            let sizes: Vec<usize> = t.old.iter().map(VecDeque::len).chain([t.chunks.len()]).collect();
+            for (g, &n) in sizes.iter().enumerate() {
+                for i in 0..n {
+                    if slow || !self.chance(70) {
+                        continue;
+                    }
+                    let t = self.agent.tails.get_mut(&ino).unwrap();
+                    let c = if g == gens { &mut t.chunks[i] } else { &mut t.old[g][i] };
+                    if !c.acked {
+                        c.acked = true;
+                        for &u in &c.uids {
+                            *self.delivered.entry(u).or_default() += 1;
+                        }
+                        for &(i, n, text) in &c.at {
+                            self.delivered_at.insert((i, n, text));
+                        }
+                    }
+                }
+            }
+            let t = self.agent.tails.get_mut(&ino).unwrap();
+            while t.chunks.front().is_some_and(|c| c.acked) {
+                let c = t.chunks.pop_front().unwrap();
+                t.watermark = c.end;
+                t.wm_marker = c.marker;
+            }
+        }
+    }
+
+    fn checkpoint(&mut self) {
+        for (&ino, t) in &self.agent.tails {
+            if t.retired && t.chunks.is_empty() && t.old.iter().flatten().all(|c| c.acked) {
+                self.store.remove(&ino);
+            } else {
+                let texts = t.texts[..(t.watermark / LINE) as usize].to_vec();
+                self.store.insert(ino, Entry { texts, offset: t.watermark, head: t.head, marker: t.wm_marker });
+            }
+        }
+        let gone = |t: &Tail| t.retired && t.chunks.is_empty() && t.old.iter().flatten().all(|c| c.acked);
+        for (&ino, t) in &self.agent.tails {
+            if let Some(tr) = t.truncated.clone().filter(|_| gone(t)) {
+                self.agent.closed.push((ino, tr));
+            }
+        }
+        self.agent.tails.retain(|_, t| !gone(t));
+    }
+
+    /// Run without file-system changes until everything is read and acknowledged.
+    fn settle(&mut self) {
+        self.slow = false;
+        for _ in 0..40 {
+            self.now += Duration::from_secs(1);
+            self.step();
+        }
+        self.checkpoint();
+    }
+}
+
+fn cases() -> u32 {
+    std::env::var("MODEL_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+    #[test]
+    fn no_line_is_skipped(ops in proptest::collection::vec(op(), 1..120), seed in any::<u64>()) {
+        let mut w = World::new(seed);
+        for op in &ops {
+            w.apply(op);
+        }
+        w.settle();
+        prop_assert!(w.wrong_skips.is_empty(), "a copy skipped lines unlike its original's: {:?}", w.wrong_skips);
+        let lost: Vec<u64> = w
+            .required
+            .iter()
+            .filter(|u| !w.delivered.contains_key(u) && !w.excused.contains(u) && !w.covered.contains(u))
+            .filter(|u| {
+                w.required_at.get(u).is_none_or(|at| at.iter().all(|p| !w.delivered_at.contains(p)))
+            })
+            .copied()
+            .collect();
+        prop_assert!(lost.is_empty(), "{} line(s) never delivered, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
+        let repeated: Vec<u64> =
+            w.delivered.iter().filter(|&(u, &n)| n > 1 && !w.may_repeat.contains(u)).map(|(u, _)| *u).collect();
+        prop_assert!(
+            repeated.is_empty(),
+            "{} line(s) delivered twice without a crash or a copy, e.g. {:?}",
+            repeated.len(),
+            &repeated[..repeated.len().min(5)]
+        );
+    }
+}
