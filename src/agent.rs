@@ -132,6 +132,8 @@ struct Flows {
     published: crate::cloudwatch::Registry,
     /// Instance metadata, for ADDEC2METADATA.
     imds: crate::ec2::Endpoint,
+    /// The open-file budget every flow's files share.
+    files: Arc<crate::tail::budget::OpenFiles>,
 }
 
 /// What a scrape shows of one flow.
@@ -273,6 +275,7 @@ impl Flows {
             shutdown: flow_stop.clone(),
             had_checkpoints,
             once: self.mode == Mode::Once,
+            files: self.files.clone(),
             watcher: self.watcher.clone(),
         };
         tokio::spawn(disc.run());
@@ -358,6 +361,9 @@ pub async fn run(
         async move { crate::check::log(&crate::check::destinations(&cfg, &clients).await) }
     });
     let tracker = AckTracker::new();
+    let reserve = crate::tail::budget::RESERVE + 2 * cfg.max_sending_threads;
+    let (files, note) = crate::tail::budget::OpenFiles::from_system(reserve);
+    tracing::debug!("{note}");
     let watches: Arc<Mutex<Vec<Arc<FlowWatch>>>> = Arc::new(Mutex::new(Vec::new()));
     let watcher = if mode == Mode::Daemon { start_watcher(watches.clone()) } else { None };
     let mut flows = Flows {
@@ -380,6 +386,7 @@ pub async fn run(
         all: Vec::new(),
         published: crate::cloudwatch::Registry::default(),
         imds: crate::ec2::Endpoint::from_config(cfg.aws.ec2_metadata_endpoint.as_deref()),
+        files,
     };
     let mut running: Vec<RunningFlow> = cfg.flows.iter().zip(patterns).map(|(f, p)| flows.start(f, p)).collect();
     systemd::ready(&format!("{} flow(s) started", running.len()));

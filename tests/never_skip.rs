@@ -259,3 +259,52 @@ fn an_unreadable_directory_is_not_a_rotation() {
     assert_eq!(count_occurrences(&log, "Permission denied"), 1, "said once:\n{log}");
     assert!(log.contains("not taken for a rotation"), "{log}");
 }
+
+/// `ulimit -n 256` and 2,000 files under one glob, each then rotated (renamed to `.1`, a new one
+/// created), 4,000 files in all: the agent raises nothing (the hard limit is 256 too), opens what
+/// its budget allows, closes files read to their end and acknowledged to make room, says so once,
+/// and loses nothing.
+#[test]
+fn more_files_than_descriptors_wait_their_turn() {
+    const FILES: u64 = 2_000;
+    const LINES: u64 = 10;
+    let fake = FakeKinesis::start();
+    let ws = Workspace::new();
+    let flow = json!({ "filePattern": ws.pattern("*.log*"), "kinesisStream": "s" });
+    ws.write_config(fake_kinesis_config(&fake, flow, 500, &json!({ "maxSendingThreads": 4 })));
+    let name = |i: u64| ws.file(&format!("f-{i:04}.log"));
+    for i in 0..FILES {
+        write_lines(&name(i), 0..LINES, &format!("f{i:04}a"));
+    }
+    let mut agent = AgentProcess::spawn_limited(&ws.home, ws.args(false, &[]), &[], None, Some(256));
+    assert!(agent.wait_for_log("wait to be opened", Duration::from_secs(30)), "{}", agent.log());
+    // Rotate every file while most wait for a descriptor.
+    for i in 0..FILES {
+        let live = name(i);
+        std::fs::rename(&live, live.with_extension("log.1")).unwrap();
+        write_lines(&live, 0..LINES, &format!("f{i:04}b"));
+    }
+    let want = (2 * FILES * LINES) as usize;
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let started = Instant::now();
+    while fake.record_count() < want && Instant::now() < deadline && agent.is_running() {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("{} of {want} records after {:?}", fake.record_count(), started.elapsed());
+    std::thread::sleep(Duration::from_secs(2));
+    agent.sigterm();
+    agent.wait_exit(Duration::from_secs(30));
+    let log = agent.log();
+    let mut expected = Vec::new();
+    for i in 0..FILES {
+        expected.extend(expected_lines(0..LINES, &format!("f{i:04}a")));
+        expected.extend(expected_lines(0..LINES, &format!("f{i:04}b")));
+    }
+    if let Err(e) = check_exactly_once(expected.iter(), &fake.record_data()) {
+        panic!("{e}\n{}", tail(&log, 6000));
+    }
+    // Said once when files started to wait, once when none waited any more.
+    assert_eq!(count_occurrences(&log, "wait to be opened"), 1, "{log}");
+    assert_eq!(count_occurrences(&log, "could be opened again"), 1, "{log}");
+    assert!(!log.contains("Too many open files"), "{log}");
+}

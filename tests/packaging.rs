@@ -88,6 +88,7 @@ fn deb_installs_and_rpm_holds_the_same() {
         .or_else(|_| std::fs::read_to_string("/usr/lib/systemd/system/kinesis-agent.service"))
         .expect("the unit file");
     assert!(unit.contains("RestartPreventExitStatus=78"), "{unit}");
+    assert!(unit.contains("LimitNOFILE=65536"), "{unit}");
 
     // An edited agent.json (a Java agent's, say) survives a reinstall and a remove.
     let edited = "{ \"flows\": [ { \"filePattern\": \"/var/log/app/*.log\", \"kinesisStream\": \"s\" } ] }\n";

@@ -22,12 +22,14 @@ use crate::checkpoint::CheckpointStore;
 use crate::config::{FlowConfig, InitialPosition};
 use crate::metrics::FlowMetrics;
 use crate::record::Chunk;
+use crate::tail::budget::{self, OpenFiles, Permit};
 use crate::tail::identity::{self, Content, Mark, OpenFile, Sample};
 use crate::tail::{TailHandle, TailSettings, TailedFiles, Tailer, Truncation};
 
 /// Re-glob at least this often, even without file-system events.
 const RESCAN: Duration = Duration::from_secs(1);
-/// ... and this often while a new file waits for the verdict on whether it is a copy.
+/// ... and this often while a new file waits for the verdict on whether it is a copy, or for a
+/// descriptor.
 const RESCAN_PENDING: Duration = Duration::from_millis(100);
 
 /// What the watcher and discovery of one flow share.
@@ -58,6 +60,8 @@ pub struct Discovery {
     pub had_checkpoints: bool,
     /// `--once`: one scan, and no waiting for verdicts.
     pub once: bool,
+    /// The agent's open-file budget, shared by every flow.
+    pub files: Arc<OpenFiles>,
     pub watcher: Arc<Mutex<Option<notify::RecommendedWatcher>>>,
 }
 
@@ -65,6 +69,7 @@ pub struct Discovery {
 /// away) until `decide::copy_verdict` says where it starts.
 struct Pending {
     file: File,
+    permit: Permit,
     path: PathBuf,
     size: u64,
     seen: Seen,
@@ -90,6 +95,10 @@ struct State {
     /// Truncations of files no longer followed (deleted, or out of the pattern's reach): a copy
     /// of one still resumes where it was acknowledged, once its records in flight settle.
     closed: Vec<(FileId, PathBuf, Truncation)>,
+    /// Files that could not be opened at this scan for want of descriptors, and whether that was
+    /// said.
+    fd_waiting: usize,
+    fd_warned: bool,
 }
 
 impl Discovery {
@@ -142,7 +151,7 @@ impl Discovery {
             if self.once {
                 return; // Dropping `tx` here: the batcher ends when the tailers do.
             }
-            let wait = if st.pending.is_empty() { rescan } else { rescan.min(RESCAN_PENDING) };
+            let wait = if st.pending.is_empty() && st.fd_waiting == 0 { rescan } else { rescan.min(RESCAN_PENDING) };
             tokio::select! {
                 _ = self.watch.rescan.notified() => {
                     // Let a burst of events settle into one scan.
@@ -162,6 +171,7 @@ impl Discovery {
         for h in st.tailers.values() {
             self.tracker.release(h.slot());
         }
+        self.files.set_waiting(self.flow.index, 0);
     }
 
     /// Each scan problem is said once (per path and kind of error) until a clean scan. A scan with
@@ -226,6 +236,10 @@ impl Discovery {
             h.matched.store(decide::still_matched(seen.contains(id), clean, absent), Ordering::Relaxed);
         }
         self.limit_rotated(&st.tailers);
+        if self.files.waiting() > 0 {
+            self.make_room(&st.tailers);
+        }
+        st.fd_waiting = 0;
         let mut behind = 0u64;
         for f in found {
             if let Some(h) = st.tailers.get(&f.id) {
@@ -237,17 +251,12 @@ impl Discovery {
                 drop(p);
                 behind += f.size.saturating_sub(h.read_offset.load(Ordering::Relaxed));
                 h.size.store(f.size, Ordering::Relaxed);
-                if !h.done.load(Ordering::Relaxed) {
+                if !h.done.load(Ordering::Relaxed) || h.parked_at.load(Ordering::Relaxed) == f.size {
                     continue;
                 }
-                // Its tailer stopped (the file had left the pattern's reach) and it is back.
-                let offset = h.committed.load(Ordering::Relaxed);
-                let h2 = Arc::new(TailHandle::new(f.id, f.path.clone(), offset, h.slot()));
-                if let Some(file) = self.open(&f.path, &mut st.unopened).filter(|file| is_same_file(file, f.id)) {
-                    st.tailers.insert(f.id, h2.clone());
-                    let marker = identity::marker(&file, offset);
-                    tokio::spawn(self.tailer(file, h2, offset, marker).run());
-                }
+                // Its tailer stopped (closed for the open-file budget) and the file grew.
+                let h = h.clone();
+                self.resume(st, &h, f);
                 continue;
             }
             if let Some(p) = st.pending.get_mut(&f.id) {
@@ -255,14 +264,14 @@ impl Discovery {
                 behind += f.size;
                 continue;
             }
-            let Some(file) = self.open(&f.path, &mut st.unopened) else { continue };
+            let Some((file, permit)) = self.open(&f.path, st) else { continue };
             if !is_same_file(&file, f.id) {
                 continue; // Rotated between the scan and the open: the next scan sees it right.
             }
             match self.start_offset(f, &file, first) {
                 Some((offset, marker)) => {
                     behind += f.size.saturating_sub(offset);
-                    self.start(st, f.id, &f.path, file, offset, marker);
+                    self.start(st, f.id, &f.path, (file, permit), offset, marker);
                 }
                 None => {
                     behind += f.size;
@@ -271,6 +280,7 @@ impl Discovery {
                         f.id,
                         Pending {
                             file,
+                            permit,
                             path: f.path.clone(),
                             size: f.size,
                             seen: Seen::new(now, f.size),
@@ -281,6 +291,7 @@ impl Discovery {
             }
         }
         self.decide_pending(st);
+        self.say_fd_shortage(st);
         let mut files = self.watch.files.lock().unwrap();
         files.clear();
         for h in st.tailers.values() {
@@ -293,11 +304,77 @@ impl Discovery {
     }
 
     /// Register a file with the ack tracker at `offset` and start its tailer.
-    fn start(&self, st: &mut State, id: FileId, path: &Path, file: File, offset: u64, marker: Option<Sample>) {
+    fn start(
+        &self,
+        st: &mut State,
+        id: FileId,
+        path: &Path,
+        file: (File, Permit),
+        offset: u64,
+        marker: Option<Sample>,
+    ) {
         let slot = self.tracker.register_file(self.settings.flow_id.clone(), path.to_path_buf(), id, offset, marker);
         let h = Arc::new(TailHandle::new(id, path.to_path_buf(), offset, slot));
         st.tailers.insert(id, h.clone());
         tokio::spawn(self.tailer(file, h, offset, marker).run());
+    }
+
+    /// Open again a file whose tailer closed it, and go on where it stopped if the file still
+    /// holds what was read; else read it from its start (its old records settle apart).
+    fn resume(&self, st: &mut State, h: &TailHandle, f: &Found) {
+        let Some((file, permit)) = self.open(&f.path, st) else { return };
+        if !is_same_file(&file, f.id) {
+            return;
+        }
+        let committed = h.committed.load(Ordering::Relaxed);
+        let mark =
+            Mark { offset: committed, head: *h.head.lock().unwrap(), marker: *h.committed_marker.lock().unwrap() };
+        let (slot, offset, marker) = match OpenFile::measure(&file).map(|c| identity::checkpoint_trust(&mark, &c)) {
+            Some(Ok(())) => (h.slot(), committed, mark.marker),
+            Some(Err(why)) => {
+                tracing::warn!("{}: {why} while it was closed: reading it from the start", f.path.display());
+                (self.tracker.supersede(h.slot()), 0, None)
+            }
+            None => return,
+        };
+        let h2 = Arc::new(TailHandle::new(f.id, f.path.clone(), offset, slot));
+        st.tailers.insert(f.id, h2.clone());
+        tokio::spawn(self.tailer((file, permit), h2, offset, marker).run());
+    }
+
+    /// The open-file budget is spent and files wait: close files read to their end and
+    /// acknowledged, idle for a second, those no longer matched first, then the longest idle.
+    /// Their tailers close them once settled; a closed file that grows is opened again.
+    fn make_room(&self, tailers: &HashMap<FileId, Arc<TailHandle>>) {
+        let mut idle: Vec<_> = tailers
+            .values()
+            .filter(|h| !h.done.load(Ordering::Relaxed) && !h.close_now.load(Ordering::Relaxed))
+            .filter_map(|h| h.drained_since.lock().unwrap().map(|since| (h.matched.load(Ordering::Relaxed), since, h)))
+            .filter(|(_, since, _)| since.elapsed() >= Duration::from_secs(1))
+            .collect();
+        idle.sort_by_key(|(matched, since, _)| (*matched, *since));
+        for (_, _, h) in idle.into_iter().take(self.files.waiting().max(8)) {
+            h.close_now.store(true, Ordering::Relaxed);
+            h.wake.notify_one();
+        }
+    }
+
+    /// Files left unopened for want of descriptors: said once per episode, with what to do.
+    fn say_fd_shortage(&self, st: &mut State) {
+        self.files.set_waiting(self.flow.index, st.fd_waiting);
+        if st.fd_waiting > 0 && !st.fd_warned {
+            st.fd_warned = true;
+            tracing::warn!(
+                "flows[{}]: {} file(s) wait to be opened: the agent has {} files open, all it may ({}); files read to their end and acknowledged are being closed to make room (rotated ones first). Raise the limit on open files (LimitNOFILE= in the unit, or ulimit -n)",
+                self.flow.index,
+                st.fd_waiting,
+                self.files.open(),
+                self.files.limit()
+            );
+        } else if st.fd_waiting == 0 && st.fd_warned {
+            st.fd_warned = false;
+            tracing::info!("flows[{}]: every matched file could be opened again", self.flow.index);
+        }
     }
 
     /// Ask `decide::copy_verdict` about every new file without a checkpoint of its own; start
@@ -355,7 +432,7 @@ impl Discovery {
                 }
             };
             let p = st.pending.remove(&id).expect("pending");
-            self.start(st, id, &p.path, p.file, offset, marker);
+            self.start(st, id, &p.path, (p.file, p.permit), offset, marker);
         }
     }
 
@@ -461,17 +538,27 @@ impl Discovery {
         out
     }
 
-    /// Open a matched file; a failure is reported once per path (and retried at the next scan).
-    fn open(&self, path: &Path, unopened: &mut HashSet<PathBuf>) -> Option<File> {
+    /// Open a matched file with a share of the open-file budget. Without one (or with the
+    /// system out of descriptors) the file waits for the next scan; another failure is reported
+    /// once per path (and retried at the next scan).
+    fn open(&self, path: &Path, st: &mut State) -> Option<(File, Permit)> {
+        let Some(permit) = self.files.take() else {
+            st.fd_waiting += 1;
+            return None;
+        };
         match File::open(path) {
             Ok(f) => {
-                if unopened.remove(path) {
+                if st.unopened.remove(path) {
                     tracing::info!("flows[{}]: {} is readable now", self.flow.index, path.display());
                 }
-                Some(f)
+                Some((f, permit))
+            }
+            Err(e) if budget::out_of_descriptors(&e) => {
+                st.fd_waiting += 1;
+                None
             }
             Err(e) => {
-                if unopened.insert(path.to_path_buf()) {
+                if st.unopened.insert(path.to_path_buf()) {
                     FlowMetrics::add(&self.metrics.unreadable, 1);
                     let then = if self.once {
                         "it is skipped"
@@ -485,10 +572,17 @@ impl Discovery {
         }
     }
 
-    fn tailer(&self, file: File, handle: Arc<TailHandle>, offset: u64, marker: Option<Sample>) -> Tailer {
+    fn tailer(
+        &self,
+        (file, permit): (File, Permit),
+        handle: Arc<TailHandle>,
+        offset: u64,
+        marker: Option<Sample>,
+    ) -> Tailer {
         Tailer {
             settings: self.settings.clone(),
             file,
+            permit: Some(permit),
             handle,
             offset,
             tx: self.tx.clone(),

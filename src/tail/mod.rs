@@ -6,6 +6,7 @@
 //! Whether a new file is a copy of another is not its business: discovery decides that before it
 //! starts the tailer.
 
+pub mod budget;
 pub mod identity;
 
 use std::collections::HashMap;
@@ -57,6 +58,11 @@ pub struct TailHandle {
     pub size: AtomicU64,
     /// End of the last complete line handed on: where a new tailer of this file resumes.
     pub committed: AtomicU64,
+    /// The marker of the bytes before `committed`, to check the file before resuming there.
+    pub committed_marker: Mutex<Option<identity::Sample>>,
+    /// The tailer closed the file to free a descriptor (`close_now` while it still matched), at
+    /// this size; `u64::MAX`: not parked. Reopened when it grows.
+    pub parked_at: AtomicU64,
     /// The tailer has stopped.
     pub done: AtomicBool,
     /// The tailer stopped for good (the file was deleted and drained).
@@ -75,7 +81,8 @@ pub struct TailHandle {
     pub truncated: Mutex<Option<Truncation>>,
     /// Since when the file has been read to its end while no longer matching the pattern.
     pub drained_since: Mutex<Option<Instant>>,
-    /// Close the file as soon as it is read to its end (too many rotated files are open).
+    /// Close the file as soon as it is read to its end and acknowledged (too many rotated files
+    /// are open, or the open-file budget is spent).
     pub close_now: AtomicBool,
 }
 
@@ -110,6 +117,8 @@ impl TailHandle {
             read_offset: AtomicU64::new(offset),
             size: AtomicU64::new(offset),
             committed: AtomicU64::new(offset),
+            committed_marker: Mutex::new(None),
+            parked_at: AtomicU64::new(u64::MAX),
             done: AtomicBool::new(false),
             retired: AtomicBool::new(false),
             slot: AtomicU64::new(slot),
@@ -159,6 +168,8 @@ pub struct Tailer {
     pub shutdown: CancellationToken,
     /// The marker of the bytes before `handle.committed` (the end of the last chunk handed on).
     pub marker: Option<identity::Sample>,
+    /// The file's share of the open-file budget, given back when the tailer ends.
+    pub permit: Option<budget::Permit>,
 }
 
 enum Next {
@@ -351,15 +362,21 @@ impl Tailer {
                 retire = true;
                 break;
             }
-            if !self.handle.matched.load(Ordering::Relaxed) {
-                let since = *idle_since.get_or_insert_with(Instant::now);
-                *self.handle.drained_since.lock().unwrap() = Some(since);
-                if since.elapsed() >= self.settings.rotate_wait || self.handle.close_now.load(Ordering::Relaxed) {
-                    // Rotated out of the pattern's reach and quiet: its last line is complete.
-                    self.send_partial(slot, &mut splitter, &mut multi, read_pos).await;
-                    tracing::debug!("{} no longer matches the pattern and is drained", self.path().display());
+            let since = *idle_since.get_or_insert_with(Instant::now);
+            *self.handle.drained_since.lock().unwrap() = Some(since);
+            if self.handle.matched.load(Ordering::Relaxed) {
+                if self.handle.close_now.load(Ordering::Relaxed) && self.tracker.is_settled(slot) {
+                    // Closed for the open-file budget: read to its end and acknowledged. Reopened
+                    // when it grows, from `committed` (a partial last line is read again then).
+                    self.handle.parked_at.store(meta.len(), Ordering::Relaxed);
+                    tracing::debug!("{} is closed until it grows (open-file budget)", self.path().display());
                     break;
                 }
+            } else if since.elapsed() >= self.settings.rotate_wait || self.handle.close_now.load(Ordering::Relaxed) {
+                // Rotated out of the pattern's reach and quiet: its last line is complete.
+                self.send_partial(slot, &mut splitter, &mut multi, read_pos).await;
+                tracing::debug!("{} no longer matches the pattern and is drained", self.path().display());
+                break;
             }
             let mut wait = self.settings.poll;
             if multi.as_ref().is_some_and(MultiLine::is_pending) {
@@ -555,6 +572,7 @@ impl Tailer {
         // empty moves the checkpoint over its lines at once.
         let seq = self.tracker.add_chunk(slot, end, records.len() as u64, marker);
         self.handle.committed.store(end, Ordering::Relaxed);
+        *self.handle.committed_marker.lock().unwrap() = marker;
         self.marker = marker;
         for r in &mut records {
             r.origin.chunk = seq;

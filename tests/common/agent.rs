@@ -80,6 +80,22 @@ impl AgentProcess {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
+        Self::spawn_limited(dir, args, env, user, None)
+    }
+
+    /// Like `spawn_in_as`, with `nofile: Some(n)` the soft and hard `RLIMIT_NOFILE` set to `n`
+    /// (as `ulimit -n n`).
+    pub fn spawn_limited<I, S>(
+        dir: &Path,
+        args: I,
+        env: &[(&str, &str)],
+        user: Option<(u32, u32)>,
+        nofile: Option<u64>,
+    ) -> AgentProcess
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
         let log_path = (0..).map(|n| dir.join(format!("agent-{n}.log"))).find(|p| !p.exists()).expect("log name");
         let log = File::create(&log_path).expect("create agent log");
         let mut cmd = Command::new(agent_bin());
@@ -103,6 +119,19 @@ impl AgentProcess {
         if let Some((uid, gid)) = user {
             use std::os::unix::process::CommandExt;
             cmd.uid(uid).gid(gid);
+        }
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let rl = libc::rlimit { rlim_cur: n as libc::rlim_t, rlim_max: n as libc::rlim_t };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", agent_bin().display()));
         AgentProcess { child, status: None, log_path, dir: dir.to_path_buf(), _tempdir: None }
