@@ -711,6 +711,12 @@ impl crate::prometheus::Source for Scrape {
                 "Records sent again after a request with an unknown outcome (timeout, cut connection).",
                 |m| m.records_maybe_duplicated,
             ),
+            (
+                "bytes_maybe_duplicated_total",
+                "counter",
+                "File bytes read from the start of a new file that began like one already read and could not be proven its copy.",
+                |m| m.bytes_maybe_duplicated,
+            ),
             ("records_truncated_total", "counter", "Records cut to the record limit.", |m| m.records_truncated),
             ("records_skipped_total", "counter", "Records dropped by processing options.", |m| m.records_skipped),
             (
@@ -841,7 +847,7 @@ async fn status_logger(senders: Arc<Mutex<Vec<Arc<FlowSender>>>>, period: Durati
             let prev = &mut last.iter_mut().find(|(l, _)| Arc::ptr_eq(l, s)).expect("added").1;
             let m = s.metrics.snapshot();
             tracing::info!(
-                "{}: {} file(s); records read {} (+{}), sent {} (+{}), failed attempts {} (+{}, throttled +{}); {} bytes behind{}{}{}{}",
+                "{}: {} file(s); records read {} (+{}), sent {} (+{}), failed attempts {} (+{}, throttled +{}); {} bytes behind{}{}{}{}{}",
                 s.label,
                 m.files,
                 m.records_read,
@@ -857,6 +863,14 @@ async fn status_logger(senders: Arc<Mutex<Vec<Arc<FlowSender>>>>, period: Durati
                     format!(
                         "; sent again after an unknown outcome (possible duplicates) +{}",
                         m.records_maybe_duplicated - prev.records_maybe_duplicated
+                    )
+                } else {
+                    String::new()
+                },
+                if m.bytes_maybe_duplicated > prev.bytes_maybe_duplicated {
+                    format!(
+                        "; file bytes read again, not proven sent (possible duplicates) +{}",
+                        m.bytes_maybe_duplicated - prev.bytes_maybe_duplicated
                     )
                 } else {
                     String::new()

@@ -298,6 +298,13 @@ fn main() -> ExitCode {
                     m.records_maybe_duplicated
                 );
             }
+            if m.bytes_maybe_duplicated > 0 {
+                tracing::info!(
+                    "{}: {} file byte(s) read from the start of files that began like files already read and could not be proven their copies (possible duplicates)",
+                    f.label,
+                    m.bytes_maybe_duplicated
+                );
+            }
             let processing = agent::processing_counts(m, None);
             if !processing.is_empty() {
                 tracing::info!("{}: {}", f.label, processing.trim_start_matches("; "));

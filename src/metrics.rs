@@ -28,6 +28,9 @@ pub struct FlowMetrics {
     /// Records sent again after a request whose outcome is unknown (a timeout, or a connection
     /// cut before the answer): each may have been accepted the first time, a possible duplicate.
     pub records_maybe_duplicated: AtomicU64,
+    /// File bytes read from the start of a new file that began like a file already read, and
+    /// could not be proven a copy of it (possible duplicates; see the README's decision table).
+    pub bytes_maybe_duplicated: AtomicU64,
     /// Records given up on (`--once` after a fatal error, or shutdown timeout).
     pub records_undelivered: AtomicU64,
     /// Lines cut to the record limit.
@@ -74,6 +77,7 @@ pub struct Snapshot {
     pub request_errors: u64,
     pub requests: u64,
     pub records_maybe_duplicated: u64,
+    pub bytes_maybe_duplicated: u64,
     pub records_undelivered: u64,
     pub records_truncated: u64,
     pub header_lines_skipped: u64,
@@ -105,6 +109,7 @@ impl FlowMetrics {
             request_errors: self.request_errors.load(Relaxed),
             requests: self.requests.load(Relaxed),
             records_maybe_duplicated: self.records_maybe_duplicated.load(Relaxed),
+            bytes_maybe_duplicated: self.bytes_maybe_duplicated.load(Relaxed),
             records_undelivered: self.records_undelivered.load(Relaxed),
             records_truncated: self.records_truncated.load(Relaxed),
             header_lines_skipped: self.header_lines_skipped.load(Relaxed),

@@ -402,8 +402,17 @@ impl Discovery {
             let (offset, marker) = match verdict {
                 Verdict::Wait => {
                     if st.pending[&id].waited_on.is_none() {
-                        let on = originals.iter().zip(&names).find(|(o, _)| matches!(o, Original::Live { .. }));
-                        st.pending.get_mut(&id).expect("pending").waited_on = on.map(|(_, n)| n.clone());
+                        // The file it starts like (for the log line when it is read from its start).
+                        let mine = content.start(identity::START_BYTES);
+                        let like = |o: &Original| match o {
+                            Original::Live { start, .. } => {
+                                let n = start.len().min(mine.len());
+                                !start.is_empty() && start[..n] == mine[..n]
+                            }
+                            Original::Truncated { .. } => true,
+                        };
+                        let on = originals.iter().zip(&names).find(|(o, _)| like(o)).map(|(_, n)| n.clone());
+                        st.pending.get_mut(&id).expect("pending").waited_on = on;
                     }
                     continue;
                 }
@@ -422,6 +431,7 @@ impl Discovery {
                 }
                 Verdict::Distinct => {
                     if let Some(on) = &p.waited_on {
+                        FlowMetrics::add(&self.metrics.bytes_maybe_duplicated, content.size());
                         tracing::info!(
                             "{} starts with the same bytes as {}, which was not truncated: it is a file of its own, read from its start",
                             p.path.display(),
