@@ -137,7 +137,7 @@ static KEYS: &[KeyInfo] = &[
         "checkpointTimeToLiveDays",
         "integer, 1-2147483647",
         "7",
-        "Checkpoints of files no longer tailed (gone, or no longer matched) for this many days are removed; a quiet file still tailed keeps its checkpoint.",
+        "Checkpoints of files that clean scans no longer find for this many days of the agent's running time are removed; time the agent is stopped does not count, and a file still there keeps its checkpoint.",
         Supported,
         int(1, INT, 7),
     ),

@@ -451,7 +451,8 @@ impl Discovery {
     /// read, or first bytes that changed, is proof. The tailer is told.
     fn look_for_truncations(&self, st: &State) {
         for h in st.tailers.values() {
-            if h.done.load(Ordering::Relaxed) || h.truncation_seen.lock().unwrap().is_some() {
+            let slot = h.slot();
+            if h.done.load(Ordering::Relaxed) || h.truncation_seen_for(slot) {
                 continue;
             }
             let start = h.start.lock().unwrap().clone();
@@ -471,8 +472,9 @@ impl Discovery {
             if !is_same_file(&file, h.id) {
                 continue;
             }
-            if OpenFile::measure(&file).is_some_and(|f| identity::rewritten(&f, &read)) {
-                h.truncation_seen.lock().unwrap().get_or_insert_with(Instant::now);
+            // Unless its tailer started over meanwhile (then what it read is of the new content).
+            if OpenFile::measure(&file).is_some_and(|f| identity::rewritten(&f, &read)) && h.slot() == slot {
+                *h.truncation_seen.lock().unwrap() = Some((slot, Instant::now()));
                 h.wake.notify_one();
             }
         }
@@ -493,20 +495,22 @@ impl Discovery {
         let mut out = Vec::new();
         for h in st.tailers.values() {
             let path = h.path.lock().unwrap().clone();
-            if let Some(t) = h.truncated.lock().unwrap().clone() {
-                out.push((h.id, path, self.truncated(&t)));
-                continue;
+            // Its last truncation its tailer handled, and one seen that it has not yet.
+            let record = h.truncated.lock().unwrap().clone();
+            if let Some(t) = &record {
+                out.push((h.id, path.clone(), self.truncated(t)));
             }
-            let seen = *h.truncation_seen.lock().unwrap();
-            if let Some(at) = seen {
+            let slot = h.slot();
+            let seen = h.truncation_seen.lock().unwrap().filter(|(s, _)| *s == slot);
+            if let Some((_, at)) = seen {
                 let Some(head) = *h.head.lock().unwrap() else { continue };
                 let start = h.start.lock().unwrap().clone();
-                // Its tailer has not started over yet: its tracker handle is the old content's. If
-                // it did meanwhile, its record of the truncation is used.
-                let mut settled = self.tracker.settled_mark(h.slot());
-                if let Some(t) = h.truncated.lock().unwrap().clone() {
-                    settled = self.tracker.is_settled(t.slot).then_some((t.committed, t.marker));
+                // The tailer changes the handle before it takes the new content's head: the same
+                // handle now means `head` and `start` are the old content's.
+                if h.slot() != slot {
+                    continue;
                 }
+                let settled = self.tracker.settled_mark(slot);
                 out.push((h.id, path, Original::Truncated { at: at.into_std(), start: Some(start), head, settled }));
                 continue;
             }

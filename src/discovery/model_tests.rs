@@ -533,7 +533,8 @@ impl World {
                     settled: settled.then_some((tr.committed, tr.marker)),
                 };
                 all.push((ino, o, tr.texts.clone()));
-            } else if let (Some(at), Some(head)) = (t.seen, t.head) {
+            }
+            if let (Some(at), Some(head)) = (t.seen, t.head) {
                 let settled = t.chunks.is_empty().then_some((t.watermark, t.wm_marker));
                 let texts = t.texts[..(t.watermark / LINE) as usize].to_vec();
                 all.push((ino, Original::Truncated { at, start: Some(t.start.clone()), head, settled }, texts));

@@ -34,8 +34,8 @@ use identity::Content;
 /// Bytes read per system call: big enough to amortise the call, small enough to stay fair
 /// between files and keep memory low.
 pub const READ_SIZE: usize = 256 * 1024;
-/// How often a tailer re-reads its file's head to notice a rewrite in place; also after a chunk
-/// took `HELD_BACK` to hand on.
+/// How often a tailer re-reads its file's head to notice a rewrite in place; also after it waited
+/// `HELD_BACK` for room to hand a chunk on.
 const HEAD_CHECK_EVERY: Duration = Duration::from_secs(1);
 const HELD_BACK: Duration = Duration::from_millis(50);
 
@@ -75,7 +75,9 @@ pub struct TailHandle {
     pub start: Mutex<Vec<u8>>,
     /// When the file was seen truncated or rewritten (by discovery or the tailer) and its tailer
     /// has not started it over yet: what was read of its old content may still be in flight.
-    pub truncation_seen: Mutex<Option<Instant>>,
+    /// With the tracker handle (`slot`) of the content it applies to: a truncation the tailer
+    /// has already handled is not taken for a new one.
+    pub truncation_seen: Mutex<Option<(u64, Instant)>>,
     /// The last time the file was truncated in place (copytruncate), once what was read of its old
     /// content was acknowledged.
     pub truncated: Mutex<Option<Truncation>>,
@@ -106,6 +108,11 @@ pub struct Truncation {
 impl TailHandle {
     pub fn slot(&self) -> u64 {
         self.slot.load(Ordering::Relaxed)
+    }
+
+    /// Whether a truncation of the content tracked under `slot` was seen (by discovery).
+    pub fn truncation_seen_for(&self, slot: u64) -> bool {
+        self.truncation_seen.lock().unwrap().is_some_and(|(s, _)| s == slot)
     }
 
     pub fn new(id: FileId, path: PathBuf, offset: u64, slot: u64) -> Self {
@@ -216,7 +223,6 @@ impl Tailer {
         let mut read_error_logged = false;
         let mut retire = false;
         let mut head_checked = Instant::now();
-        let mut check_head_now = false;
         tracing::debug!("tailing {} from offset {}", path.display(), read_pos);
         loop {
             if self.shutdown.is_cancelled() {
@@ -226,16 +232,41 @@ impl Tailer {
             // slow destination held this tailer back) never looks shorter: its first bytes tell.
             // Discovery may have seen it first (this tailer held back, or a copy waiting on it).
             let rewritten = !self.settings.once
-                && (self.handle.truncation_seen.lock().unwrap().is_some()
-                    || ((check_head_now || head_checked.elapsed() >= HEAD_CHECK_EVERY) && {
+                && (self.handle.truncation_seen_for(slot)
+                    || (head_checked.elapsed() >= HEAD_CHECK_EVERY && {
                         head_checked = Instant::now();
-                        check_head_now = false;
                         self.rewritten()
                     }));
-            if buf.len() < READ_SIZE {
-                buf = BytesMut::zeroed(READ_SIZE);
+            // Read only what the file holds beyond `read_pos` (up to READ_SIZE), and only once the
+            // batcher has room for the chunk: an idle or held-back tailer holds no buffer, so a
+            // thousand files waiting for a slow destination do not pin a thousand buffers.
+            let size = if rewritten { read_pos } else { self.file.metadata().map_or(read_pos, |m| m.len()) };
+            let mut rewritten = rewritten;
+            let mut room = None;
+            if size > read_pos {
+                let waiting = Instant::now();
+                tokio::select! {
+                    p = self.tx.clone().reserve_owned() => match p {
+                        Ok(p) => room = Some(p),
+                        Err(_) => break,
+                    },
+                    _ = self.shutdown.cancelled() => break,
+                }
+                // Held back: the file may have been truncated or rewritten meanwhile.
+                if waiting.elapsed() >= HELD_BACK && !self.settings.once {
+                    head_checked = Instant::now();
+                    rewritten = self.handle.truncation_seen_for(slot) || self.rewritten();
+                }
             }
-            let n = if rewritten { Ok(0) } else { self.file.read_at(&mut buf, read_pos) };
+            let want = (size.saturating_sub(read_pos) as usize).min(READ_SIZE);
+            let n = if rewritten || want == 0 {
+                Ok(0)
+            } else {
+                if buf.len() < want {
+                    buf = BytesMut::zeroed(want);
+                }
+                self.file.read_at(&mut buf[..want], read_pos)
+            };
             let n = match n {
                 Ok(n) => {
                     read_error_logged = false;
@@ -263,11 +294,11 @@ impl Tailer {
                 let mut stats = SplitStats::default();
                 let mut multi_stats = SplitStats::default();
                 let mut records = Vec::with_capacity(n / 64 + 1);
-                // Records are slices of what was read. A big read hands its buffer over (a new one
-                // is allocated next time); a small one is copied out so that a trickle of lines
-                // does not pin a whole buffer per file until acknowledged.
+                // Records are slices of what was read. A read that filled most of its buffer hands
+                // it over (a new one is allocated next time); a short one is copied out, so that
+                // what stays allocated is close to what the in-flight budget counts.
                 let data =
-                    if n >= READ_SIZE / 8 { buf.split_to(n).freeze() } else { Bytes::copy_from_slice(&buf[..n]) };
+                    if n >= buf.len() / 4 * 3 { buf.split_to(n).freeze() } else { Bytes::copy_from_slice(&buf[..n]) };
                 // Where the records handed on end: after the last complete line, or after the last
                 // finished multi-line record.
                 let mut end = None;
@@ -292,19 +323,16 @@ impl Tailer {
                         }
                         _ => identity::marker(&self.file, end),
                     };
-                    let sending = Instant::now();
-                    if let Next::Stop = self.send_chunk(slot, end, marker, records).await {
+                    if let Next::Stop = self.send_chunk(slot, end, marker, records, room).await {
                         break;
-                    }
-                    // Held back by the destination: the file may have been rewritten meanwhile.
-                    if sending.elapsed() >= HELD_BACK {
-                        check_head_now = true;
                     }
                 }
                 tokio::task::yield_now().await;
                 continue;
             }
-            // End of file.
+            // End of file: no buffer is kept while idle.
+            drop(room);
+            buf = BytesMut::new();
             if self.settings.once {
                 // The file is complete as far as this run goes: its last multi-line record is
                 // too (an unterminated line still waits for a later run).
@@ -316,7 +344,10 @@ impl Tailer {
                 Err(_) => break,
             };
             if meta.len() < read_pos || rewritten {
-                self.handle.truncation_seen.lock().unwrap().get_or_insert_with(Instant::now);
+                let at = match *self.handle.truncation_seen.lock().unwrap() {
+                    Some((s, at)) if s == slot => at,
+                    _ => Instant::now(),
+                };
                 let how = if meta.len() < read_pos {
                     "truncated"
                 } else {
@@ -333,7 +364,6 @@ impl Tailer {
                 // The old content's records in flight settle under its old tracker handle; a copy
                 // of it (copytruncate) resumes at `committed` once they have. The new content is
                 // read at once.
-                let at = self.handle.truncation_seen.lock().unwrap().unwrap_or_else(Instant::now);
                 let old_head = *self.handle.head.lock().unwrap();
                 if let Some(head) = old_head {
                     let committed = self.handle.committed.load(Ordering::Relaxed);
@@ -442,7 +472,7 @@ impl Tailer {
                 None => {
                     let records = vec![Record { data, origin: Origin { file: slot, chunk: 0 }, key: None }];
                     let marker = identity::marker(&self.file, read_pos);
-                    let _ = self.send_chunk(slot, read_pos, marker, records).await;
+                    let _ = self.send_chunk(slot, read_pos, marker, records, None).await;
                 }
             }
         }
@@ -466,7 +496,7 @@ impl Tailer {
             return Next::Continue;
         }
         let marker = identity::marker(&self.file, built.end);
-        self.send_chunk(built.slot, built.end, marker, built.records).await
+        self.send_chunk(built.slot, built.end, marker, built.records, None).await
     }
 
     /// Count what the splitter or the multi-line builder did; `consumed`: file bytes of
@@ -553,6 +583,7 @@ impl Tailer {
         end: u64,
         marker: Option<identity::Sample>,
         mut records: Vec<Record>,
+        room: Option<mpsc::OwnedPermit<Chunk>>,
     ) -> Next {
         if let Some(keys) = &self.settings.keys {
             keys.before_processing(&mut records);
@@ -583,6 +614,10 @@ impl Tailer {
         }
         let bytes = records.iter().map(|r| r.data.len()).sum();
         let chunk = Chunk { file: slot, seq, records, bytes };
+        if let Some(room) = room {
+            room.send(chunk);
+            return Next::Continue;
+        }
         tokio::select! {
             r = self.tx.send(chunk) => if r.is_err() { Next::Stop } else { Next::Continue },
             _ = self.shutdown.cancelled() => Next::Stop,
