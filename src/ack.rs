@@ -49,6 +49,24 @@ struct FileProgress {
     superseded: bool,
 }
 
+impl FileProgress {
+    fn new(flow: Arc<str>, path: PathBuf, id: FileId, watermark: u64, marker: Option<Sample>) -> FileProgress {
+        FileProgress {
+            flow,
+            path,
+            id,
+            watermark,
+            marker,
+            head: None,
+            first_seq: 0,
+            chunks: VecDeque::new(),
+            retired: false,
+            released: false,
+            superseded: false,
+        }
+    }
+}
+
 /// Files whose tracking ended (deleted and fully acknowledged): drop their checkpoints.
 pub type Forgotten = Vec<(Arc<str>, FileId)>;
 
@@ -90,22 +108,7 @@ impl AckTracker {
         let mut g = self.inner.lock().unwrap();
         let handle = g.next_file;
         g.next_file += 1;
-        g.files.insert(
-            handle,
-            FileProgress {
-                flow,
-                path,
-                id,
-                watermark: offset,
-                marker,
-                head: None,
-                first_seq: 0,
-                chunks: VecDeque::new(),
-                retired: false,
-                released: false,
-                superseded: false,
-            },
-        );
+        g.files.insert(handle, FileProgress::new(flow, path, id, offset, marker));
         g.dirty = true;
         handle
     }
@@ -132,22 +135,7 @@ impl AckTracker {
         let (flow, path, id) = (old.flow.clone(), old.path.clone(), old.id);
         let handle = g.next_file;
         g.next_file += 1;
-        g.files.insert(
-            handle,
-            FileProgress {
-                flow,
-                path,
-                id,
-                watermark: 0,
-                marker: None,
-                head: None,
-                first_seq: 0,
-                chunks: VecDeque::new(),
-                retired: false,
-                released: false,
-                superseded: false,
-            },
-        );
+        g.files.insert(handle, FileProgress::new(flow, path, id, 0, None));
         g.dirty = true;
         handle
     }

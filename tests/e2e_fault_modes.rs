@@ -95,7 +95,7 @@ fn throttled_entries_are_paced_and_summarised() {
 
     let code = "ProvisionedThroughputExceededException";
     let slowed = lines_with(&log, &[&label(&stream), "slowing down", code]);
-    assert!((1..=2).contains(&slowed.len()), "slow-down lines: {slowed:#?}");
+    assert!((1..=2).contains(&slowed.len()), "slow-down lines: {slowed:#?}\nlog:\n{}", tail(&log, 8192));
     let summaries = lines_with(&log, &[&label(&stream), "throttled in the last 1 s", code]);
     let periods = status_periods(&log, &stream);
     assert!(summaries.len() <= periods, "{} summaries in {periods} periods", summaries.len());

@@ -15,7 +15,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::decide::{self, Original, Seen, Verdict};
+use super::decide::{self, Original, Seen};
 use super::pattern::{Found, Pattern};
 use crate::ack::{AckTracker, FileId};
 use crate::checkpoint::CheckpointStore;
@@ -23,7 +23,7 @@ use crate::config::{FlowConfig, InitialPosition};
 use crate::metrics::FlowMetrics;
 use crate::record::Chunk;
 use crate::tail::budget::{self, OpenFiles, Permit};
-use crate::tail::identity::{self, Content, Mark, OpenFile, Sample};
+use crate::tail::identity::{self, Mark, OpenFile, Sample};
 use crate::tail::{TailHandle, TailSettings, TailedFiles, Tailer, Truncation};
 
 /// Re-glob at least this often, even without file-system events.
@@ -67,38 +67,38 @@ pub struct Discovery {
 
 /// A new file without a checkpoint of its own, kept open (so nothing is lost if it is rotated
 /// away) until `decide::copy_verdict` says where it starts.
-struct Pending {
-    file: File,
-    permit: Permit,
-    path: PathBuf,
-    size: u64,
-    seen: Seen,
+pub(super) struct Pending {
+    pub(super) file: File,
+    pub(super) permit: Permit,
+    pub(super) path: PathBuf,
+    pub(super) size: u64,
+    pub(super) seen: Seen,
     /// The live files it starts like (for the log line when it is read from its start).
-    waited_on: Option<PathBuf>,
+    pub(super) waited_on: Option<PathBuf>,
 }
 
 /// The loop's state across scans.
 #[derive(Default)]
-struct State {
-    tailers: HashMap<FileId, Arc<TailHandle>>,
-    pending: HashMap<FileId, Pending>,
+pub(super) struct State {
+    pub(super) tailers: HashMap<FileId, Arc<TailHandle>>,
+    pub(super) pending: HashMap<FileId, Pending>,
     /// Paths that could not be opened (said once, until they can).
-    unopened: HashSet<PathBuf>,
+    pub(super) unopened: HashSet<PathBuf>,
     /// Scan problems already said (path and kind), until a clean scan.
-    scan_problems: HashSet<(PathBuf, std::io::ErrorKind)>,
+    pub(super) scan_problems: HashSet<(PathBuf, std::io::ErrorKind)>,
     /// Clean scans in a row that missed each tailed file.
-    absent: HashMap<FileId, u32>,
+    pub(super) absent: HashMap<FileId, u32>,
     stalls: HashMap<FileId, Stall>,
     /// Checkpointed files found truncated or rewritten at the start: a copy of one made while
     /// the agent was stopped resumes where it was acknowledged.
-    startup: Vec<(FileId, PathBuf, Original)>,
+    pub(super) startup: Vec<(FileId, PathBuf, Original)>,
     /// Truncations of files no longer followed (deleted, or out of the pattern's reach): a copy
     /// of one still resumes where it was acknowledged, once its records in flight settle.
-    closed: Vec<(FileId, PathBuf, Truncation)>,
+    pub(super) closed: Vec<(FileId, PathBuf, Truncation)>,
     /// Files that could not be opened at this scan for want of descriptors, and whether that was
     /// said.
-    fd_waiting: usize,
-    fd_warned: bool,
+    pub(super) fd_waiting: usize,
+    pub(super) fd_warned: bool,
 }
 
 impl Discovery {
@@ -304,7 +304,7 @@ impl Discovery {
     }
 
     /// Register a file with the ack tracker at `offset` and start its tailer.
-    fn start(
+    pub(super) fn start(
         &self,
         st: &mut State,
         id: FileId,
@@ -349,7 +349,7 @@ impl Discovery {
         let mut idle: Vec<_> = tailers
             .values()
             .filter(|h| !h.done.load(Ordering::Relaxed) && !h.close_now.load(Ordering::Relaxed))
-            .filter_map(|h| h.drained_since.lock().unwrap().map(|since| (h.matched.load(Ordering::Relaxed), since, h)))
+            .filter_map(|h| h.quiet_since.lock().unwrap().map(|since| (h.matched.load(Ordering::Relaxed), since, h)))
             .filter(|(_, since, _)| since.elapsed() >= Duration::from_secs(1))
             .collect();
         idle.sort_by_key(|(matched, since, _)| (*matched, *since));
@@ -375,181 +375,6 @@ impl Discovery {
             st.fd_warned = false;
             tracing::info!("flows[{}]: every matched file could be opened again", self.flow.index);
         }
-    }
-
-    /// Ask `decide::copy_verdict` about every new file without a checkpoint of its own; start
-    /// those decided.
-    fn decide_pending(&self, st: &mut State) {
-        if st.pending.is_empty() {
-            return;
-        }
-        let now = Instant::now().into_std();
-        for p in st.pending.values_mut() {
-            let size = p.file.metadata().map(|m| m.len()).unwrap_or(p.size);
-            p.seen.observe(now, p.size, size);
-            p.size = size;
-        }
-        self.look_for_truncations(st);
-        let all = self.originals(st);
-        let ids: Vec<FileId> = st.pending.keys().copied().collect();
-        for id in ids {
-            let p = &st.pending[&id];
-            let Some(content) = OpenFile::measure(&p.file) else { continue };
-            // Not a copy of itself (a file truncated while the agent was stopped, say).
-            let (names, originals): (Vec<PathBuf>, Vec<Original>) =
-                all.iter().filter(|(of, _, _)| *of != id).map(|(_, n, o)| (n.clone(), o.clone())).unzip();
-            let verdict = decide::copy_verdict(now, &content, &p.seen, &originals, !self.once);
-            let (offset, marker) = match verdict {
-                Verdict::Wait => {
-                    if st.pending[&id].waited_on.is_none() {
-                        // The file it starts like (for the log line when it is read from its start).
-                        let mine = content.start(identity::START_BYTES);
-                        let like = |o: &Original| match o {
-                            Original::Live { start, .. } => {
-                                let n = start.len().min(mine.len());
-                                !start.is_empty() && start[..n] == mine[..n]
-                            }
-                            Original::Truncated { .. } => true,
-                        };
-                        let on = originals.iter().zip(&names).find(|(o, _)| like(o)).map(|(_, n)| n.clone());
-                        st.pending.get_mut(&id).expect("pending").waited_on = on;
-                    }
-                    continue;
-                }
-                Verdict::Copy { original, offset } => {
-                    let when = if matches!(originals[original], Original::Truncated { start: None, .. }) {
-                        "made while the agent was stopped "
-                    } else {
-                        ""
-                    };
-                    tracing::info!(
-                        "{} is a copy of {} {when}(copytruncate; it was seen truncated and the copy holds what it had): reading it from byte {offset}, where everything before was delivered",
-                        p.path.display(),
-                        names[original].display()
-                    );
-                    (offset, identity::marker(&p.file, offset))
-                }
-                Verdict::Distinct => {
-                    if let Some(on) = &p.waited_on {
-                        FlowMetrics::add(&self.metrics.bytes_maybe_duplicated, content.size());
-                        tracing::info!(
-                            "{} starts with the same bytes as {}, which was not truncated: it is a file of its own, read from its start",
-                            p.path.display(),
-                            on.display()
-                        );
-                    }
-                    (0, None)
-                }
-            };
-            let p = st.pending.remove(&id).expect("pending");
-            self.start(st, id, &p.path, (p.file, p.permit), offset, marker);
-        }
-    }
-
-    /// While a new file waits, the live files it may be a copy of are checked for a truncation
-    /// their tailers cannot see yet (held back by a slow destination): a size below what was
-    /// read, or first bytes that changed, is proof. The tailer is told.
-    fn look_for_truncations(&self, st: &State) {
-        for h in st.tailers.values() {
-            let slot = h.slot();
-            if h.done.load(Ordering::Relaxed) || h.truncation_seen_for(slot) {
-                continue;
-            }
-            let start = h.start.lock().unwrap().clone();
-            let related = st.pending.values().any(|p| {
-                let mine = OpenFile { file: &p.file, size: p.size }.start(identity::START_BYTES);
-                let n = mine.len().min(start.len());
-                mine[..n] == start[..n]
-            });
-            if !related {
-                continue;
-            }
-            // What was read, taken before the file is measured.
-            let read =
-                Mark { offset: h.read_offset.load(Ordering::Relaxed), head: *h.head.lock().unwrap(), marker: None };
-            let path = h.path.lock().unwrap().clone();
-            let Ok(file) = File::open(&path) else { continue };
-            if !is_same_file(&file, h.id) {
-                continue;
-            }
-            // Unless its tailer started over meanwhile (then what it read is of the new content).
-            if OpenFile::measure(&file).is_some_and(|f| identity::rewritten(&f, &read)) && h.slot() == slot {
-                *h.truncation_seen.lock().unwrap() = Some((slot, Instant::now()));
-                h.wake.notify_one();
-            }
-        }
-    }
-
-    /// A recorded truncation as an original: `committed` counts once its records settled.
-    fn truncated(&self, t: &Truncation) -> Original {
-        Original::Truncated {
-            at: t.at.into_std(),
-            start: Some(t.start.clone()),
-            head: t.head,
-            settled: self.tracker.is_settled(t.slot).then_some((t.committed, t.marker)),
-        }
-    }
-
-    /// The files a new file may be a copy of, with their identities and paths (for the log).
-    fn originals(&self, st: &State) -> Vec<(FileId, PathBuf, Original)> {
-        let mut out = Vec::new();
-        for h in st.tailers.values() {
-            let path = h.path.lock().unwrap().clone();
-            // Its last truncation its tailer handled, and one seen that it has not yet.
-            let record = h.truncated.lock().unwrap().clone();
-            if let Some(t) = &record {
-                out.push((h.id, path.clone(), self.truncated(t)));
-            }
-            let slot = h.slot();
-            let seen = h.truncation_seen.lock().unwrap().filter(|(s, _)| *s == slot);
-            if let Some((_, at)) = seen {
-                let Some(head) = *h.head.lock().unwrap() else { continue };
-                let start = h.start.lock().unwrap().clone();
-                // The tailer changes the handle before it takes the new content's head: the same
-                // handle now means `head` and `start` are the old content's.
-                if h.slot() != slot {
-                    continue;
-                }
-                let settled = self.tracker.settled_mark(slot);
-                out.push((h.id, path, Original::Truncated { at: at.into_std(), start: Some(start), head, settled }));
-                continue;
-            }
-            if !h.done.load(Ordering::Relaxed) {
-                out.push((
-                    h.id,
-                    path,
-                    Original::Live { start: h.start.lock().unwrap().clone(), head: *h.head.lock().unwrap() },
-                ));
-            }
-        }
-        out.extend(st.startup.iter().cloned());
-        out.extend(st.closed.iter().map(|(id, path, t)| (*id, path.clone(), self.truncated(t))));
-        out
-    }
-
-    /// Checkpointed files of this flow found, at the first scan, no longer holding what their
-    /// checkpoint says was delivered: truncated or rewritten while the agent was stopped.
-    fn truncated_while_stopped(&self, found: &[Found]) -> Vec<(FileId, PathBuf, Original)> {
-        let store = self.store.lock().unwrap();
-        let now = Instant::now().into_std();
-        let mut out = Vec::new();
-        for e in store.entries().filter(|e| e.flow == self.flow.id && e.offset > 0) {
-            let (Some(head), id) = (e.head, FileId { dev: e.dev, ino: e.ino }) else { continue };
-            let Some(f) = found.iter().find(|f| f.id == id) else { continue };
-            let Ok(file) = File::open(&f.path) else { continue };
-            if !is_same_file(&file, id) {
-                continue;
-            }
-            let mark = Mark { offset: e.offset, head: e.head, marker: e.marker };
-            if OpenFile::measure(&file).is_some_and(|c| identity::checkpoint_trust(&mark, &c).is_err()) {
-                out.push((
-                    id,
-                    f.path.clone(),
-                    Original::Truncated { at: now, start: None, head, settled: Some((e.offset, e.marker)) },
-                ));
-            }
-        }
-        out
     }
 
     /// Open a matched file with a share of the open-file budget. Without one (or with the
@@ -724,7 +549,7 @@ struct Stall {
 }
 
 /// Whether an opened file is the one a scan found (the path may have been rotated in between).
-fn is_same_file(file: &File, id: FileId) -> bool {
+pub(super) fn is_same_file(file: &File, id: FileId) -> bool {
     use std::os::unix::fs::MetadataExt;
     file.metadata().is_ok_and(|m| FileId { dev: m.dev(), ino: m.ino() } == id)
 }

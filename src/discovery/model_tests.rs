@@ -19,8 +19,11 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 
+mod fs;
+use fs::{Fs, Mem, head_of, marker_of};
+
 use super::decide::{self, Original, Seen, Verdict};
-use crate::tail::identity::{self, Content, HEAD_BYTES, MARKER_BYTES, Mark, START_BYTES, Sample};
+use crate::tail::identity::{self, Content, HEAD_BYTES, Mark, START_BYTES, Sample};
 
 const LINE: u64 = 16;
 /// The text of header lines: files created with one start with the same bytes.
@@ -30,77 +33,6 @@ const NAMES: [&str; 6] = ["app.log", "app.log.1", "app.log.2", "b.csv", "c.csv",
 /// Only `x.old` is outside the pattern.
 fn matched(name: &str) -> bool {
     !name.starts_with('x')
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Line {
-    uid: u64,
-    text: u64,
-}
-
-#[derive(Default)]
-struct Fs {
-    inodes: HashMap<u64, Vec<Line>>,
-    names: HashMap<&'static str, u64>,
-    next_ino: u64,
-    next_uid: u64,
-}
-
-impl Fs {
-    fn bytes(&self, ino: u64) -> Vec<u8> {
-        self.inodes[&ino].iter().flat_map(|l| format!("{:015x}\n", l.text).into_bytes()).collect()
-    }
-    fn linked(&self, ino: u64) -> bool {
-        self.names.values().any(|&i| i == ino)
-    }
-    fn fresh(&mut self, text: Option<u64>) -> Line {
-        self.next_uid += 1;
-        Line { uid: self.next_uid, text: text.unwrap_or(self.next_uid) }
-    }
-    fn create(&mut self, name: &'static str, header: usize) -> u64 {
-        self.next_ino += 1;
-        let lines = (0..header).map(|_| self.fresh(Some(HEADER))).collect();
-        self.inodes.insert(self.next_ino, lines);
-        self.names.insert(name, self.next_ino);
-        self.next_ino
-    }
-    /// `cp from to`: an existing `to` is truncated and written over (same inode).
-    fn copy(&mut self, from: &'static str, to: &'static str) -> Option<u64> {
-        let src = *self.names.get(from)?;
-        let lines = self.inodes[&src].clone();
-        let dst = match self.names.get(to) {
-            Some(&i) if i != src => i,
-            Some(_) => return None,
-            None => self.create(to, 0),
-        };
-        self.inodes.insert(dst, lines);
-        Some(dst)
-    }
-}
-
-struct Mem(Vec<u8>);
-
-impl Content for Mem {
-    fn size(&self) -> u64 {
-        self.0.len() as u64
-    }
-    fn holds(&self, s: Sample, at: Option<u64>) -> bool {
-        let end = at.unwrap_or(u64::from(s.len));
-        let Some(start) = end.checked_sub(u64::from(s.len)) else { return false };
-        end <= self.size() && Sample::of(&self.0[start as usize..end as usize]) == s
-    }
-    fn start(&self, n: usize) -> Vec<u8> {
-        self.0[..n.min(self.0.len())].to_vec()
-    }
-}
-
-fn head_of(b: &[u8]) -> Sample {
-    Sample::of(&b[..b.len().min(HEAD_BYTES)])
-}
-
-fn marker_of(b: &[u8], at: u64) -> Option<Sample> {
-    let at = at as usize;
-    (at > 0).then(|| Sample::of(&b[at.saturating_sub(MARKER_BYTES)..at]))
 }
 
 #[derive(Clone)]

@@ -83,6 +83,8 @@ pub struct TailHandle {
     pub truncated: Mutex<Option<Truncation>>,
     /// Since when the file has been read to its end while no longer matching the pattern.
     pub drained_since: Mutex<Option<Instant>>,
+    /// Since when the file has been read to its end (matched or not), for the open-file budget.
+    pub quiet_since: Mutex<Option<Instant>>,
     /// Close the file as soon as it is read to its end and acknowledged (too many rotated files
     /// are open, or the open-file budget is spent).
     pub close_now: AtomicBool,
@@ -134,6 +136,7 @@ impl TailHandle {
             truncation_seen: Mutex::new(None),
             truncated: Mutex::new(None),
             drained_since: Mutex::new(None),
+            quiet_since: Mutex::new(None),
             close_now: AtomicBool::new(false),
         }
     }
@@ -285,6 +288,7 @@ impl Tailer {
                 idle_since = None;
                 last_data = Instant::now();
                 *self.handle.drained_since.lock().unwrap() = None;
+                *self.handle.quiet_since.lock().unwrap() = None;
                 let start = read_pos;
                 read_pos += n as u64;
                 self.handle.read_offset.store(read_pos, Ordering::Relaxed);
@@ -392,8 +396,7 @@ impl Tailer {
                 retire = true;
                 break;
             }
-            let since = *idle_since.get_or_insert_with(Instant::now);
-            *self.handle.drained_since.lock().unwrap() = Some(since);
+            self.handle.quiet_since.lock().unwrap().get_or_insert_with(Instant::now);
             if self.handle.matched.load(Ordering::Relaxed) {
                 if self.handle.close_now.load(Ordering::Relaxed) && self.tracker.is_settled(slot) {
                     // Closed for the open-file budget: read to its end and acknowledged. Reopened
@@ -402,11 +405,16 @@ impl Tailer {
                     tracing::debug!("{} is closed until it grows (open-file budget)", self.path().display());
                     break;
                 }
-            } else if since.elapsed() >= self.settings.rotate_wait || self.handle.close_now.load(Ordering::Relaxed) {
-                // Rotated out of the pattern's reach and quiet: its last line is complete.
-                self.send_partial(slot, &mut splitter, &mut multi, read_pos).await;
-                tracing::debug!("{} no longer matches the pattern and is drained", self.path().display());
-                break;
+            } else {
+                // Quiet since it was first found drained out of the pattern's reach.
+                let since = *idle_since.get_or_insert_with(Instant::now);
+                *self.handle.drained_since.lock().unwrap() = Some(since);
+                if since.elapsed() >= self.settings.rotate_wait || self.handle.close_now.load(Ordering::Relaxed) {
+                    // Rotated out of the pattern's reach and quiet: its last line is complete.
+                    self.send_partial(slot, &mut splitter, &mut multi, read_pos).await;
+                    tracing::debug!("{} no longer matches the pattern and is drained", self.path().display());
+                    break;
+                }
             }
             let mut wait = self.settings.poll;
             if multi.as_ref().is_some_and(MultiLine::is_pending) {
