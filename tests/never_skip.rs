@@ -114,11 +114,7 @@ fn a_copy_of_a_deleted_original_resumes_where_it_was_acknowledged() {
         let live = ws.file("app.log");
         write_lines(&live, 0..5_000, "L");
         let mut agent = ws.spawn(false, &[]);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while fake.record_count() < 5_000 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        assert_eq!(fake.record_count(), 5_000, "{}", agent.log());
+        assert_eq!(fake.wait_for_count(5_000, Duration::from_secs(30)), 5_000, "{}", agent.log());
         // Answers held for 4 s: what is read now stays in flight.
         fake.set_response_delay(1.0, Duration::from_secs(4));
         write_lines(&live, 5_000..10_000, "L");
@@ -133,10 +129,7 @@ fn a_copy_of_a_deleted_original_resumes_where_it_was_acknowledged() {
             fake.set_response_delay(0.0, Duration::ZERO);
             agent = ws.spawn(false, &[]);
         }
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while fake.record_count() < 10_000 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        fake.wait_for_count(10_000, Duration::from_secs(60));
         std::thread::sleep(Duration::from_secs(5));
         agent.sigterm();
         agent.wait_exit(Duration::from_secs(30));
@@ -238,10 +231,7 @@ fn an_unreadable_directory_is_not_a_rotation() {
     everyone(&ws.config, 0o644);
     everyone(&file, 0o666);
     let mut agent = AgentProcess::spawn_in_as(&ws.home, ws.args(false, &[]), &[], Some((65534, 65534)));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while fake.record_count() < 100 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    fake.wait_for_count(100, Duration::from_secs(30));
     let half = line_text("u", 100);
     append_bytes(&file, &half.as_bytes()[..20]);
     std::thread::sleep(Duration::from_millis(300));
@@ -251,10 +241,7 @@ fn an_unreadable_directory_is_not_a_rotation() {
     append_bytes(&file, &half.as_bytes()[20..]);
     append_bytes(&file, b"\n");
     write_lines(&file, 101..200, "u");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while fake.record_count() < 200 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    fake.wait_for_count(200, Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(1_000));
     agent.sigterm();
     agent.wait_exit(Duration::from_secs(30));

@@ -452,6 +452,15 @@ impl FakeKinesis {
         self.shared.lock().records.len()
     }
 
+    /// Waits until at least `n` records were accepted, or `timeout`; returns the count.
+    pub fn wait_for_count(&self, n: usize, timeout: Duration) -> usize {
+        let deadline = std::time::Instant::now() + timeout;
+        while self.record_count() < n && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.record_count()
+    }
+
     /// Requests that reached the handler (including faulted ones, but not connections dropped
     /// by `DownMode::Reset`/`Refuse`).
     pub fn request_count(&self) -> u64 {
