@@ -51,8 +51,9 @@ const NEARLY_ALL: f64 = 0.9;
 /// A change worth one log line (once per throttling episode, not per request).
 #[derive(Debug, Clone, PartialEq)]
 pub enum PaceChange {
-    /// Throttling began: sends are paced to this many records per second.
-    Slowed { to: f64 },
+    /// Throttling began: sends are paced to this many records per second. `code`: the error code
+    /// of most throttled entries so far (the answer that closed the window may have had none).
+    Slowed { to: f64, code: String },
     /// Full speed again, this long after the last throttled window.
     Full { after: Duration },
 }
@@ -279,7 +280,8 @@ impl State {
         self.paced = Some(Paced { base: to, since: now, tokens, refilled });
         if self.episode.is_none() {
             self.episode = Some(now);
-            return Some(PaceChange::Slowed { to });
+            let code = self.codes.iter().max_by_key(|(_, n)| **n).map_or("throttled", |(c, _)| c.as_str());
+            return Some(PaceChange::Slowed { to, code: code.to_string() });
         }
         None
     }
@@ -354,7 +356,7 @@ mod tests {
         p.acquire(500).await;
         tokio::time::sleep(Duration::from_millis(50)).await;
         let change = p.record(500, 300, Some("ProvisionedThroughputExceededException"));
-        let Some(PaceChange::Slowed { to }) = change else { panic!("{change:?}") };
+        let Some(PaceChange::Slowed { to, .. }) = change else { panic!("{change:?}") };
         assert!((9_500.0..=10_500.0).contains(&to), "cut to {to}");
         let (codes, requests) = p.take_counts();
         assert_eq!(codes.get("ProvisionedThroughputExceededException"), Some(&300));

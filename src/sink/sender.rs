@@ -133,12 +133,12 @@ impl FlowSender {
 
     /// Periodic: notices a return to full speed while the flow is idle.
     pub fn pace_tick(&self) {
-        self.pace_change(self.pacer.tick(), "");
+        self.pace_change(self.pacer.tick());
     }
 
-    fn pace_change(&self, change: Option<PaceChange>, code: &str) {
+    fn pace_change(&self, change: Option<PaceChange>) {
         match change {
-            Some(PaceChange::Slowed { to }) => tracing::warn!(
+            Some(PaceChange::Slowed { to, code }) => tracing::warn!(
                 "{}: throttled ({code}): slowing down to {to:.0} records/s, and back up as the stream allows \
                  (throttling is counted in the status lines)",
                 self.label
@@ -288,7 +288,7 @@ impl FlowSender {
                 Ok(put) if put.failures.is_empty() => {
                     self.last_ok.store(true, Ordering::Relaxed);
                     let change = self.pacer.record(records.len(), 0, None);
-                    self.pace_change(change, "");
+                    self.pace_change(change);
                     let mut handled = vec![false; records.len()];
                     let resend = self.misplaced(&records, &put.shards, &mut handled).await;
                     self.acknowledge(&records, Some(&handled));
@@ -317,7 +317,7 @@ impl FlowSender {
                         }
                     }
                     let change = self.pacer.record(records.len(), throttled, throttle_code.as_deref());
-                    self.pace_change(change, throttle_code.as_deref().unwrap_or(""));
+                    self.pace_change(change);
                     let mut handled = failed.clone();
                     let resend = self.misplaced(&records, &put.shards, &mut handled).await;
                     self.acknowledge(&records, Some(&handled));
@@ -340,7 +340,7 @@ impl FlowSender {
                     if f.class == ErrorClass::Throttled {
                         FlowMetrics::add(&self.metrics.records_throttled, records.len() as u64);
                         let change = self.pacer.record(records.len(), records.len(), Some(&f.code));
-                        self.pace_change(change, &f.code);
+                        self.pace_change(change);
                     }
                     f
                 }
