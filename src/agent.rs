@@ -859,22 +859,16 @@ async fn status_logger(senders: Arc<Mutex<Vec<Arc<FlowSender>>>>, period: Durati
                 m.records_throttled - prev.records_throttled,
                 m.bytes_behind,
                 if m.files_stalled > 0 { format!(" ({} file(s) stalled)", m.files_stalled) } else { String::new() },
-                if m.records_maybe_duplicated > prev.records_maybe_duplicated {
-                    format!(
-                        "; sent again after an unknown outcome (possible duplicates) +{}",
-                        m.records_maybe_duplicated - prev.records_maybe_duplicated
-                    )
-                } else {
-                    String::new()
-                },
-                if m.bytes_maybe_duplicated > prev.bytes_maybe_duplicated {
-                    format!(
-                        "; file bytes read again, not proven sent (possible duplicates) +{}",
-                        m.bytes_maybe_duplicated - prev.bytes_maybe_duplicated
-                    )
-                } else {
-                    String::new()
-                },
+                growth(
+                    "sent again after an unknown outcome (possible duplicates)",
+                    m.records_maybe_duplicated,
+                    prev.records_maybe_duplicated
+                ),
+                growth(
+                    "file bytes read again, not proven sent (possible duplicates)",
+                    m.bytes_maybe_duplicated,
+                    prev.bytes_maybe_duplicated
+                ),
                 processing_counts(&m, Some(prev)),
                 key_counts(&m, Some(prev)),
             );
@@ -900,6 +894,11 @@ async fn status_logger(senders: Arc<Mutex<Vec<Arc<FlowSender>>>>, period: Durati
             *prev = m;
         }
     }
+}
+
+/// `; what +N` when a counter grew since the last status line, else nothing.
+fn growth(what: &str, now: u64, before: u64) -> String {
+    if now > before { format!("; {what} +{}", now - before) } else { String::new() }
 }
 
 /// What `dataProcessingOptions` dropped and failed to convert (with the increase since `prev`),
