@@ -315,6 +315,8 @@ impl Discovery {
     ) {
         let slot = self.tracker.register_file(self.settings.flow_id.clone(), path.to_path_buf(), id, offset, marker);
         let h = Arc::new(TailHandle::new(id, path.to_path_buf(), offset, slot));
+        // What a reopen checks before going on from `offset`, until the first chunk moves it.
+        *h.committed_marker.lock().unwrap() = marker;
         st.tailers.insert(id, h.clone());
         tokio::spawn(self.tailer(file, h, offset, marker).run());
     }
@@ -338,6 +340,7 @@ impl Discovery {
             None => return,
         };
         let h2 = Arc::new(TailHandle::new(f.id, f.path.clone(), offset, slot));
+        *h2.committed_marker.lock().unwrap() = marker;
         st.tailers.insert(f.id, h2.clone());
         tokio::spawn(self.tailer((file, permit), h2, offset, marker).run());
     }
