@@ -214,16 +214,18 @@ impl CheckpointStore {
             }
             return;
         }
-        self.scanned.insert(flow.to_string());
+        let mut key = (flow.to_string(), FileId { dev: 0, ino: 0 });
         for id in found {
-            if let Some(e) = self.entries.get_mut(&(flow.to_string(), id)) {
+            key.1 = id;
+            if let Some(e) = self.entries.get_mut(&key) {
                 e.seen_run_ms = Some(now);
             }
         }
+        self.scanned.insert(key.0);
     }
 
     /// Drop the entries whose files were not found for `checkpointTimeToLiveDays` of running time
-    /// (see `decide::expired`); returns how many.
+    /// (see `expired`); returns how many.
     fn prune(&mut self) -> usize {
         let running = Duration::from_millis(self.running_ms());
         let before = self.entries.len();

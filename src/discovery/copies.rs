@@ -45,10 +45,7 @@ impl Discovery {
                         // The file it starts like (for the log line when it is read from its start).
                         let mine = content.start(identity::START_BYTES);
                         let like = |o: &Original| match o {
-                            Original::Live { start, .. } => {
-                                let n = start.len().min(mine.len());
-                                !start.is_empty() && start[..n] == mine[..n]
-                            }
+                            Original::Live { start, .. } => !start.is_empty() && decide::same_start(start, &mine),
                             Original::Truncated { .. } => true,
                         };
                         let on = originals.iter().zip(&names).find(|(o, _)| like(o)).map(|(_, n)| n.clone());
@@ -90,18 +87,19 @@ impl Discovery {
     /// their tailers cannot see yet (held back by a slow destination): a size below what was
     /// read, or first bytes that changed, is proof. The tailer is told.
     fn look_for_truncations(&self, st: &State) {
+        let waiting: Vec<Vec<u8>> = st
+            .pending
+            .values()
+            .map(|p| OpenFile { file: &p.file, size: p.size }.start(identity::START_BYTES))
+            .collect();
         for h in st.tailers.values() {
             let slot = h.slot();
             if h.done.load(Ordering::Relaxed) || h.truncation_seen_for(slot) {
                 continue;
             }
+            // Nothing read of it: no copy of it can skip anything.
             let start = h.start.lock().unwrap().clone();
-            let related = st.pending.values().any(|p| {
-                let mine = OpenFile { file: &p.file, size: p.size }.start(identity::START_BYTES);
-                let n = mine.len().min(start.len());
-                mine[..n] == start[..n]
-            });
-            if !related {
+            if start.is_empty() || !waiting.iter().any(|mine| decide::same_start(mine, &start)) {
                 continue;
             }
             // What was read, taken before the file is measured.

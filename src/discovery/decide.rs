@@ -92,13 +92,7 @@ pub fn copy_verdict(now: Instant, file: &impl Content, seen: &Seen, originals: &
     let size = file.size();
     let start = file.start(START_BYTES);
     // Whether `file` starts with the bytes the original started with (as far as both are known).
-    let same_start = |theirs: &Option<Vec<u8>>| match theirs {
-        None => true,
-        Some(t) => {
-            let n = start.len().min(t.len());
-            start[..n] == t[..n]
-        }
-    };
+    let same_start = |theirs: &Option<Vec<u8>>| theirs.as_ref().is_none_or(|t| same_start(&start, t));
     let mut maybe = false;
     let mut settling = false;
     for (i, o) in originals.iter().enumerate() {
@@ -139,6 +133,13 @@ pub fn copy_verdict(now: Instant, file: &impl Content, seen: &Seen, originals: &
         }
     }
     if may_wait && (settling || (maybe && seen.patient(now))) { Verdict::Wait } else { Verdict::Distinct }
+}
+
+/// Whether two files' first bytes agree as far as both are known (the shorter is a prefix of the
+/// longer).
+pub fn same_start(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len().min(b.len());
+    a[..n] == b[..n]
 }
 
 /// Whether a tailed file still counts as matched after a scan. `found`: the scan found it;

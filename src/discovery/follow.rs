@@ -314,11 +314,9 @@ impl Discovery {
         marker: Option<Sample>,
     ) {
         let slot = self.tracker.register_file(self.settings.flow_id.clone(), path.to_path_buf(), id, offset, marker);
-        let h = Arc::new(TailHandle::new(id, path.to_path_buf(), offset, slot));
-        // What a reopen checks before going on from `offset`, until the first chunk moves it.
-        *h.committed_marker.lock().unwrap() = marker;
+        let h = Arc::new(TailHandle::new(id, path.to_path_buf(), offset, marker, slot));
         st.tailers.insert(id, h.clone());
-        tokio::spawn(self.tailer(file, h, offset, marker).run());
+        tokio::spawn(self.tailer(file, h, offset).run());
     }
 
     /// Open again a file whose tailer closed it, and go on where it stopped if the file still
@@ -339,10 +337,9 @@ impl Discovery {
             }
             None => return,
         };
-        let h2 = Arc::new(TailHandle::new(f.id, f.path.clone(), offset, slot));
-        *h2.committed_marker.lock().unwrap() = marker;
+        let h2 = Arc::new(TailHandle::new(f.id, f.path.clone(), offset, marker, slot));
         st.tailers.insert(f.id, h2.clone());
-        tokio::spawn(self.tailer((file, permit), h2, offset, marker).run());
+        tokio::spawn(self.tailer((file, permit), h2, offset).run());
     }
 
     /// The open-file budget is spent and files wait: close files read to their end and
@@ -414,13 +411,7 @@ impl Discovery {
         }
     }
 
-    fn tailer(
-        &self,
-        (file, permit): (File, Permit),
-        handle: Arc<TailHandle>,
-        offset: u64,
-        marker: Option<Sample>,
-    ) -> Tailer {
+    fn tailer(&self, (file, permit): (File, Permit), handle: Arc<TailHandle>, offset: u64) -> Tailer {
         Tailer {
             settings: self.settings.clone(),
             file,
@@ -431,7 +422,6 @@ impl Discovery {
             tracker: self.tracker.clone(),
             metrics: self.metrics.clone(),
             shutdown: self.shutdown.clone(),
-            marker,
         }
     }
 

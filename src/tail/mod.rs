@@ -58,7 +58,8 @@ pub struct TailHandle {
     pub size: AtomicU64,
     /// End of the last complete line handed on: where a new tailer of this file resumes.
     pub committed: AtomicU64,
-    /// The marker of the bytes before `committed`, to check the file before resuming there.
+    /// The marker of the bytes before `committed`: the tailer checks it for a rewrite in place,
+    /// a reopen before going on from there.
     pub committed_marker: Mutex<Option<identity::Sample>>,
     /// The tailer closed the file to free a descriptor (`close_now` while it still matched), at
     /// this size; `u64::MAX`: not parked. Reopened when it grows.
@@ -117,7 +118,8 @@ impl TailHandle {
         self.truncation_seen.lock().unwrap().is_some_and(|(s, _)| s == slot)
     }
 
-    pub fn new(id: FileId, path: PathBuf, offset: u64, slot: u64) -> Self {
+    /// A file followed from `offset` (`marker`: the bytes before it, when known).
+    pub fn new(id: FileId, path: PathBuf, offset: u64, marker: Option<identity::Sample>, slot: u64) -> Self {
         TailHandle {
             id,
             path: Mutex::new(path),
@@ -126,7 +128,7 @@ impl TailHandle {
             read_offset: AtomicU64::new(offset),
             size: AtomicU64::new(offset),
             committed: AtomicU64::new(offset),
-            committed_marker: Mutex::new(None),
+            committed_marker: Mutex::new(marker),
             parked_at: AtomicU64::new(u64::MAX),
             done: AtomicBool::new(false),
             retired: AtomicBool::new(false),
@@ -176,8 +178,6 @@ pub struct Tailer {
     pub tracker: AckTracker,
     pub metrics: Arc<FlowMetrics>,
     pub shutdown: CancellationToken,
-    /// The marker of the bytes before `handle.committed` (the end of the last chunk handed on).
-    pub marker: Option<identity::Sample>,
     /// The file's share of the open-file budget, given back when the tailer ends.
     pub permit: Option<budget::Permit>,
 }
@@ -243,7 +243,10 @@ impl Tailer {
             // Read only what the file holds beyond `read_pos` (up to READ_SIZE), and only once the
             // batcher has room for the chunk: an idle or held-back tailer holds no buffer, so a
             // thousand files waiting for a slow destination do not pin a thousand buffers.
-            let size = if rewritten { read_pos } else { self.file.metadata().map_or(read_pos, |m| m.len()) };
+            let meta = if rewritten { None } else { self.file.metadata().ok() };
+            let size = meta.as_ref().map_or(read_pos, |m| m.len());
+            // Nothing to read: the end-of-file checks below use this same measurement.
+            let at_end = meta.filter(|_| size <= read_pos);
             let mut rewritten = rewritten;
             let mut room = None;
             if size > read_pos {
@@ -343,7 +346,7 @@ impl Tailer {
                 self.finish_record(slot, &mut multi).await;
                 break;
             }
-            let meta = match self.file.metadata() {
+            let meta = match at_end.map_or_else(|| self.file.metadata(), Ok) {
                 Ok(m) => m,
                 Err(_) => break,
             };
@@ -372,13 +375,19 @@ impl Tailer {
                 if let Some(head) = old_head {
                     let committed = self.handle.committed.load(Ordering::Relaxed);
                     let start = self.handle.start.lock().unwrap().clone();
-                    *self.handle.truncated.lock().unwrap() =
-                        Some(Truncation { start, head, committed, marker: self.marker, at, slot });
+                    *self.handle.truncated.lock().unwrap() = Some(Truncation {
+                        start,
+                        head,
+                        committed,
+                        marker: *self.handle.committed_marker.lock().unwrap(),
+                        at,
+                        slot,
+                    });
                 }
                 slot = self.tracker.supersede(slot);
                 self.handle.slot.store(slot, Ordering::Relaxed);
                 *self.handle.truncation_seen.lock().unwrap() = None;
-                self.marker = None;
+                *self.handle.committed_marker.lock().unwrap() = None;
                 splitter.restart(self.settings.skip_header_lines);
                 if let Some(m) = multi.as_mut() {
                     m.restart();
@@ -448,7 +457,7 @@ impl Tailer {
         let mark = identity::Mark {
             offset: self.handle.committed.load(Ordering::Relaxed),
             head: *self.handle.head.lock().unwrap(),
-            marker: self.marker,
+            marker: *self.handle.committed_marker.lock().unwrap(),
         };
         identity::OpenFile::measure(&self.file).is_some_and(|f| identity::rewritten(&f, &mark))
     }
@@ -612,7 +621,6 @@ impl Tailer {
         let seq = self.tracker.add_chunk(slot, end, records.len() as u64, marker);
         self.handle.committed.store(end, Ordering::Relaxed);
         *self.handle.committed_marker.lock().unwrap() = marker;
-        self.marker = marker;
         for r in &mut records {
             r.origin.chunk = seq;
         }
