@@ -185,7 +185,7 @@ static KEYS: &[KeyInfo] = &[
         "maxInFlightBytes",
         "integer (bytes), at least 1048576",
         "67108864 (64 MiB)",
-        "Most record bytes being sent or retried at once, across all flows; half is shared, half split evenly between the flows so that one with a backlog cannot starve the others. Reached only when a destination is slow or down: the files then wait (new: the Java agent has no such bound).",
+        "Most record bytes taken in by the batchers at once (in batches being filled, in KPL aggregates being built, being sent or retried), across all flows; half is shared, half split evenly between the flows so that one with a backlog cannot starve the others. Reached only when a destination is slow or down: the files then wait (new: the Java agent has no such bound).",
         Supported,
         int(KINESIS_MAX_RECORD_BYTES as i64, LONG, DEFAULT_MAX_IN_FLIGHT_BYTES as i64),
     ),

@@ -1,8 +1,11 @@
 //! The batcher of one flow: packs the records of incoming chunks into requests bounded by the
 //! flow's record and byte limits, flushes a batch when its oldest record reaches
-//! `maxBufferAgeMillis`, and hands each batch to a send task once the flow's in-flight byte
-//! budget, its pace and a sending slot allow. While it waits for them it reads no more chunks, so
-//! the bounded channel fills and the tailers stop reading: the files are the buffer.
+//! `maxBufferAgeMillis`, and hands each batch to a send task once its pace and a sending slot
+//! allow. A chunk's bytes are taken from the flow's in-flight budget when the batcher takes the
+//! chunk, and given back when the send task of their batch ends: the open batch and KPL aggregates
+//! still being built count, not only requests being sent. While it waits for budget or a slot it
+//! reads no more chunks, so the bounded channel fills and the tailers stop reading: the files are
+//! the buffer.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -99,23 +102,77 @@ impl Drop for FlowBudget {
 }
 
 impl FlowBudget {
-    /// Waits for `kib` KiB from the flow's reserve or else the shared part, whichever frees
-    /// first. A batch larger than a part takes all of it (it is never refused).
-    pub async fn acquire(&self, kib: u32) -> OwnedSemaphorePermit {
+    /// `kib` KiB from the flow's reserve or else the shared part, if either has them now. A
+    /// request larger than a part takes all of it (it is never refused).
+    pub fn try_acquire(&self, kib: u32) -> Option<OwnedSemaphorePermit> {
         let own = kib.clamp(1, self.reserve_kib);
         let shared = kib.clamp(1, self.shared.kib.load(Ordering::SeqCst).max(1));
-        if let Ok(p) = self.reserve.clone().try_acquire_many_owned(own) {
+        self.reserve
+            .clone()
+            .try_acquire_many_owned(own)
+            .or_else(|_| self.shared.permits.clone().try_acquire_many_owned(shared))
+            .ok()
+    }
+
+    /// Waits for `kib` KiB from the flow's reserve or else the shared part, whichever frees
+    /// first (see `try_acquire`).
+    pub async fn acquire(&self, kib: u32) -> OwnedSemaphorePermit {
+        if let Some(p) = self.try_acquire(kib) {
             return p;
         }
-        if let Ok(p) = self.shared.permits.clone().try_acquire_many_owned(shared) {
-            return p;
-        }
+        let own = kib.clamp(1, self.reserve_kib);
+        let shared = kib.clamp(1, self.shared.kib.load(Ordering::SeqCst).max(1));
         tokio::select! {
             p = self.reserve.clone().acquire_many_owned(own) => p,
             p = self.shared.permits.clone().acquire_many_owned(shared) => p,
         }
         .expect("never closed")
     }
+}
+
+/// The budget taken for the record bytes the batcher holds: chunks taken from the channel whose
+/// records are in the open batch or in KPL aggregates being built. A batch leaving for its send
+/// task takes its bytes' share along; the pool keeps what the rest needs, rounded up to KiB.
+#[derive(Default)]
+struct Held {
+    permits: Vec<OwnedSemaphorePermit>,
+    bytes: usize,
+}
+
+impl Held {
+    fn kib(&self) -> usize {
+        self.permits.iter().map(OwnedSemaphorePermit::num_permits).sum()
+    }
+
+    fn add(&mut self, permit: OwnedSemaphorePermit, bytes: usize) {
+        self.permits.push(permit);
+        self.bytes += bytes;
+    }
+
+    /// `bytes` leave the batcher: the permits they no longer need. (A chunk larger than a part
+    /// of the budget got less than its size; then the pool can be short, and gives what it has.)
+    fn release(&mut self, bytes: usize) -> Vec<OwnedSemaphorePermit> {
+        self.bytes = self.bytes.saturating_sub(bytes);
+        let mut give = self.kib().saturating_sub(self.bytes.div_ceil(1024));
+        let mut out = Vec::new();
+        while give > 0 {
+            let Some(mut p) = self.permits.pop() else { break };
+            let n = p.num_permits();
+            if n > give {
+                out.push(p.split(give).expect("fewer than held"));
+                self.permits.push(p);
+                break;
+            }
+            give -= n;
+            out.push(p);
+        }
+        out
+    }
+}
+
+/// KiB of budget for `bytes` of records.
+fn kib_of(bytes: usize) -> u32 {
+    bytes.div_ceil(1024).clamp(1, u32::MAX as usize) as u32
 }
 
 pub struct BatchLimits {
@@ -141,6 +198,7 @@ struct Filler<'a> {
     batch: Option<Batch>,
     ctx: &'a FlowCtx<'a>,
     tasks: &'a mut JoinSet<u64>,
+    held: &'a mut Held,
 }
 
 /// What every batch of a flow is sent with.
@@ -148,7 +206,6 @@ struct FlowCtx<'a> {
     limits: &'a BatchLimits,
     sender: &'a Arc<FlowSender>,
     inflight: &'a InFlight,
-    budget: &'a FlowBudget,
     flow_slots: &'a Arc<Semaphore>,
 }
 
@@ -171,7 +228,7 @@ impl Filler<'_> {
             opened: Instant::now(),
         });
         b.bytes += size;
-        b.data_bytes += e.data_len();
+        b.data_bytes += e.user_bytes() as usize;
         b.records.push(e);
         if b.records.len() >= limits.max_records {
             self.send().await;
@@ -181,11 +238,13 @@ impl Filler<'_> {
     async fn send(&mut self) {
         if let Some(b) = self.batch.take() {
             let c = self.ctx;
-            dispatch(b, c.sender, c.inflight, c.budget, c.flow_slots, self.tasks).await;
+            let mem = self.held.release(b.data_bytes);
+            dispatch(b, mem, c.sender, c.inflight, c.flow_slots, self.tasks).await;
         }
     }
 
-    /// Close the aggregator's open aggregates and send everything held.
+    /// Close the aggregator's open aggregates and send everything held. The batcher then holds
+    /// no records, and no budget.
     async fn flush(&mut self, aggregator: Option<&mut Aggregator>, closed: &mut Vec<Entry>) {
         if let Some(agg) = aggregator {
             agg.flush(closed);
@@ -194,6 +253,8 @@ impl Filler<'_> {
             }
         }
         self.send().await;
+        self.held.bytes = 0;
+        drop(self.held.release(0));
     }
 }
 
@@ -213,14 +274,35 @@ pub async fn run(
     let mut given_up = 0u64;
     let mut batch: Option<Batch> = None;
     let mut closed: Vec<Entry> = Vec::new();
-    let ctx =
-        FlowCtx { limits: &limits, sender: &sender, inflight: &inflight, budget: &budget, flow_slots: &flow_slots };
+    let mut held = Held::default();
+    let ctx = FlowCtx { limits: &limits, sender: &sender, inflight: &inflight, flow_slots: &flow_slots };
     loop {
         let oldest = [batch.as_ref().map(|b| b.opened), aggregator.as_ref().and_then(Aggregator::oldest)];
         let deadline = oldest.into_iter().flatten().min().map(|t| t + limits.max_age);
         tokio::select! {
             chunk = rx.recv() => {
                 let Some(chunk) = chunk else { break };
+                // The chunk's bytes are taken from the budget before its records come in.
+                let kib = kib_of(chunk.bytes);
+                let permit = loop {
+                    if let Some(p) = budget.try_acquire(kib) {
+                        break p;
+                    }
+                    if tasks.is_empty() {
+                        if held.kib() == 0 {
+                            break budget.acquire(kib).await;
+                        }
+                        // No send gives budget back: what the batcher holds may be all there is.
+                        let mut f = Filler { batch: batch.take(), ctx: &ctx, tasks: &mut tasks, held: &mut held };
+                        f.flush(aggregator.as_mut(), &mut closed).await;
+                        continue;
+                    }
+                    tokio::select! {
+                        p = budget.acquire(kib) => break p,
+                        Some(done) = tasks.join_next() => given_up += done.unwrap_or(0),
+                    }
+                };
+                held.add(permit, chunk.bytes);
                 if let Some(agg) = aggregator.as_mut()
                     && agg.by_shard()
                     && agg.shards.needs_refresh()
@@ -228,7 +310,7 @@ pub async fn run(
                 {
                     agg.shards.refresh(client, stream, &sender.label).await;
                 }
-                let mut f = Filler { batch: batch.take(), ctx: &ctx, tasks: &mut tasks };
+                let mut f = Filler { batch: batch.take(), ctx: &ctx, tasks: &mut tasks, held: &mut held };
                 for r in chunk.records {
                     match aggregator.as_mut() {
                         Some(agg) => {
@@ -252,7 +334,7 @@ pub async fn run(
                 batch = f.batch.take();
             }
             _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
-                let mut f = Filler { batch: batch.take(), ctx: &ctx, tasks: &mut tasks };
+                let mut f = Filler { batch: batch.take(), ctx: &ctx, tasks: &mut tasks, held: &mut held };
                 f.flush(aggregator.as_mut(), &mut closed).await;
             }
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
@@ -260,7 +342,7 @@ pub async fn run(
             }
         }
     }
-    let mut f = Filler { batch: batch.take(), ctx: &ctx, tasks: &mut tasks };
+    let mut f = Filler { batch: batch.take(), ctx: &ctx, tasks: &mut tasks, held: &mut held };
     f.flush(aggregator.as_mut(), &mut closed).await;
     while let Some(done) = tasks.join_next().await {
         given_up += done.unwrap_or(0);
@@ -268,17 +350,17 @@ pub async fn run(
     given_up
 }
 
+/// Hands batch `b` to a send task, with `mem`, its share of the budget (given back when the task
+/// ends).
 async fn dispatch(
     b: Batch,
+    mem: Vec<OwnedSemaphorePermit>,
     sender: &Arc<FlowSender>,
     inflight: &InFlight,
-    budget: &FlowBudget,
     flow_slots: &Arc<Semaphore>,
     tasks: &mut JoinSet<u64>,
 ) {
-    let kib = (b.data_bytes / 1024) as u32 + 1;
     let slot: OwnedSemaphorePermit = flow_slots.clone().acquire_owned().await.expect("never closed");
-    let mem = budget.acquire(kib).await;
     sender.pacer.acquire(b.records.len()).await;
     let req = inflight.requests.clone().acquire_owned().await.expect("never closed");
     let sender = sender.clone();
@@ -323,6 +405,103 @@ mod tests {
         drop(held);
         let big = tokio::time::timeout(Duration::from_secs(1), other.acquire(4 * 1024)).await;
         assert!(big.is_ok());
+    }
+
+    /// KPL aggregates being built count against the budget: with a destination that never
+    /// answers, the batcher stops taking chunks once the budget is held, although four open
+    /// aggregates (one per shard) could each grow to 1 MiB.
+    #[tokio::test]
+    async fn aggregates_being_built_count_against_the_budget() {
+        use crate::config::{DerivedKey, KeyFallback, KeySource, PartitionKeyOption};
+        use crate::record::key::RecordKey;
+        use crate::record::{Origin, Record};
+        use crate::sink::shards::{ShardMap, Shards};
+
+        // Accepts connections (the kernel does) and never answers.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let conf = aws_sdk_kinesis::Config::builder()
+            .behavior_version(aws_sdk_kinesis::config::BehaviorVersion::latest())
+            .region(aws_sdk_kinesis::config::Region::new("us-east-1"))
+            .endpoint_url(format!("http://{}", silent.local_addr().unwrap()))
+            .credentials_provider(aws_sdk_kinesis::config::Credentials::new("x", "y", None, None, "test"))
+            .build();
+        let key = PartitionKeyOption::Derived(DerivedKey {
+            source: KeySource::Field("k".into()),
+            fallback: KeyFallback::Random,
+            explicit_hash_key_field: None,
+        });
+        let client = SinkClient::Kinesis {
+            client: aws_sdk_kinesis::Client::from_conf(conf),
+            stream: "s".into(),
+            key: key.clone(),
+        };
+        let sender = Arc::new(FlowSender::new(
+            "test".into(),
+            client,
+            crate::ack::AckTracker::new(),
+            Default::default(),
+            false,
+            (Duration::from_millis(10), Duration::from_millis(100)),
+            Default::default(),
+        ));
+        let q = u128::MAX / 4;
+        let shards = Shards::default();
+        shards.set_for_test(ShardMap::new(vec![
+            (0, q, "s0".into()),
+            (q + 1, 2 * q + 1, "s1".into()),
+            (2 * q + 2, 3 * q + 2, "s2".into()),
+            (3 * q + 3, u128::MAX, "s3".into()),
+        ]));
+        let aggregator = Aggregator::new(1024 * 1024, key, Arc::new(shards));
+        let budget_bytes = 256 * 1024;
+        let inflight = InFlight::new(4, budget_bytes, 1);
+        let limits = BatchLimits {
+            max_records: 500,
+            max_bytes: 5 * 1024 * 1024,
+            per_record_overhead: 0,
+            max_age: Duration::from_secs(3600),
+            max_batches: 100,
+        };
+        let (tx, rx) = mpsc::channel::<Chunk>(4);
+        let budget = inflight.flow_budget();
+        let batcher = tokio::spawn(run(rx, sender, limits, inflight, budget, Some(aggregator)));
+        let chunk_bytes = 100 * 100;
+        let mut taken = 0usize;
+        for seq in 0..2_000u64 {
+            let records: Vec<Record> = (0..100)
+                .map(|i| Record {
+                    data: bytes::Bytes::from(vec![b'x'; 100]),
+                    origin: Origin { file: 0, chunk: seq },
+                    key: Some(Box::new(RecordKey { partition: format!("user-{i}").into(), explicit_hash: None })),
+                })
+                .collect();
+            let chunk = Chunk { file: 0, seq, records, bytes: chunk_bytes };
+            if tokio::time::timeout(Duration::from_millis(300), tx.send(chunk)).await.is_err() {
+                break;
+            }
+            taken += chunk_bytes;
+        }
+        // The budget, the channel's chunks and the one being taken in.
+        assert!(taken <= budget_bytes + 6 * chunk_bytes, "took {taken} bytes with a budget of {budget_bytes}");
+        batcher.abort();
+    }
+
+    #[test]
+    fn held_budget_follows_the_bytes() {
+        let sem = Arc::new(Semaphore::new(100));
+        let mut held = Held::default();
+        held.add(sem.clone().try_acquire_many_owned(10).unwrap(), 10 * 1024);
+        held.add(sem.clone().try_acquire_many_owned(3).unwrap(), 2 * 1024 + 1);
+        assert_eq!(held.kib(), 13);
+        // 4.5 KiB leave: the rest (7.5 KiB + 1 byte) keeps 8 KiB.
+        let out = held.release(4 * 1024 + 512);
+        assert_eq!(out.iter().map(|p| p.num_permits()).sum::<usize>(), 5);
+        assert_eq!(held.kib(), 8);
+        drop(out);
+        assert_eq!(sem.available_permits(), 92);
+        let out = held.release(held.bytes);
+        assert_eq!(out.iter().map(|p| p.num_permits()).sum::<usize>(), 8);
+        assert_eq!(held.kib(), 0);
     }
 
     #[test]

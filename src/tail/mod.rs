@@ -218,7 +218,6 @@ impl Tailer {
             .multi_line
             .clone()
             .map(|re| MultiLine::new(re, self.settings.record_limit, self.settings.terminator.clone()));
-        let mut buf = BytesMut::new();
         let mut read_pos = self.offset;
         let mut head_len = self.update_head(slot, usize::MAX);
         let mut idle_since: Option<Instant> = None;
@@ -265,13 +264,13 @@ impl Tailer {
                 }
             }
             let want = (size.saturating_sub(read_pos) as usize).min(READ_SIZE);
+            // A buffer per read, of what the file holds: it is handed over with the records.
+            let mut buf = BytesMut::new();
             let n = if rewritten || want == 0 {
                 Ok(0)
             } else {
-                if buf.len() < want {
-                    buf = BytesMut::zeroed(want);
-                }
-                self.file.read_at(&mut buf[..want], read_pos)
+                buf = BytesMut::zeroed(want);
+                self.file.read_at(&mut buf, read_pos)
             };
             let n = match n {
                 Ok(n) => {
@@ -302,10 +301,16 @@ impl Tailer {
                 let mut multi_stats = SplitStats::default();
                 let mut records = Vec::with_capacity(n / 64 + 1);
                 // Records are slices of what was read. A read that filled most of its buffer hands
-                // it over (a new one is allocated next time); a short one is copied out, so that
-                // what stays allocated is close to what the in-flight budget counts.
-                let data =
-                    if n >= buf.len() / 4 * 3 { buf.split_to(n).freeze() } else { Bytes::copy_from_slice(&buf[..n]) };
+                // it over; a short one is copied out, so that what stays allocated is close to what
+                // the in-flight budget counts. Either way the tailer keeps no reference to the
+                // buffer (`split_to` would leave one): a thousand tailers waiting for room would
+                // otherwise pin a thousand buffers.
+                let data = if n >= buf.len() / 4 * 3 {
+                    buf.truncate(n);
+                    buf.freeze()
+                } else {
+                    Bytes::copy_from_slice(&buf[..n])
+                };
                 // Where the records handed on end: after the last complete line, or after the last
                 // finished multi-line record.
                 let mut end = None;
@@ -337,9 +342,8 @@ impl Tailer {
                 tokio::task::yield_now().await;
                 continue;
             }
-            // End of file: no buffer is kept while idle.
+            // End of file.
             drop(room);
-            buf = BytesMut::new();
             if self.settings.once {
                 // The file is complete as far as this run goes: its last multi-line record is
                 // too (an unterminated line still waits for a later run).
