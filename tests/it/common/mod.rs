@@ -1,4 +1,5 @@
-//! Shared harness for the end-to-end tests. Every integration test file does `mod common;`.
+//! Shared harness for the end-to-end tests (`tests/it/main.rs` declares it; every module does
+//! `use crate::common;`).
 //!
 //! Everything here is bounded by timeouts: nothing may hang a test forever. Processes (peers,
 //! the agent) are killed on `Drop`, and when a test panics their logs are printed to stderr.

@@ -3,7 +3,7 @@
 //! current SDK speaks, see the README's development notes). The published data points must add
 //! up to what the stream received, and a CloudWatch that hangs or fails must not slow delivery.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! wrong region are one clear error each, naming the flow, stream, region and keys, with exit
 //! code 2 (moto and kinesis-local). At a normal start the same check is logged once.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! SIGTERM and restart, SIGKILL while a writer is busy, and `initialPosition` END_OF_FILE.
 //! Every flow uses `maxBufferAgeMillis` 1000 so lines leave within about a second.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::io::Write as _;

@@ -7,7 +7,7 @@
 //!
 //! Tests marked `#[ignore = "agent bug: ..."]` fail against the current agent on purpose.
 
-mod common;
+use crate::common;
 
 use std::ffi::OsString;
 use std::fs;

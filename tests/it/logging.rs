@@ -2,7 +2,7 @@
 //! by `log.maxFileSize`, keeping `log.maxBackupIndex` files; `log.level` sets the level (`-L`
 //! wins); a bad value names the key.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! while the agent was stopped (same inode, as after inode reuse or a refill past the old size)
 //! is read again from its start, instead of resuming in the middle of other content.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

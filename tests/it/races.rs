@@ -2,7 +2,7 @@
 //! kept open after they left the pattern's reach, a watched directory that disappears and comes
 //! back, symbolic links in the pattern, and a full disk under the checkpoint file.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

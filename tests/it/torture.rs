@@ -34,7 +34,7 @@
 //! The last two tests reproduce agent bugs these stress tests ran into (both fixed): a copy found
 //! while still empty, and lines in flight at a copytruncate.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::{File, OpenOptions};

@@ -3,7 +3,7 @@
 //! READY around a SIGHUP reload, STOPPING on SIGTERM. Also checks the unit file with
 //! `systemd-analyze verify` where systemd is installed.
 
-mod common;
+use crate::common;
 
 use std::os::unix::net::UnixDatagram;
 use std::process::Command;

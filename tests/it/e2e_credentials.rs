@@ -2,7 +2,7 @@
 //! `sts.endpoint`). The fake Kinesis endpoint records which access key signed each request, so
 //! the tests see which credentials were really used.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

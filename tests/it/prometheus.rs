@@ -2,7 +2,7 @@
 //! stream received, per-file lag falls to 0, `/healthz` answers 200, and the listener stops with
 //! the agent.
 
-mod common;
+use crate::common;
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;

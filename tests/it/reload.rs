@@ -3,7 +3,7 @@
 //! them), changed flows restart with their new settings, unchanged flows go on undisturbed, and
 //! an invalid configuration is rejected with its errors while the running one goes on.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

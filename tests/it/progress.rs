@@ -2,7 +2,7 @@
 //! by `script`), nothing with `--no-progress`. The fake endpoint answers slowly so the run lasts
 //! a few seconds.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

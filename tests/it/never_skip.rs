@@ -9,7 +9,7 @@
 //! - A directory unreadable for a few seconds is not a rotation: its files are kept open and no
 //!   line is cut in two.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

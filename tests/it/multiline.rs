@@ -3,7 +3,7 @@
 //! after the flush timeout, the checkpoint never splits a record across a restart, and the last
 //! record of a rotated or deleted file is sent when the file is drained.
 
-mod common;
+use crate::common;
 
 use std::fmt::Write as _;
 use std::path::Path;

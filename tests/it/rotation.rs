@@ -5,7 +5,7 @@
 //! Each test waits (bounded) until every line reached `FakeKinesis`, stops the agent with SIGTERM
 //! and checks that every line arrived exactly once, printing the lost / duplicated counts.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};

@@ -2,7 +2,7 @@
 //! the agent) expects: per-entry failures, whole-request errors with the right codes, limit
 //! enforcement, down modes. Also checks the line helpers' reports.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! across a reinstall and a remove, `kinesis-agent --version`; the .rpm is inspected with `rpm -qp`
 //! (Debian's `rpm` package). Needs root for dpkg; skipped with a message otherwise.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};

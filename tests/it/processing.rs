@@ -3,7 +3,7 @@
 //! same lines, dropped lines are counted and still move the checkpoint, and a file whose every
 //! line is dropped is checkpointed to its end.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

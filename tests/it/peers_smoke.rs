@@ -3,7 +3,7 @@
 //! exactly-once delivery and placement by partition-key hash. moto also does Firehose → S3.
 //! The peers are installed on first use (`scripts/peers/peers install`).
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 

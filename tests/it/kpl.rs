@@ -7,7 +7,7 @@
 //! to, and the checkpoints must reach the ends of the files. Prints the Kinesis records and PUT
 //! payload units per GB of lines used, with and without aggregation.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::io::Write;

@@ -2,7 +2,7 @@
 //! per-entry throttling, HTTP 500s, a missing stream (`--once` and daemon), and the checkpoint
 //! never passing a record that was not acknowledged.
 
-mod common;
+use crate::common;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};

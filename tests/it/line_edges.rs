@@ -3,7 +3,7 @@
 //! after it has been quiet for a few seconds; a live file's partial line waits for its newline),
 //! and lines over the record limit are truncated or dropped as configured.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

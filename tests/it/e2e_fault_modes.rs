@@ -7,7 +7,7 @@
 //! lines are written (peak RSS bounded), SIGTERM with batches in flight, pacing against a
 //! rate-limited stream (and the time back to full speed), and a stuck flow beside a healthy one.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::ops::Range;

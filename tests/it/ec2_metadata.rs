@@ -5,7 +5,7 @@
 //! warning; a slow IMDS holds the first records only briefly. `cloudwatch.tagInstance` takes the
 //! instance id from the same server.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -12,7 +12,7 @@
 //! checkpoint C before its unterminated line. Then C's line is completed and more lines are
 //! appended: run 2 delivers exactly those. Run 3 delivers nothing.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -13,7 +13,7 @@
 //! - `route-*.jsonl`: a constant key, with `explicitHashKeyField`: records land on the shard of
 //!   their explicit hash key, not their key's; invalid ones (counted) on the key's shard.
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
