@@ -129,7 +129,7 @@ struct Flows {
     /// The flows that still run, for the Prometheus listener.
     views: Arc<Mutex<Vec<FlowView>>>,
     /// Every flow's counters, for the CloudWatch publisher.
-    published: crate::cloudwatch::Registry,
+    published: crate::metrics::cloudwatch::Registry,
     /// Instance metadata, for ADDEC2METADATA.
     imds: crate::ec2::Endpoint,
     /// The open-file budget every flow's files share.
@@ -384,7 +384,7 @@ pub async fn run(
         live: Arc::new(Mutex::new(Vec::new())),
         views: Arc::new(Mutex::new(Vec::new())),
         all: Vec::new(),
-        published: crate::cloudwatch::Registry::default(),
+        published: crate::metrics::cloudwatch::Registry::default(),
         imds: crate::ec2::Endpoint::from_config(cfg.aws.ec2_metadata_endpoint.as_deref()),
         files,
     };
@@ -399,7 +399,7 @@ pub async fn run(
     let writer = tokio::spawn(checkpoint_writer(store.clone(), tracker.clone(), writer_stop.clone(), beat.clone()));
     if let Some(addr) = cfg.prometheus {
         let scrape = Scrape { views: flows.views.clone(), inflight: flows.inflight.clone(), beat: beat.clone() };
-        if let Err(e) = crate::prometheus::serve(addr, Arc::new(scrape), writer_stop.clone()).await {
+        if let Err(e) = crate::metrics::prometheus::serve(addr, Arc::new(scrape), writer_stop.clone()).await {
             tracing::error!("prometheus.port: cannot listen on {addr}: {e}; no metrics are served");
         }
     }
@@ -410,8 +410,12 @@ pub async fn run(
         .filter(|_| mode == Mode::Once)
         .map(|d| tokio::spawn(crate::progress::show(flows.live.clone(), d, status_stop.clone())));
     let metrics_stop = CancellationToken::new();
-    let metrics =
-        crate::cloudwatch::start(&cfg, flows.clients.cloudwatch.clone(), flows.published.clone(), metrics_stop.clone());
+    let metrics = crate::metrics::cloudwatch::start(
+        &cfg,
+        flows.clients.cloudwatch.clone(),
+        flows.published.clone(),
+        metrics_stop.clone(),
+    );
 
     // Wait for the batchers: they end when their tailers are done (`--once`, shutdown, or a
     // reload that removed their flow) and their sends are finished. After a shutdown request,
@@ -693,56 +697,19 @@ struct Scrape {
 /// The loop that writes checkpoints turns every second; this long without a turn is unhealthy.
 const UNHEALTHY_AFTER: Duration = Duration::from_secs(30);
 
-impl crate::prometheus::Source for Scrape {
+impl crate::metrics::prometheus::Source for Scrape {
     fn render(&self) -> String {
-        type Get = fn(&crate::metrics::Snapshot) -> u64;
-        const FLOW_METRICS: &[(&str, &str, &str, Get)] = &[
-            ("records_read_total", "counter", "Records read from the files.", |m| m.records_read),
-            ("bytes_read_total", "counter", "File bytes read (complete lines).", |m| m.bytes_read),
-            ("records_sent_total", "counter", "Records the destination accepted.", |m| m.records_sent),
-            ("bytes_sent_total", "counter", "Record bytes the destination accepted.", |m| m.bytes_sent),
-            ("record_send_errors_total", "counter", "Record send attempts that failed (retried).", |m| m.record_errors),
-            ("records_throttled_total", "counter", "Record send attempts throttled.", |m| m.records_throttled),
-            ("requests_total", "counter", "Requests sent.", |m| m.requests),
-            ("request_errors_total", "counter", "Requests that failed as a whole.", |m| m.request_errors),
-            (
-                "records_maybe_duplicated_total",
-                "counter",
-                "Records sent again after a request with an unknown outcome (timeout, cut connection).",
-                |m| m.records_maybe_duplicated,
-            ),
-            (
-                "bytes_maybe_duplicated_total",
-                "counter",
-                "File bytes read from the start of a new file that began like one already read and could not be proven its copy.",
-                |m| m.bytes_maybe_duplicated,
-            ),
-            ("records_truncated_total", "counter", "Records cut to the record limit.", |m| m.records_truncated),
-            ("records_skipped_total", "counter", "Records dropped by processing options.", |m| m.records_skipped),
-            (
-                "partition_key_fallbacks_total",
-                "counter",
-                "Records whose partition key could not be derived from them and got the fallback key.",
-                |m| m.partition_key_fallbacks,
-            ),
-            (
-                "explicit_hash_key_invalid_total",
-                "counter",
-                "Records whose explicit hash key field was missing or invalid (sent without one).",
-                |m| m.explicit_hash_key_invalid,
-            ),
-            ("kpl_aggregates_sent_total", "counter", "KPL aggregated records accepted.", |m| m.aggregates_sent),
-            ("files", "gauge", "Files being tailed.", |m| m.files),
-            ("files_stalled", "gauge", "Files with unread bytes that are not being read.", |m| m.files_stalled),
-            ("bytes_behind", "gauge", "Unread bytes of the flow's files.", |m| m.bytes_behind),
-        ];
         let views = self.views.lock().unwrap().clone();
         let snaps: Vec<_> = views.iter().map(|v| v.sender.metrics.snapshot()).collect();
         let labels = |v: &FlowView| vec![("flow", v.id.clone()), ("destination", v.destination.clone())];
-        let mut e = crate::prometheus::Exposition::default();
-        for (name, kind, help, get) in FLOW_METRICS {
-            let samples: Vec<_> = views.iter().zip(&snaps).map(|(v, m)| (labels(v), get(m) as f64)).collect();
-            e.metric(&format!("kinesis_agent_{name}"), kind, help, &samples);
+        let mut e = crate::metrics::prometheus::Exposition::default();
+        for metric in crate::metrics::METRICS {
+            let samples: Vec<_> = views.iter().zip(&snaps).map(|(v, m)| (labels(v), (metric.get)(m) as f64)).collect();
+            let kind = match metric.kind {
+                crate::metrics::Kind::Counter => "counter",
+                crate::metrics::Kind::Gauge => "gauge",
+            };
+            e.metric(&format!("kinesis_agent_{}", metric.prometheus), kind, metric.help, &samples);
         }
         let mut lag = Vec::new();
         for v in &views {
@@ -846,32 +813,7 @@ async fn status_logger(senders: Arc<Mutex<Vec<Arc<FlowSender>>>>, period: Durati
             }
             let prev = &mut last.iter_mut().find(|(l, _)| Arc::ptr_eq(l, s)).expect("added").1;
             let m = s.metrics.snapshot();
-            tracing::info!(
-                "{}: {} file(s); records read {} (+{}), sent {} (+{}), failed attempts {} (+{}, throttled +{}); {} bytes behind{}{}{}{}{}",
-                s.label,
-                m.files,
-                m.records_read,
-                m.records_read - prev.records_read,
-                m.records_sent,
-                m.records_sent - prev.records_sent,
-                m.record_errors,
-                m.record_errors - prev.record_errors,
-                m.records_throttled - prev.records_throttled,
-                m.bytes_behind,
-                if m.files_stalled > 0 { format!(" ({} file(s) stalled)", m.files_stalled) } else { String::new() },
-                growth(
-                    "sent again after an unknown outcome (possible duplicates)",
-                    m.records_maybe_duplicated,
-                    prev.records_maybe_duplicated
-                ),
-                growth(
-                    "file bytes read again, not proven sent (possible duplicates)",
-                    m.bytes_maybe_duplicated,
-                    prev.bytes_maybe_duplicated
-                ),
-                processing_counts(&m, Some(prev)),
-                key_counts(&m, Some(prev)),
-            );
+            tracing::info!("{}", crate::metrics::status::line(&s.label, &m, prev));
             s.pace_tick();
             // Throttling: one line per period, with the counts and the pace.
             let (codes, requests) = s.pacer.take_counts();
@@ -894,60 +836,6 @@ async fn status_logger(senders: Arc<Mutex<Vec<Arc<FlowSender>>>>, period: Durati
             *prev = m;
         }
     }
-}
-
-/// `; what +N` when a counter grew since the last status line, else nothing.
-fn growth(what: &str, now: u64, before: u64) -> String {
-    if now > before { format!("; {what} +{}", now - before) } else { String::new() }
-}
-
-/// What `dataProcessingOptions` dropped and failed to convert (with the increase since `prev`),
-/// for the status line and the `--once` summary; empty when nothing was.
-pub fn processing_counts(m: &crate::metrics::Snapshot, prev: Option<&crate::metrics::Snapshot>) -> String {
-    if m.records_skipped == 0 && m.processing_errors == 0 {
-        return String::new();
-    }
-    let delta = |now: u64, before: fn(&crate::metrics::Snapshot) -> u64| match prev {
-        Some(p) => format!(" (+{})", now - before(p)),
-        None => String::new(),
-    };
-    format!(
-        "; dataProcessingOptions dropped {}{}, conversion errors {}{}",
-        m.records_skipped,
-        delta(m.records_skipped, |p| p.records_skipped),
-        m.processing_errors,
-        delta(m.processing_errors, |p| p.processing_errors)
-    )
-}
-
-/// Records that got the fallback partition key or no explicit hash key, and the KPL aggregates
-/// sent (with the increase since `prev`), for the status line and the `--once` summary; empty
-/// when there is nothing to say.
-pub fn key_counts(m: &crate::metrics::Snapshot, prev: Option<&crate::metrics::Snapshot>) -> String {
-    let delta = |now: u64, before: fn(&crate::metrics::Snapshot) -> u64| match prev {
-        Some(p) => format!(" (+{})", now - before(p)),
-        None => String::new(),
-    };
-    let mut out = String::new();
-    if m.partition_key_fallbacks > 0 {
-        out += &format!(
-            "; partition key fallbacks {}{}",
-            m.partition_key_fallbacks,
-            delta(m.partition_key_fallbacks, |p| p.partition_key_fallbacks)
-        );
-    }
-    if m.explicit_hash_key_invalid > 0 {
-        out += &format!(
-            "; invalid explicit hash keys {}{}",
-            m.explicit_hash_key_invalid,
-            delta(m.explicit_hash_key_invalid, |p| p.explicit_hash_key_invalid)
-        );
-    }
-    if m.aggregates_sent > 0 {
-        out +=
-            &format!("; KPL aggregates sent {}{}", m.aggregates_sent, delta(m.aggregates_sent, |p| p.aggregates_sent));
-    }
-    out
 }
 
 fn start_watcher(watches: Arc<Mutex<Vec<Arc<FlowWatch>>>>) -> Option<notify::RecommendedWatcher> {

@@ -66,7 +66,7 @@ pub struct Clients {
     /// given), so that a run against local emulators never calls out.
     pub sts: Option<aws_sdk_sts::Client>,
     /// For the agent's metrics, when `cloudwatch::wanted`.
-    pub cloudwatch: Option<crate::cloudwatch::Target>,
+    pub cloudwatch: Option<crate::metrics::cloudwatch::Target>,
 }
 
 /// `kinesis.endpoint` may be a bare host (`kinesis.eu-west-1.amazonaws.com`), as in Java.
@@ -127,7 +127,7 @@ pub async fn build(cfg: &AgentConfig) -> Result<Clients, AwsSetupError> {
         sts: None,
         cloudwatch: None,
     };
-    if crate::cloudwatch::wanted(cfg).is_ok() {
+    if crate::metrics::cloudwatch::wanted(cfg).is_ok() {
         // Java uses us-east-1 unless `cloudwatch.endpoint` is set; we honour the region chain
         // first (metrics land where the agent runs) and keep us-east-1 as the last resort.
         let region = aws
@@ -147,8 +147,10 @@ pub async fn build(cfg: &AgentConfig) -> Result<Clients, AwsSetupError> {
         if let Some(ep) = &aws.cloudwatch_endpoint {
             b = b.endpoint_url(endpoint_url(ep));
         }
-        clients.cloudwatch =
-            Some(crate::cloudwatch::Target { client: aws_sdk_cloudwatch::Client::from_conf(b.build()), region });
+        clients.cloudwatch = Some(crate::metrics::cloudwatch::Target {
+            client: aws_sdk_cloudwatch::Client::from_conf(b.build()),
+            region,
+        });
     }
     if uses_kinesis {
         let region = aws

@@ -291,27 +291,8 @@ fn main() -> ExitCode {
             } else {
                 tracing::info!("{}: {} record(s) read, {} sent", f.label, m.records_read, m.records_sent);
             }
-            if m.records_maybe_duplicated > 0 {
-                tracing::info!(
-                    "{}: {} record(s) sent again after a timeout or a cut connection (possible duplicates: the first sends may have been accepted)",
-                    f.label,
-                    m.records_maybe_duplicated
-                );
-            }
-            if m.bytes_maybe_duplicated > 0 {
-                tracing::info!(
-                    "{}: {} file byte(s) read from the start of files that began like files already read and could not be proven their copies (possible duplicates)",
-                    f.label,
-                    m.bytes_maybe_duplicated
-                );
-            }
-            let processing = agent::processing_counts(m, None);
-            if !processing.is_empty() {
-                tracing::info!("{}: {}", f.label, processing.trim_start_matches("; "));
-            }
-            let keys = agent::key_counts(m, None);
-            if !keys.is_empty() {
-                tracing::info!("{}: {}", f.label, keys.trim_start_matches("; "));
+            for said in kinesis_agent::metrics::status::summary(m) {
+                tracing::info!("{}: {said}", f.label);
             }
             if m.unreadable > 0 && mode == Mode::Once {
                 tracing::error!("{}: {} file(s) or directories could not be read (see above)", f.label, m.unreadable);

@@ -135,10 +135,7 @@ fn http_500s_are_resent_and_reported_once() {
 
 /// The possible duplicates the agent counted (its summary line at the end of `--once`).
 fn possible_duplicates(log: &str) -> u64 {
-    lines_with(log, &["possible duplicates"])
-        .iter()
-        .filter_map(|l| l.split("): ").nth(1)?.split(' ').next()?.parse::<u64>().ok())
-        .sum()
+    lines_with(log, &["possible duplicates"]).iter().filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok()).sum()
 }
 
 /// The connection is reset (RST, no answer) on 10 % of the requests. Reset before the fake stored

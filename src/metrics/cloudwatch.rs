@@ -17,8 +17,8 @@ use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::{FlowMetrics, Java, METRICS, Snapshot};
 use crate::config::{AgentConfig, CloudWatchSettings, Destination};
-use crate::metrics::{FlowMetrics, Snapshot};
 
 /// PutMetricData accepts at most 1,000 data points per request.
 pub const MAX_DATUMS_PER_REQUEST: usize = 1000;
@@ -26,10 +26,6 @@ pub const MAX_DATUMS_PER_REQUEST: usize = 1000;
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// The last attempt at shutdown waits at most this long.
 const FINAL_WAIT: Duration = Duration::from_secs(3);
-
-/// The metric names, as the Java agent publishes them.
-pub const METRIC_NAMES: [&str; 5] =
-    ["BytesSent", "RecordSendAttempts", "RecordSendErrors", "ServiceErrors", "RecordsSent"];
 
 /// Whether metrics are published, and why not.
 pub fn wanted(cfg: &AgentConfig) -> Result<(), &'static str> {
@@ -85,36 +81,46 @@ pub struct Registry {
     entries: Arc<Mutex<Vec<Entry>>>,
 }
 
-/// The growth of one destination's counters over a period.
+/// The growth of one destination's counters over a period, by the Java metric they add to (the
+/// `cloudwatch` column of the list in `metrics/mod.rs`).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Growth {
-    pub bytes_sent: u64,
-    pub record_send_attempts: u64,
-    pub record_send_errors: u64,
-    pub service_errors: u64,
-    pub records_sent: u64,
+    /// In the order of `JAVA`.
+    pub values: [u64; 5],
+    /// Requests sent (a period with requests is published even if every value is 0).
     pub requests: u64,
 }
 
+/// The Java agent's metrics, their names and units, in the order they are published.
+pub const JAVA: [(Java, &str, StandardUnit); 5] = [
+    (Java::BytesSent, "BytesSent", StandardUnit::Bytes),
+    (Java::RecordSendAttempts, "RecordSendAttempts", StandardUnit::Count),
+    (Java::RecordSendErrors, "RecordSendErrors", StandardUnit::Count),
+    (Java::ServiceErrors, "ServiceErrors", StandardUnit::Count),
+    (Java::RecordsSent, "RecordsSent", StandardUnit::Count),
+];
+
 impl Growth {
     fn between(now: &Snapshot, last: &Snapshot) -> Growth {
-        let d = |f: fn(&Snapshot) -> u64| f(now).saturating_sub(f(last));
-        Growth {
-            bytes_sent: d(|m| m.bytes_sent),
-            record_send_attempts: d(|m| m.records_sent + m.record_errors),
-            record_send_errors: d(|m| m.records_rejected),
-            service_errors: d(|m| m.request_errors),
-            records_sent: d(|m| m.records_sent),
-            requests: d(|m| m.requests),
+        let mut g = Growth { requests: now.requests.saturating_sub(last.requests), ..Growth::default() };
+        for metric in METRICS {
+            let d = (metric.get)(now).saturating_sub((metric.get)(last));
+            for java in metric.cloudwatch {
+                g.values[JAVA.iter().position(|(j, ..)| j == java).expect("every Java metric is listed")] += d;
+            }
         }
+        g
+    }
+
+    /// The value of one Java metric.
+    pub fn get(&self, java: Java) -> u64 {
+        self.values[JAVA.iter().position(|(j, ..)| *j == java).expect("listed")]
     }
 
     fn add(&mut self, o: &Growth) {
-        self.bytes_sent += o.bytes_sent;
-        self.record_send_attempts += o.record_send_attempts;
-        self.record_send_errors += o.record_send_errors;
-        self.service_errors += o.service_errors;
-        self.records_sent += o.records_sent;
+        for (v, w) in self.values.iter_mut().zip(o.values) {
+            *v += w;
+        }
         self.requests += o.requests;
     }
 
@@ -122,15 +128,9 @@ impl Growth {
         *self == Growth::default()
     }
 
-    /// (name, unit, value), in the order of `METRIC_NAMES`.
-    pub fn values(&self) -> [(&'static str, StandardUnit, u64); 5] {
-        [
-            ("BytesSent", StandardUnit::Bytes, self.bytes_sent),
-            ("RecordSendAttempts", StandardUnit::Count, self.record_send_attempts),
-            ("RecordSendErrors", StandardUnit::Count, self.record_send_errors),
-            ("ServiceErrors", StandardUnit::Count, self.service_errors),
-            ("RecordsSent", StandardUnit::Count, self.records_sent),
-        ]
+    /// (name, unit, value), in the order of `JAVA`.
+    pub fn values(&self) -> impl Iterator<Item = (&'static str, StandardUnit, u64)> + '_ {
+        JAVA.iter().zip(self.values).map(|((_, name, unit), v)| (*name, unit.clone(), v))
     }
 }
 
@@ -165,7 +165,7 @@ impl Registry {
 /// The data points of one period: every metric of every destination that saw any activity.
 pub fn datums(growth: &[(String, Growth)], instance: Option<&str>, at: SystemTime) -> Vec<MetricDatum> {
     let timestamp = aws_smithy_types::DateTime::from(at);
-    let mut out = Vec::with_capacity(growth.len() * METRIC_NAMES.len());
+    let mut out = Vec::with_capacity(growth.len() * JAVA.len());
     for (destination, g) in growth {
         let mut dims = vec![Dimension::builder().name("Destination").value(destination).build()];
         if let Some(i) = instance {
@@ -472,32 +472,23 @@ mod tests {
         let g = r.take_growth();
         assert_eq!(g.len(), 1);
         assert_eq!(g[0].0, "KinesisStream:s");
-        assert_eq!(
-            g[0].1,
-            Growth {
-                bytes_sent: 1000,
-                record_send_attempts: 25,
-                record_send_errors: 3,
-                service_errors: 1,
-                records_sent: 17,
-                requests: 4
-            }
-        );
+        // BytesSent, RecordSendAttempts, RecordSendErrors, ServiceErrors, RecordsSent.
+        assert_eq!(g[0].1, Growth { values: [1000, 25, 3, 1, 17], requests: 4 });
         assert!(r.take_growth().is_empty(), "no double counting");
         c.records_sent.fetch_add(1, Relaxed);
         drop(c);
         let g = r.take_growth();
         assert_eq!(g[0].0, "DeliveryStream:f");
-        assert_eq!(g[0].1.records_sent, 1);
+        assert_eq!(g[0].1.get(Java::RecordsSent), 1);
         assert_eq!(r.entries.lock().unwrap().len(), 2, "an ended flow goes after its last growth");
     }
 
     #[test]
     fn datums_carry_the_java_names_and_dimensions() {
-        let g = vec![("KinesisStream:s".to_owned(), Growth { records_sent: 3, bytes_sent: 30, ..Growth::default() })];
+        let g = vec![("KinesisStream:s".to_owned(), Growth { values: [30, 0, 0, 0, 3], requests: 1 })];
         let d = datums(&g, Some("i-0abc"), SystemTime::UNIX_EPOCH);
         let names: Vec<_> = d.iter().map(|d| d.metric_name().unwrap()).collect();
-        assert_eq!(names, METRIC_NAMES);
+        assert_eq!(names, ["BytesSent", "RecordSendAttempts", "RecordSendErrors", "ServiceErrors", "RecordsSent"]);
         let sent = &d[4];
         assert_eq!(sent.value(), Some(3.0));
         assert_eq!(sent.unit(), Some(&StandardUnit::Count));
