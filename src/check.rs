@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-use crate::agent::flow_label;
 use crate::aws::Clients;
 use crate::config::{AgentConfig, Destination, PartitionKeyOption};
 use crate::sink::client::request_failure;
@@ -61,7 +60,7 @@ pub async fn destinations(cfg: &AgentConfig, clients: &Clients) -> Vec<Finding> 
         let finding = match &flow.destination {
             Destination::Kinesis { stream } => {
                 let region = clients.kinesis_region.as_deref().unwrap_or("?");
-                let label = flow_label(flow, Some(region));
+                let label = flow.label(Some(region));
                 let client = clients.kinesis.as_ref().expect("built for kinesis flows");
                 let call = client.describe_stream_summary().stream_name(stream).send();
                 match tokio::time::timeout(CHECK_TIMEOUT, call).await {
@@ -85,7 +84,7 @@ pub async fn destinations(cfg: &AgentConfig, clients: &Clients) -> Vec<Finding> 
             }
             Destination::Firehose { stream } => {
                 let region = clients.firehose_region.as_deref().unwrap_or("?");
-                let label = flow_label(flow, Some(region));
+                let label = flow.label(Some(region));
                 let client = clients.firehose.as_ref().expect("built for firehose flows");
                 let call = client.describe_delivery_stream().delivery_stream_name(stream).send();
                 match tokio::time::timeout(CHECK_TIMEOUT, call).await {
@@ -131,7 +130,7 @@ pub async fn destinations(cfg: &AgentConfig, clients: &Clients) -> Vec<Finding> 
             continue;
         }
         listed.push(stream);
-        let label = flow_label(flow, clients.kinesis_region.as_deref());
+        let label = flow.label(clients.kinesis_region.as_deref());
         let client = clients.kinesis.as_ref().expect("built for kinesis flows");
         match tokio::time::timeout(CHECK_TIMEOUT, crate::sink::shards::list_shards(client, stream)).await {
             Ok(Ok(_)) => {}

@@ -287,6 +287,20 @@ pub struct FlowConfig {
     pub data_processing_options: Vec<ProcessingOption>,
 }
 
+impl FlowConfig {
+    /// `flows[0] (kinesis stream app-logs in us-east-1)`: how log lines name the flow.
+    pub fn label(&self, region: Option<&str>) -> String {
+        let kind = match &self.destination {
+            Destination::Kinesis { stream } => format!("kinesis stream {stream}"),
+            Destination::Firehose { stream } => format!("firehose delivery stream {stream}"),
+        };
+        match region {
+            Some(r) => format!("flows[{}] ({} in {r})", self.index, kind),
+            None => format!("flows[{}] ({})", self.index, kind),
+        }
+    }
+}
+
 /// `jsonFormat` of the converters that write JSON.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JsonFormat {

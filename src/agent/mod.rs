@@ -1,0 +1,400 @@
+//! Wiring: for each flow a discovery loop (which starts a tailer per file), a batcher and its
+//! send tasks; plus the checkpoint writer, the status logger and the file-system watcher.
+//! `run` returns when `--once` has delivered everything, or after a shutdown request.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use notify::EventKind;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+mod flow;
+mod reload;
+
+use crate::ack::AckTracker;
+use crate::aws::{self, AwsSetupError};
+use crate::checkpoint::writer::{Heartbeat, checkpoint_writer, flush_checkpoints};
+use crate::checkpoint::{CheckpointError, CheckpointStore};
+use crate::config::{AgentConfig, ConfigErrors, FlowConfig};
+use crate::discovery::{FlowWatch, Pattern};
+use crate::service::systemd;
+use crate::sink::batcher::InFlight;
+use crate::sink::sender::FlowSender;
+use flow::{FlowView, Flows, RunningFlow};
+use reload::apply_reload;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Daemon,
+    Once,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Aws(#[from] AwsSetupError),
+    #[error("flows[{index}].filePattern {pattern:?} is not a valid glob: {source}")]
+    Pattern { index: usize, pattern: String, source: globset::Error },
+}
+
+/// How a run ended, per flow and overall.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub flows: Vec<FlowOutcome>,
+    /// A shutdown request ended the run before `--once` had read everything.
+    pub interrupted: bool,
+}
+
+#[derive(Debug)]
+pub struct FlowOutcome {
+    pub label: String,
+    pub metrics: crate::metrics::Snapshot,
+    /// Records read but not acknowledged when the run ended.
+    pub undelivered: u64,
+    /// A fatal error (missing stream, access denied, bad credentials) was seen.
+    pub fatal: bool,
+}
+
+impl Outcome {
+    pub fn all_delivered(&self) -> bool {
+        !self.interrupted && self.flows.iter().all(|f| f.undelivered == 0 && f.metrics.unreadable == 0)
+    }
+    pub fn any_fatal(&self) -> bool {
+        self.flows.iter().any(|f| f.fatal)
+    }
+}
+
+/// How a running daemon re-reads its configuration on SIGHUP.
+pub struct Reload {
+    /// Notified on SIGHUP.
+    pub signal: Arc<Notify>,
+    /// Reads and validates the configuration again (the same files as at start).
+    pub load: Box<dyn Fn() -> Result<AgentConfig, ConfigErrors> + Send + Sync>,
+}
+
+pub async fn run(
+    cfg: AgentConfig,
+    mode: Mode,
+    shutdown: CancellationToken,
+    reload: Option<Reload>,
+) -> Result<Outcome, RunError> {
+    let (mut store, notes) = CheckpointStore::open(&cfg.checkpoint_file, cfg.checkpoint_ttl_days)?;
+    store.set_flows(cfg.flows.iter().map(|f| f.id.as_str()));
+    for n in notes {
+        tracing::warn!("{n}");
+    }
+    tracing::debug!("checkpoints in {}", store.path().display());
+    let mut patterns = Vec::new();
+    for f in &cfg.flows {
+        let p = Pattern::new(&f.file_pattern).map_err(|source| RunError::Pattern {
+            index: f.index,
+            pattern: f.file_pattern.clone(),
+            source,
+        })?;
+        patterns.push(p);
+    }
+    let clients = aws::build(&cfg).await?;
+    // Said at start, in the background: a wrong stream, region or credentials is one clear line.
+    tokio::spawn({
+        let (cfg, clients) = (cfg.clone(), clients.clone());
+        async move { crate::check::log(&crate::check::destinations(&cfg, &clients).await) }
+    });
+    let tracker = AckTracker::new();
+    let reserve = crate::tail::budget::RESERVE + 2 * cfg.max_sending_threads;
+    let (files, note) = crate::tail::budget::OpenFiles::from_system(reserve);
+    tracing::debug!("{note}");
+    let watches: Arc<Mutex<Vec<Arc<FlowWatch>>>> = Arc::new(Mutex::new(Vec::new()));
+    let watcher = if mode == Mode::Daemon { start_watcher(watches.clone()) } else { None };
+    let mut flows = Flows {
+        mode,
+        give_up_after: cfg.give_up_after,
+        store: Arc::new(Mutex::new(store)),
+        tracker: tracker.clone(),
+        // `maxInFlightBytes` of record data; requests being sent hold up to about three times
+        // their share in memory (records, request entries, encoded body). Flows added by a
+        // reload take their reserve out of the shared half.
+        inflight: InFlight::new(cfg.max_sending_threads, cfg.max_in_flight_bytes, cfg.flows.len()),
+        clients,
+        watches,
+        watcher: Arc::new(Mutex::new(watcher)),
+        // Tailers stop on this; batchers then flush what was read and finish their sends.
+        stop_reading: shutdown.child_token(),
+        finished: Arc::new(Notify::new()),
+        live: Arc::new(Mutex::new(Vec::new())),
+        views: Arc::new(Mutex::new(Vec::new())),
+        all: Vec::new(),
+        published: crate::metrics::cloudwatch::Registry::default(),
+        imds: crate::ec2::Endpoint::from_config(cfg.aws.ec2_metadata_endpoint.as_deref()),
+        files,
+    };
+    let mut running: Vec<RunningFlow> = cfg.flows.iter().zip(patterns).map(|(f, p)| flows.start(f, p)).collect();
+    systemd::ready(&format!("{} flow(s) started", running.len()));
+    // Flows changed by a reload start once their previous version has drained.
+    let mut waiting: Vec<FlowConfig> = Vec::new();
+
+    let store = flows.store.clone();
+    let writer_stop = CancellationToken::new();
+    let beat = Heartbeat::default();
+    let writer = tokio::spawn(checkpoint_writer(store.clone(), tracker.clone(), writer_stop.clone(), beat.clone()));
+    if let Some(addr) = cfg.prometheus {
+        let scrape = Scrape { views: flows.views.clone(), inflight: flows.inflight.clone(), beat: beat.clone() };
+        if let Err(e) = crate::metrics::prometheus::serve(addr, Arc::new(scrape), writer_stop.clone()).await {
+            tracing::error!("prometheus.port: cannot listen on {addr}: {e}; no metrics are served");
+        }
+    }
+    let status_stop = CancellationToken::new();
+    let status = tokio::spawn(status_logger(flows.live.clone(), cfg.status_period, status_stop.clone()));
+    let progress = cfg
+        .progress
+        .filter(|_| mode == Mode::Once)
+        .map(|d| tokio::spawn(crate::progress::show(flows.live.clone(), d, status_stop.clone())));
+    let metrics_stop = CancellationToken::new();
+    let metrics = crate::metrics::cloudwatch::start(
+        &cfg,
+        flows.clients.cloudwatch.clone(),
+        flows.published.clone(),
+        metrics_stop.clone(),
+    );
+
+    // Wait for the batchers: they end when their tailers are done (`--once`, shutdown, or a
+    // reload that removed their flow) and their sends are finished. After a shutdown request,
+    // wait at most `shutdownTimeoutMillis`.
+    let mut current = cfg;
+    let timeout = current.shutdown_timeout;
+    let mut deadline: Option<tokio::time::Instant> = None;
+    let mut timed_out = false;
+    let never = Arc::new(Notify::new());
+    let reload_signal = reload.as_ref().map_or(never, |r| r.signal.clone());
+    loop {
+        running.retain(|f| {
+            let done = f.done.load(Ordering::SeqCst);
+            if done {
+                flows.forget(f);
+            }
+            !done || !f.stopping
+        });
+        if deadline.is_none() {
+            let mut folded = false;
+            waiting.retain(|next| {
+                if running.iter().any(|f| f.config.id == next.id && !f.done.load(Ordering::SeqCst)) {
+                    return true;
+                }
+                // The restarted flow starts from the store: fold in the last acknowledgements
+                // first, or up to a second of delivered lines would be sent again.
+                if !folded {
+                    folded = true;
+                    flush_checkpoints(&flows.store, &flows.tracker, false);
+                }
+                match Pattern::new(&next.file_pattern) {
+                    Ok(p) => running.push(flows.start(next, p)),
+                    Err(e) => tracing::error!("flows[{}]: filePattern {:?}: {e}", next.index, next.file_pattern),
+                }
+                false
+            });
+        }
+        let all_done = running.iter().all(|f| f.done.load(Ordering::SeqCst)) && waiting.is_empty();
+        if all_done && (mode == Mode::Once || shutdown.is_cancelled()) {
+            break;
+        }
+        tokio::select! {
+            _ = flows.finished.notified() => {}
+            _ = reload_signal.notified(), if mode == Mode::Daemon && deadline.is_none() => {
+                if let Some(r) = &reload {
+                    apply_reload(r, &mut current, &mut flows, &mut running, &mut waiting).await;
+                }
+                let live = running.iter().filter(|f| !f.stopping).count();
+                systemd::ready(&format!("{live} flow(s) running (configuration reloaded)"));
+            }
+            _ = shutdown.cancelled(), if deadline.is_none() => {
+                deadline = Some(tokio::time::Instant::now() + timeout);
+                waiting.clear();
+            }
+            _ = async { tokio::time::sleep_until(deadline.expect("set")).await }, if deadline.is_some() => {
+                timed_out = true;
+                for f in &running {
+                    f.batcher.abort();
+                }
+                break;
+            }
+        }
+    }
+    let pending = tracker.pending_records();
+    if timed_out {
+        tracing::warn!(
+            "shutdown: {pending} record(s) were still being sent after {} ms; they will be sent again at the next start",
+            timeout.as_millis()
+        );
+    }
+    // The sends are over: the publisher takes the last growth and tries once more (bounded),
+    // unless the shutdown already took all the time it had.
+    metrics_stop.cancel();
+    if let Some(m) = metrics {
+        if timed_out {
+            m.abort();
+        }
+        let _ = m.await;
+    }
+    status_stop.cancel();
+    let _ = status.await;
+    if let Some(p) = progress {
+        let _ = p.await;
+    }
+    writer_stop.cancel();
+    let _ = writer.await;
+    // Final checkpoint.
+    flush_checkpoints(&store, &tracker, true);
+    drop(flows.watcher.lock().unwrap().take());
+
+    let mut outcome = Outcome { flows: Vec::new(), interrupted: shutdown.is_cancelled() };
+    for s in &flows.all {
+        let m = s.metrics.snapshot();
+        outcome.flows.push(FlowOutcome {
+            label: s.label.clone(),
+            metrics: m,
+            undelivered: m.records_read.saturating_sub(m.records_sent),
+            fatal: s.saw_fatal.load(Ordering::Relaxed),
+        });
+    }
+    Ok(outcome)
+}
+
+/// The Prometheus view of the running flows.
+struct Scrape {
+    views: Arc<Mutex<Vec<FlowView>>>,
+    inflight: InFlight,
+    beat: Heartbeat,
+}
+
+/// The loop that writes checkpoints turns every second; this long without a turn is unhealthy.
+const UNHEALTHY_AFTER: Duration = Duration::from_secs(30);
+
+impl crate::metrics::prometheus::Source for Scrape {
+    fn render(&self) -> String {
+        let views = self.views.lock().unwrap().clone();
+        let snaps: Vec<_> = views.iter().map(|v| v.sender.metrics.snapshot()).collect();
+        let labels = |v: &FlowView| vec![("flow", v.id.clone()), ("destination", v.destination.clone())];
+        let mut e = crate::metrics::prometheus::Exposition::default();
+        for metric in crate::metrics::METRICS {
+            let samples: Vec<_> = views.iter().zip(&snaps).map(|(v, m)| (labels(v), (metric.get)(m) as f64)).collect();
+            let kind = match metric.kind {
+                crate::metrics::Kind::Counter => "counter",
+                crate::metrics::Kind::Gauge => "gauge",
+            };
+            e.metric(&format!("kinesis_agent_{}", metric.prometheus), kind, metric.help, &samples);
+        }
+        let mut lag = Vec::new();
+        for v in &views {
+            for (path, h) in v.watch.files.lock().unwrap().iter() {
+                let unread = h.size.load(Ordering::Relaxed).saturating_sub(h.read_offset.load(Ordering::Relaxed));
+                let mut l = labels(v);
+                l.push(("path", path.display().to_string()));
+                lag.push((l, unread as f64));
+            }
+        }
+        e.metric("kinesis_agent_file_unread_bytes", "gauge", "Bytes of a tailed file not read yet.", &lag);
+        let in_flight = self.inflight.bytes.load(Ordering::Relaxed);
+        e.metric("kinesis_agent_in_flight_bytes", "gauge", "Record bytes being sent.", &[(vec![], in_flight as f64)]);
+        let age = if self.beat.written_ms.load(Ordering::Relaxed) == 0 {
+            self.beat.start.elapsed()
+        } else {
+            self.beat.age(&self.beat.written_ms)
+        };
+        e.metric(
+            "kinesis_agent_checkpoint_age_seconds",
+            "gauge",
+            "Seconds since the checkpoint file was last written (or since start).",
+            &[(vec![], age.as_secs_f64())],
+        );
+        e.finish()
+    }
+
+    fn health(&self) -> Result<String, String> {
+        let stalled = self.beat.age(&self.beat.tick_ms);
+        let flows = self.views.lock().unwrap().len();
+        if stalled > UNHEALTHY_AFTER {
+            Err(format!("unhealthy: the checkpoint loop has not turned for {} s", stalled.as_secs()))
+        } else {
+            Ok(format!("ok: {flows} flow(s)"))
+        }
+    }
+}
+
+async fn status_logger(senders: Arc<Mutex<Vec<Arc<FlowSender>>>>, period: Duration, stop: CancellationToken) {
+    let mut interval = tokio::time::interval(period);
+    interval.tick().await;
+    // The counters at the last line, by sender (flows come and go with reloads).
+    let mut last: Vec<(Arc<FlowSender>, crate::metrics::Snapshot)> = Vec::new();
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let now: Vec<Arc<FlowSender>> = senders.lock().unwrap().clone();
+        let (sent, behind) =
+            now.iter().map(|s| s.metrics.snapshot()).fold((0, 0), |(a, b), m| (a + m.records_sent, b + m.bytes_behind));
+        systemd::status(&format!("{} flow(s): {sent} records sent, {behind} bytes behind", now.len()));
+        last.retain(|(s, _)| now.iter().any(|n| Arc::ptr_eq(n, s)));
+        for s in &now {
+            if !last.iter().any(|(l, _)| Arc::ptr_eq(l, s)) {
+                last.push((s.clone(), Default::default()));
+            }
+            let prev = &mut last.iter_mut().find(|(l, _)| Arc::ptr_eq(l, s)).expect("added").1;
+            let m = s.metrics.snapshot();
+            tracing::info!("{}", crate::metrics::status::line(&s.label, &m, prev));
+            s.pace_tick();
+            // Throttling: one line per period, with the counts and the pace.
+            let (codes, requests) = s.pacer.take_counts();
+            if !codes.is_empty() {
+                let codes: Vec<String> = codes.iter().map(|(c, n)| format!("{c} x{n}")).collect();
+                let pace = match s.pacer.rate() {
+                    Some(r) => format!("sending at most {r:.0} records/s"),
+                    None => "sending at full speed".to_string(),
+                };
+                tracing::warn!(
+                    "{}: throttled in the last {} s: {} in {requests} request(s); {pace}",
+                    s.label,
+                    period.as_secs(),
+                    codes.join(", ")
+                );
+            }
+            if m.record_errors == prev.record_errors {
+                s.quiet_period();
+            }
+            *prev = m;
+        }
+    }
+}
+
+fn start_watcher(watches: Arc<Mutex<Vec<Arc<FlowWatch>>>>) -> Option<notify::RecommendedWatcher> {
+    let handler = move |res: notify::Result<notify::Event>| {
+        let Ok(event) = res else { return };
+        let structural =
+            matches!(event.kind, EventKind::Create(_) | EventKind::Remove(_) | EventKind::Any | EventKind::Other)
+                || matches!(event.kind, EventKind::Modify(notify::event::ModifyKind::Name(_)));
+        for w in watches.lock().unwrap().iter() {
+            for p in &event.paths {
+                if !p.starts_with(w.pattern.base()) {
+                    continue;
+                }
+                let known = w.files.lock().unwrap().get(p).cloned();
+                if let Some(h) = &known {
+                    h.wake.notify_one();
+                }
+                if structural || (known.is_none() && w.pattern.matches(p)) {
+                    w.rescan.notify_one();
+                }
+            }
+        }
+    };
+    match notify::recommended_watcher(handler) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            tracing::warn!("file-system notifications are unavailable ({e}); polling instead");
+            None
+        }
+    }
+}

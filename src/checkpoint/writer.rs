@@ -1,0 +1,106 @@
+//! The periodic checkpoint writer: folds the acknowledgement tracker's watermarks into the store
+//! every `CHECKPOINT_EVERY` (coalesced, atomic, fsynced), and is the agent's heartbeat for the
+//! systemd watchdog and `/healthz`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::CheckpointStore;
+use crate::ack::AckTracker;
+use crate::service::systemd;
+
+/// Acknowledged progress reaches the checkpoint file within this long (writes are coalesced: at
+/// most one per period, none when nothing moved), which bounds what a crash sends again.
+pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
+/// Fold the tracker's watermarks into the store and write it if anything changed. Errors are
+/// logged and retried at the next call: the agent keeps running (the checkpoint only lags).
+pub fn flush_checkpoints(store: &Mutex<CheckpointStore>, tracker: &AckTracker, last: bool) -> bool {
+    let Some((marks, forgotten)) = tracker.snapshot_if_dirty() else { return true };
+    let mut s = store.lock().unwrap();
+    s.update(&marks, &forgotten);
+    match s.write() {
+        Ok(()) => true,
+        Err(e) => {
+            // Make the next snapshot write again.
+            tracker.mark_dirty();
+            if last {
+                tracing::error!("{e}; the last checkpoint could not be saved, so some lines will be sent again");
+            }
+            tracing::debug!("{e}");
+            false
+        }
+    }
+}
+
+/// When the checkpoint loop last turned and last wrote (ms since `start`), for `/healthz` and the
+/// checkpoint-age metric.
+#[derive(Clone)]
+pub struct Heartbeat {
+    pub start: std::time::Instant,
+    pub tick_ms: Arc<AtomicU64>,
+    pub written_ms: Arc<AtomicU64>,
+}
+
+impl Default for Heartbeat {
+    fn default() -> Self {
+        Heartbeat { start: std::time::Instant::now(), tick_ms: Arc::default(), written_ms: Arc::default() }
+    }
+}
+
+impl Heartbeat {
+    pub fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    pub fn age(&self, at: &AtomicU64) -> Duration {
+        Duration::from_millis(self.now_ms().saturating_sub(at.load(Ordering::Relaxed)))
+    }
+}
+
+pub async fn checkpoint_writer(
+    store: Arc<Mutex<CheckpointStore>>,
+    tracker: AckTracker,
+    stop: CancellationToken,
+    beat: Heartbeat,
+) {
+    let mut failing = false;
+    // This loop is the agent's heartbeat for systemd's watchdog: it needs the tracker and the
+    // store, which a wedged agent would not give it.
+    let every = systemd::watchdog_every().map_or(CHECKPOINT_EVERY, |w| w.min(CHECKPOINT_EVERY));
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut touched = std::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        // Now and then also when nothing moved, so that the checkpoints of quiet files are
+        // touched (`checkpointTimeToLiveDays` drops only files no longer tailed).
+        if touched.elapsed() >= super::TOUCH_EVERY {
+            touched = std::time::Instant::now();
+            tracker.mark_dirty();
+        }
+        let (st, tr) = (store.clone(), tracker.clone());
+        let ok = tokio::task::spawn_blocking(move || flush_checkpoints(&st, &tr, false)).await.unwrap_or(false);
+        systemd::watchdog();
+        beat.tick_ms.store(beat.now_ms(), Ordering::Relaxed);
+        if ok {
+            beat.written_ms.store(beat.now_ms(), Ordering::Relaxed);
+        }
+        if !ok && !failing {
+            let path = store.lock().unwrap().path().to_path_buf();
+            tracing::error!(
+                "cannot write checkpoints to {}; retrying every second (delivery goes on; after a crash more lines would be sent again)",
+                path.display()
+            );
+        } else if ok && failing {
+            tracing::info!("checkpoints are being written again");
+        }
+        failing = !ok;
+    }
+}
