@@ -1,5 +1,5 @@
 //! Configuration: the Java agent's `agent.json` (plus `agent.d/*.json` drop-ins) parsed with its
-//! types, coercions and defaults, then validated into the structs below. `parse.rs` owns the key
+//! types, coercions and defaults, then validated into the structs below. `parse/` owns the key
 //! table and the raw JSON handling; everything else in the agent only sees these validated types.
 
 mod parse;
