@@ -14,7 +14,9 @@ use aws_smithy_runtime_api::client::interceptors::context::BeforeTransmitInterce
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
 
-use crate::config::{AgentConfig, Destination};
+use std::collections::HashMap;
+
+use crate::config::{AgentConfig, AwsSettings, Destination, FlowConfig};
 
 /// Hashes the request body for SigV4 with aws-lc's assembly SHA-256 instead of the SDK's
 /// portable one. Signing every byte sent is the largest CPU cost of shipping lines (measured:
@@ -55,18 +57,144 @@ pub enum AwsSetupError {
 /// Time allowed for one PutMetricData attempt.
 const CLOUDWATCH_ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Clients for the destinations the flows use.
+/// Clients for the destinations the flows use: one per distinct (kind, region, endpoint, role),
+/// shared by the flows that have the same.
 #[derive(Clone)]
 pub struct Clients {
-    pub kinesis: Option<aws_sdk_kinesis::Client>,
-    pub kinesis_region: Option<String>,
-    pub firehose: Option<aws_sdk_firehose::Client>,
-    pub firehose_region: Option<String>,
+    destinations: HashMap<DestinationKey, DestinationClient>,
     /// For the identity check: only where it means something (AWS itself, or `sts.endpoint`
     /// given), so that a run against local emulators never calls out.
     pub sts: Option<aws_sdk_sts::Client>,
     /// For the agent's metrics, when `cloudwatch::wanted`.
     pub cloudwatch: Option<crate::metrics::cloudwatch::Target>,
+    /// The top-level settings, which flows override.
+    settings: AwsSettings,
+    /// The region of the SDK's chain (AWS_REGION, profile, instance metadata).
+    default_region: Option<String>,
+    /// The credentials found, before any role is assumed.
+    source: SdkConfig,
+    /// SDK configurations by role (`None`: the credentials found; the top-level role is there
+    /// from the start).
+    roles: HashMap<Option<Role>, SdkConfig>,
+}
+
+/// A role to assume: ARN and external id.
+type Role = (String, Option<String>);
+
+/// What a destination client is made from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DestinationKey {
+    pub firehose: bool,
+    pub region: String,
+    pub endpoint: Option<String>,
+    pub role: Option<Role>,
+}
+
+#[derive(Clone)]
+enum DestinationClient {
+    Kinesis(aws_sdk_kinesis::Client),
+    Firehose(aws_sdk_firehose::Client),
+}
+
+/// A flow's destination settings: its own (`FlowAws`) over the top-level ones. A flow's region
+/// goes with its own endpoint first: a flow endpoint naming a region wins over the top-level
+/// `kinesis.region`.
+pub fn destination_key(
+    global: &AwsSettings,
+    flow: &FlowConfig,
+    default_region: Option<&str>,
+) -> Result<DestinationKey, AwsSetupError> {
+    let own = &flow.aws;
+    let firehose = matches!(flow.destination, Destination::Firehose { .. });
+    let (own_endpoint, own_region, endpoint, region) = if firehose {
+        (&own.firehose_endpoint, &own.firehose_region, &global.firehose_endpoint, &global.firehose_region)
+    } else {
+        (&own.kinesis_endpoint, &own.kinesis_region, &global.kinesis_endpoint, &global.kinesis_region)
+    };
+    let endpoint_used = own_endpoint.clone().or_else(|| endpoint.clone());
+    let region = own_region
+        .clone()
+        .or_else(|| own_endpoint.as_deref().and_then(region_from_endpoint))
+        .or_else(|| region.clone())
+        .or_else(|| endpoint.as_deref().and_then(region_from_endpoint))
+        .or_else(|| default_region.map(str::to_string))
+        // Java uses us-east-1 for Firehose unless `firehose.endpoint` is set (its issue #207);
+        // for Kinesis only with an endpoint (an emulator).
+        .or_else(|| (firehose || endpoint_used.is_some()).then(|| "us-east-1".to_string()))
+        .ok_or(AwsSetupError::NoRegion { service: "Kinesis", key: "kinesis.region" })?;
+    let role = match (&own.assume_role_arn, &global.assume_role_arn) {
+        (Some(arn), _) => Some((arn.clone(), own.assume_role_external_id.clone())),
+        (None, Some(arn)) => {
+            Some((arn.clone(), own.assume_role_external_id.clone().or_else(|| global.assume_role_external_id.clone())))
+        }
+        (None, None) => None,
+    };
+    Ok(DestinationKey { firehose, region, endpoint: endpoint_used, role })
+}
+
+impl Clients {
+    fn key(&self, flow: &FlowConfig) -> Option<DestinationKey> {
+        destination_key(&self.settings, flow, self.default_region.as_deref()).ok()
+    }
+
+    /// The Kinesis client of a Kinesis flow (built by `build` or `add_flows`), and its region.
+    pub fn kinesis(&self, flow: &FlowConfig) -> Option<(aws_sdk_kinesis::Client, String)> {
+        let key = self.key(flow)?;
+        match self.destinations.get(&key)? {
+            DestinationClient::Kinesis(c) => Some((c.clone(), key.region)),
+            DestinationClient::Firehose(_) => None,
+        }
+    }
+
+    /// The Firehose client of a Firehose flow, and its region.
+    pub fn firehose(&self, flow: &FlowConfig) -> Option<(aws_sdk_firehose::Client, String)> {
+        let key = self.key(flow)?;
+        match self.destinations.get(&key)? {
+            DestinationClient::Firehose(c) => Some((c.clone(), key.region)),
+            DestinationClient::Kinesis(_) => None,
+        }
+    }
+
+    /// The region a flow sends to (for labels), if it resolves.
+    pub fn region(&self, flow: &FlowConfig) -> Option<String> {
+        self.key(flow).map(|k| k.region)
+    }
+
+    /// Builds the clients `flows` need that are not there yet (roles are assumed here).
+    pub async fn add_flows(&mut self, flows: &[FlowConfig]) -> Result<(), AwsSetupError> {
+        for flow in flows {
+            let key = destination_key(&self.settings, flow, self.default_region.as_deref())?;
+            if self.destinations.contains_key(&key) {
+                continue;
+            }
+            if !self.roles.contains_key(&key.role) {
+                let (arn, external_id) = key.role.clone().expect("the no-role config is always there");
+                let conf =
+                    assume_role(self.source.clone(), &arn, external_id.as_deref(), &self.settings, &key.region).await;
+                self.roles.insert(key.role.clone(), conf);
+            }
+            let base = &self.roles[&key.role];
+            let client = if key.firehose {
+                let mut b = aws_sdk_firehose::config::Builder::from(base)
+                    .region(Region::new(key.region.clone()))
+                    .interceptor(FastPayloadHash);
+                if let Some(ep) = &key.endpoint {
+                    b = b.endpoint_url(endpoint_url(ep));
+                }
+                DestinationClient::Firehose(aws_sdk_firehose::Client::from_conf(b.build()))
+            } else {
+                let mut b = aws_sdk_kinesis::config::Builder::from(base)
+                    .region(Region::new(key.region.clone()))
+                    .interceptor(FastPayloadHash);
+                if let Some(ep) = &key.endpoint {
+                    b = b.endpoint_url(endpoint_url(ep));
+                }
+                DestinationClient::Kinesis(aws_sdk_kinesis::Client::from_conf(b.build()))
+            };
+            self.destinations.insert(key, client);
+        }
+        Ok(())
+    }
 }
 
 /// `kinesis.endpoint` may be a bare host (`kinesis.eu-west-1.amazonaws.com`), as in Java.
@@ -109,23 +237,32 @@ pub async fn build(cfg: &AgentConfig) -> Result<Clients, AwsSetupError> {
     if let Some(app) = aws.user_agent.as_deref().and_then(|ua| AppName::new(ua.to_string()).ok()) {
         loader = loader.app_name(app);
     }
-    let mut base = loader.load().await;
-
-    if let Some(arn) = &aws.assume_role_arn {
-        base = assume_role(base, arn, cfg).await;
+    let source = loader.load().await;
+    let default_region = source.region().map(|r| r.to_string());
+    let global_role = aws.assume_role_arn.clone().map(|arn| (arn, aws.assume_role_external_id.clone()));
+    let base = match &global_role {
+        Some((arn, ext)) => {
+            let region = aws
+                .kinesis_region
+                .clone()
+                .or_else(|| aws.sts_endpoint.as_deref().and_then(region_from_endpoint))
+                .unwrap_or_else(|| "us-east-1".to_string());
+            assume_role(source.clone(), arn, ext.as_deref(), aws, &region).await
+        }
+        None => source.clone(),
+    };
+    let mut roles = HashMap::from([(None, source.clone())]);
+    if global_role.is_some() {
+        roles.insert(global_role, base.clone());
     }
-
-    let uses_kinesis = cfg.flows.iter().any(|f| matches!(f.destination, Destination::Kinesis { .. }));
-    let uses_firehose = cfg.flows.iter().any(|f| matches!(f.destination, Destination::Firehose { .. }));
-    let default_region = base.region().map(|r| r.to_string());
-
     let mut clients = Clients {
-        kinesis: None,
-        kinesis_region: None,
-        firehose: None,
-        firehose_region: None,
+        destinations: HashMap::new(),
         sts: None,
         cloudwatch: None,
+        settings: aws.clone(),
+        default_region: default_region.clone(),
+        source,
+        roles,
     };
     if crate::metrics::cloudwatch::wanted(cfg).is_ok() {
         // Java uses us-east-1 unless `cloudwatch.endpoint` is set; we honour the region chain
@@ -152,46 +289,13 @@ pub async fn build(cfg: &AgentConfig) -> Result<Clients, AwsSetupError> {
             region,
         });
     }
-    if uses_kinesis {
-        let region = aws
-            .kinesis_region
-            .clone()
-            .or_else(|| aws.kinesis_endpoint.as_deref().and_then(region_from_endpoint))
-            .or_else(|| default_region.clone())
-            .or_else(|| aws.kinesis_endpoint.as_ref().map(|_| "us-east-1".to_string()))
-            .ok_or(AwsSetupError::NoRegion { service: "Kinesis", key: "kinesis.region" })?;
-        let mut b = aws_sdk_kinesis::config::Builder::from(&base)
-            .region(Region::new(region.clone()))
-            .interceptor(FastPayloadHash);
-        if let Some(ep) = &aws.kinesis_endpoint {
-            b = b.endpoint_url(endpoint_url(ep));
-        }
-        clients.kinesis = Some(aws_sdk_kinesis::Client::from_conf(b.build()));
-        clients.kinesis_region = Some(region);
-    }
-    if uses_firehose {
-        // Java uses us-east-1 unless `firehose.endpoint` is set (its issue #207); we honour the
-        // region chain first and keep us-east-1 as the last resort.
-        let region = aws
-            .firehose_region
-            .clone()
-            .or_else(|| aws.firehose_endpoint.as_deref().and_then(region_from_endpoint))
-            .or_else(|| default_region.clone())
-            .unwrap_or_else(|| "us-east-1".to_string());
-        let mut b = aws_sdk_firehose::config::Builder::from(&base)
-            .region(Region::new(region.clone()))
-            .interceptor(FastPayloadHash);
-        if let Some(ep) = &aws.firehose_endpoint {
-            b = b.endpoint_url(endpoint_url(ep));
-        }
-        clients.firehose = Some(aws_sdk_firehose::Client::from_conf(b.build()));
-        clients.firehose_region = Some(region);
-    }
-    let custom_endpoints = aws.kinesis_endpoint.is_some() || aws.firehose_endpoint.is_some();
+    clients.add_flows(&cfg.flows).await?;
+    let custom_endpoints = aws.kinesis_endpoint.is_some()
+        || aws.firehose_endpoint.is_some()
+        || cfg.flows.iter().any(|f| f.aws.kinesis_endpoint.is_some() || f.aws.firehose_endpoint.is_some());
     if aws.sts_endpoint.is_some() || !custom_endpoints {
         let region = default_region
-            .or_else(|| clients.kinesis_region.clone())
-            .or_else(|| clients.firehose_region.clone())
+            .or_else(|| clients.destinations.keys().next().map(|k| k.region.clone()))
             .unwrap_or_else(|| "us-east-1".to_string());
         let mut b = aws_sdk_sts::config::Builder::from(&base).region(Region::new(region));
         if let Some(ep) = &aws.sts_endpoint {
@@ -203,23 +307,24 @@ pub async fn build(cfg: &AgentConfig) -> Result<Clients, AwsSetupError> {
 }
 
 /// Wrap the credentials of `base` in STS AssumeRole (session `AWSKinesisAgent`, as in Java).
-async fn assume_role(base: SdkConfig, arn: &str, cfg: &AgentConfig) -> SdkConfig {
-    let aws = &cfg.aws;
+/// STS is called in `base`'s region, else `region`.
+async fn assume_role(
+    base: SdkConfig,
+    arn: &str,
+    external_id: Option<&str>,
+    aws: &AwsSettings,
+    region: &str,
+) -> SdkConfig {
     let mut sts = base.clone().into_builder();
     if let Some(ep) = &aws.sts_endpoint {
         sts = sts.endpoint_url(endpoint_url(ep));
     }
     if base.region().is_none() {
-        let region = aws
-            .kinesis_region
-            .clone()
-            .or_else(|| aws.sts_endpoint.as_deref().and_then(region_from_endpoint))
-            .unwrap_or_else(|| "us-east-1".to_string());
-        sts = sts.region(Region::new(region));
+        sts = sts.region(Region::new(region.to_string()));
     }
     let sts = sts.build();
     let mut builder = aws_config::sts::AssumeRoleProvider::builder(arn).session_name("AWSKinesisAgent").configure(&sts);
-    if let Some(ext) = &aws.assume_role_external_id {
+    if let Some(ext) = external_id {
         builder = builder.external_id(ext);
     }
     let provider = match base.credentials_provider() {
@@ -285,6 +390,63 @@ mod tests {
             assert_eq!(sdk, authorization(Some(true), body.clone()).await);
             assert_ne!(sdk, authorization(Some(false), body).await);
         }
+    }
+
+    /// A flow's own settings win over the top level's, its endpoint's region over the top-level
+    /// region, and a flow's role goes with its own external id only.
+    #[test]
+    fn a_flows_destination_settings_win() {
+        use crate::config::FlowAws;
+        let flow = crate::config::load_str(
+            std::path::Path::new("/a.json"),
+            r#"{"flows": [{"filePattern": "/a", "kinesisStream": "s"}, {"filePattern": "/b", "deliveryStream": "d"}]}"#,
+        )
+        .unwrap()
+        .flows;
+        let (kinesis, firehose) = (flow[0].clone(), flow[1].clone());
+        let global = AwsSettings {
+            kinesis_region: Some("us-east-1".into()),
+            assume_role_arn: Some("arn:top".into()),
+            assume_role_external_id: Some("top-ext".into()),
+            ..Default::default()
+        };
+        let key = |f: &FlowConfig, own: FlowAws, g: &AwsSettings, chain: Option<&str>| {
+            let mut f = f.clone();
+            f.aws = own;
+            destination_key(g, &f, chain)
+        };
+        let k = key(&kinesis, FlowAws::default(), &global, Some("ap-south-1")).unwrap();
+        assert_eq!(
+            (k.region.as_str(), k.role.clone()),
+            ("us-east-1", Some(("arn:top".into(), Some("top-ext".into()))))
+        );
+        let own = FlowAws {
+            kinesis_endpoint: Some("https://kinesis.eu-west-1.amazonaws.com".into()),
+            assume_role_arn: Some("arn:flow".into()),
+            ..Default::default()
+        };
+        let k = key(&kinesis, own, &global, None).unwrap();
+        assert_eq!(k.region, "eu-west-1", "the flow's endpoint names its region");
+        assert_eq!(k.role, Some(("arn:flow".into(), None)), "the top-level external id is the top-level role's");
+        let k =
+            key(&kinesis, FlowAws { kinesis_region: Some("eu-north-1".into()), ..Default::default() }, &global, None);
+        assert_eq!(k.unwrap().region, "eu-north-1");
+        // Without any region: Kinesis is an error (unless an endpoint is set), Firehose us-east-1.
+        let bare = AwsSettings::default();
+        assert!(key(&kinesis, FlowAws::default(), &bare, None).is_err());
+        let k = key(
+            &kinesis,
+            FlowAws { kinesis_endpoint: Some("http://127.0.0.1:1".into()), ..Default::default() },
+            &bare,
+            None,
+        );
+        assert_eq!(k.unwrap().region, "us-east-1");
+        let k =
+            key(&firehose, FlowAws { firehose_region: Some("us-west-2".into()), ..Default::default() }, &bare, None);
+        assert_eq!((k.as_ref().unwrap().firehose, k.unwrap().region.as_str()), (true, "us-west-2"));
+        // Kinesis settings do not apply to a Firehose flow.
+        let k = key(&firehose, FlowAws::default(), &global, Some("ca-central-1")).unwrap();
+        assert_eq!(k.region, "ca-central-1");
     }
 
     #[test]

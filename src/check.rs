@@ -53,15 +53,16 @@ pub async fn destinations(cfg: &AgentConfig, clients: &Clients) -> Vec<Finding> 
     let mut out = Vec::new();
     let mut seen = Vec::new();
     for flow in &cfg.flows {
-        if seen.contains(&flow.destination) {
+        // Flows sharing a stream, in the same region and account, are checked once.
+        let place = (flow.destination.clone(), crate::aws::destination_key(&cfg.aws, flow, None).ok());
+        if seen.contains(&place) {
             continue;
         }
-        seen.push(flow.destination.clone());
+        seen.push(place);
         let finding = match &flow.destination {
             Destination::Kinesis { stream } => {
-                let region = clients.kinesis_region.as_deref().unwrap_or("?");
-                let label = flow.label(Some(region));
-                let client = clients.kinesis.as_ref().expect("built for kinesis flows");
+                let (client, region) = clients.kinesis(flow).expect("built for every flow");
+                let label = flow.label(Some(&region));
                 let call = client.describe_stream_summary().stream_name(stream).send();
                 match tokio::time::timeout(CHECK_TIMEOUT, call).await {
                     Err(_) => timed_out(&label),
@@ -83,9 +84,8 @@ pub async fn destinations(cfg: &AgentConfig, clients: &Clients) -> Vec<Finding> 
                 }
             }
             Destination::Firehose { stream } => {
-                let region = clients.firehose_region.as_deref().unwrap_or("?");
-                let label = flow.label(Some(region));
-                let client = clients.firehose.as_ref().expect("built for firehose flows");
+                let (client, region) = clients.firehose(flow).expect("built for every flow");
+                let label = flow.label(Some(&region));
                 let call = client.describe_delivery_stream().delivery_stream_name(stream).send();
                 match tokio::time::timeout(CHECK_TIMEOUT, call).await {
                     Err(_) => timed_out(&label),
@@ -120,19 +120,18 @@ pub async fn destinations(cfg: &AgentConfig, clients: &Clients) -> Vec<Finding> 
     }
     // KPL aggregation by shard needs the shard map; without it, aggregates still work, but hold
     // one partition key each.
-    let mut listed: Vec<&str> = Vec::new();
+    let mut listed = Vec::new();
     for flow in &cfg.flows {
         let Destination::Kinesis { stream } = &flow.destination else { continue };
-        if flow.kpl_aggregation.is_none()
-            || flow.partition_key == PartitionKeyOption::Random
-            || listed.contains(&&**stream)
+        let place = (stream, crate::aws::destination_key(&cfg.aws, flow, None).ok());
+        if flow.kpl_aggregation.is_none() || flow.partition_key == PartitionKeyOption::Random || listed.contains(&place)
         {
             continue;
         }
-        listed.push(stream);
-        let label = flow.label(clients.kinesis_region.as_deref());
-        let client = clients.kinesis.as_ref().expect("built for kinesis flows");
-        match tokio::time::timeout(CHECK_TIMEOUT, crate::sink::shards::list_shards(client, stream)).await {
+        listed.push(place);
+        let (client, region) = clients.kinesis(flow).expect("built for every flow");
+        let label = flow.label(Some(&region));
+        match tokio::time::timeout(CHECK_TIMEOUT, crate::sink::shards::list_shards(&client, stream)).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => out.push(Finding {
                 level: Level::Warn,

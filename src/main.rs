@@ -139,6 +139,18 @@ fn print_config(cfg: &AgentConfig) {
         println!("flows[{}] from {}", f.index, f.source.display());
         println!("  filePattern {}", f.file_pattern);
         println!("  {dest}");
+        let own = [
+            ("kinesis.endpoint", &f.aws.kinesis_endpoint),
+            ("kinesis.region", &f.aws.kinesis_region),
+            ("firehose.endpoint", &f.aws.firehose_endpoint),
+            ("firehose.region", &f.aws.firehose_region),
+            ("assumeRoleARN", &f.aws.assume_role_arn),
+            ("assumeRoleExternalId", &f.aws.assume_role_external_id),
+        ];
+        let own: Vec<String> = own.iter().filter_map(|(k, v)| v.as_ref().map(|v| format!("{k} {v}"))).collect();
+        if !own.is_empty() {
+            println!("  its own destination settings: {}", own.join(", "));
+        }
         println!("  initialPosition {}, skipHeaderLines {}", f.initial_position.as_str(), f.skip_header_lines);
         if let Some(p) = &f.multi_line_start_pattern {
             println!(

@@ -80,23 +80,16 @@ pub(super) struct FlowView {
 impl Flows {
     pub(super) fn start(&mut self, flow: &FlowConfig, pattern: Pattern) -> RunningFlow {
         let (client, region) = match &flow.destination {
-            Destination::Kinesis { stream } => (
-                SinkClient::Kinesis {
-                    client: self.clients.kinesis.clone().expect("built for kinesis flows"),
-                    stream: stream.clone(),
-                    key: flow.partition_key.clone(),
-                },
-                self.clients.kinesis_region.clone(),
-            ),
-            Destination::Firehose { stream } => (
-                SinkClient::Firehose {
-                    client: self.clients.firehose.clone().expect("built for firehose flows"),
-                    stream: stream.clone(),
-                },
-                self.clients.firehose_region.clone(),
-            ),
+            Destination::Kinesis { stream } => {
+                let (client, region) = self.clients.kinesis(flow).expect("built for every flow");
+                (SinkClient::Kinesis { client, stream: stream.clone(), key: flow.partition_key.clone() }, region)
+            }
+            Destination::Firehose { stream } => {
+                let (client, region) = self.clients.firehose(flow).expect("built for every flow");
+                (SinkClient::Firehose { client, stream: stream.clone() }, region)
+            }
         };
-        let label = flow.label(region.as_deref());
+        let label = flow.label(Some(&region));
         let had_checkpoints = self.store.lock().unwrap().has_flow(&flow.id);
         // The flow's tailers stop on shutdown, on a reload that removes the flow, or when `--once`
         // gives up after a fatal error (`give_up`; a shutdown alone must not make the senders

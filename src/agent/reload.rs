@@ -4,8 +4,7 @@ use std::collections::HashMap;
 
 use super::Reload;
 use super::flow::{Flows, RunningFlow};
-use crate::aws;
-use crate::config::{AgentConfig, Destination, FlowConfig};
+use crate::config::{AgentConfig, FlowConfig};
 use crate::discovery::Pattern;
 
 /// Whether two versions of a flow behave the same (its place in the list and its file aside).
@@ -72,27 +71,10 @@ pub(super) async fn apply_reload(
             changed.join(", ")
         );
     }
-    // Clients for a destination kind no flow used so far.
-    let needs_kinesis = new.flows.iter().any(|f| matches!(f.destination, Destination::Kinesis { .. }));
-    let needs_firehose = new.flows.iter().any(|f| matches!(f.destination, Destination::Firehose { .. }));
-    if (needs_kinesis && flows.clients.kinesis.is_none()) || (needs_firehose && flows.clients.firehose.is_none()) {
-        // The running global settings, with the new flows (whose kinds decide which clients).
-        match aws::build(&AgentConfig { flows: new.flows.clone(), ..current.clone() }).await {
-            Ok(c) => {
-                if flows.clients.kinesis.is_none() {
-                    flows.clients.kinesis = c.kinesis;
-                    flows.clients.kinesis_region = c.kinesis_region;
-                }
-                if flows.clients.firehose.is_none() {
-                    flows.clients.firehose = c.firehose;
-                    flows.clients.firehose_region = c.firehose_region;
-                }
-            }
-            Err(e) => {
-                tracing::error!("SIGHUP: {e}; the configuration was not applied");
-                return;
-            }
-        }
+    // Clients for destinations (kind, region, endpoint, role) no flow used so far.
+    if let Err(e) = flows.clients.add_flows(&new.flows).await {
+        tracing::error!("SIGHUP: {e}; the configuration was not applied");
+        return;
     }
     let mut patterns = HashMap::new();
     for f in &new.flows {

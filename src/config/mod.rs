@@ -285,6 +285,27 @@ pub struct FlowConfig {
     /// `dataProcessingOptions`: converters applied in order to each record (empty: records
     /// are sent as read, without a copy).
     pub data_processing_options: Vec<ProcessingOption>,
+    /// Destination settings of this flow that override the top-level ones (new: cross-account
+    /// and cross-region shipping from one host).
+    pub aws: FlowAws,
+}
+
+/// `kinesis.endpoint`, `kinesis.region`, `firehose.endpoint`, `firehose.region`,
+/// `assumeRoleARN` and `assumeRoleExternalId` set inside a flow (`None`: the top-level value).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FlowAws {
+    pub kinesis_endpoint: Option<String>,
+    pub kinesis_region: Option<String>,
+    pub firehose_endpoint: Option<String>,
+    pub firehose_region: Option<String>,
+    pub assume_role_arn: Option<String>,
+    pub assume_role_external_id: Option<String>,
+}
+
+impl FlowAws {
+    pub fn is_empty(&self) -> bool {
+        *self == FlowAws::default()
+    }
 }
 
 impl FlowConfig {

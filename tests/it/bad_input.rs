@@ -305,10 +305,8 @@ fn misplaced_keys_say_where_they_belong() {
         &["agent.json: maxBufferAgeMillis: `maxBufferAgeMillis` is a flow key: move it into each object of `flows`"],
     );
     assert_rejected(
-        &with_flow("", r#", "kinesis.endpoint": "https://kinesis.eu-west-1.amazonaws.com""#),
-        &[
-            "agent.json: flows[0].kinesis.endpoint: `kinesis.endpoint` is a global key: move it to the top level of the file",
-        ],
+        &with_flow("", r#", "sts.endpoint": "https://sts.eu-west-1.amazonaws.com""#),
+        &["agent.json: flows[0].sts.endpoint: `sts.endpoint` is a global key: move it to the top level of the file"],
     );
     // Both at once are both reported.
     let check = assert_rejected(
@@ -662,7 +660,7 @@ fn broken_dropin_is_an_error_naming_that_file() {
     // Bad keys in a drop-in name the drop-in, and a global key says where it must go.
     fs::write(
         &broken,
-        r#"{"flows": [{"filePattern": "/b.log", "kinesisStream": "b", "maxBufferAgeMilis": 1000, "kinesis.region": "x"}]}"#,
+        r#"{"flows": [{"filePattern": "/b.log", "kinesisStream": "b", "maxBufferAgeMilis": 1000, "sts.endpoint": "x"}]}"#,
     )
     .unwrap();
     assert_rejected_in(
@@ -670,7 +668,7 @@ fn broken_dropin_is_an_error_naming_that_file() {
         &["--config-dir", &dir_arg],
         &[
             &format!("{}: flows[0].maxBufferAgeMilis: unknown key", broken.display()),
-            &format!("{}: flows[0].kinesis.region: `kinesis.region` is a global key", broken.display()),
+            &format!("{}: flows[0].sts.endpoint: `sts.endpoint` is a global key", broken.display()),
             &format!("top level of {}", s.config_str()),
         ],
     );

@@ -23,6 +23,7 @@ mod never_skip;
 mod packaging;
 mod partition_keys;
 mod peers_smoke;
+mod per_flow_destinations;
 mod processing;
 mod progress;
 mod prometheus;

@@ -81,7 +81,7 @@ pub(super) fn unknown_key_message(key: &str, scope: Scope) -> String {
 pub(super) fn nearest(key: &str, scope: Scope) -> Option<&'static str> {
     let key = key.to_lowercase();
     let mut best: Option<(f64, &'static str)> = None;
-    for known in KEYS.iter().filter(|k| k.scope == scope) {
+    for known in known_keys().iter().filter(|k| k.scope == scope) {
         let score = strsim::normalized_damerau_levenshtein(&key, &known.name.to_lowercase());
         if score >= 0.7 && best.is_none_or(|(b, _)| score > b) {
             best = Some((score, known.name));

@@ -642,6 +642,7 @@ impl Loader {
 
         let data_processing_options = self.processing_options(s);
 
+        let aws = self.flow_aws(s, firehose);
         let (destination, file_pattern) = (destination?, file_pattern?);
         let kind = match destination {
             Destination::Kinesis { .. } => "kinesis",
@@ -674,7 +675,36 @@ impl Loader {
             aggregated_record_size_bytes,
             kpl_aggregation,
             data_processing_options,
+            aws,
         })
+    }
+
+    /// A flow's own destination settings. The keys of the other destination kind are noticed
+    /// and ignored.
+    pub(super) fn flow_aws(&mut self, s: &Section, firehose: bool) -> FlowAws {
+        let (mine, other) = if firehose { ("firehose.", "kinesis.") } else { ("kinesis.", "firehose.") };
+        for key in ["endpoint", "region"] {
+            let key = format!("{other}{key}");
+            if s.has(&key) {
+                let text = format!(
+                    "accepted and ignored: this flow sends to {}",
+                    if firehose { "Firehose" } else { "Kinesis" }
+                );
+                self.notice(s, &key, text);
+            }
+        }
+        let endpoint = self.optional(s, &format!("{mine}endpoint"));
+        let region = self.optional(s, &format!("{mine}region"));
+        let (kinesis_endpoint, kinesis_region, firehose_endpoint, firehose_region) =
+            if firehose { (None, None, endpoint, region) } else { (endpoint, region, None, None) };
+        FlowAws {
+            kinesis_endpoint,
+            kinesis_region,
+            firehose_endpoint,
+            firehose_region,
+            assume_role_arn: self.optional(s, "assumeRoleARN"),
+            assume_role_external_id: self.optional(s, "assumeRoleExternalId"),
+        }
     }
 
     /// Makes a relative pattern absolute against the working directory.

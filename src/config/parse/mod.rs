@@ -5,6 +5,7 @@
 
 #[cfg(test)]
 mod dropin_tests;
+mod flow_keys;
 mod json;
 mod keys;
 mod load;
@@ -29,7 +30,7 @@ use super::{
     KINESIS_MAX_BATCH_BYTES, KINESIS_MAX_RECORD_BYTES, OversizedRecordAction, PartitionKeyOption, Secret,
 };
 use super::{CaptureGroup, DEFAULT_KPL_AGGREGATION_BYTES, DerivedKey, KeyFallback, KeySource};
-use super::{CloudWatchSettings, CsvSplit, JsonFormat, LogFormat, LogSettings, ProcessingOption};
+use super::{CloudWatchSettings, CsvSplit, FlowAws, JsonFormat, LogFormat, LogSettings, ProcessingOption};
 
 use json::*;
 use keys::*;

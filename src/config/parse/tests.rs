@@ -255,9 +255,9 @@ fn misplaced_keys_say_where_they_belong() {
     assert_eq!(e.location, "maxBufferAgeMillis");
     assert_eq!(e.message, "`maxBufferAgeMillis` is a flow key: move it into each object of `flows`");
 
-    let e = flow_error(r#", "kinesis.endpoint": "http://localhost""#);
-    assert_eq!(e.location, "flows[0].kinesis.endpoint");
-    assert_eq!(e.message, "`kinesis.endpoint` is a global key: move it to the top level of the file");
+    let e = flow_error(r#", "sts.endpoint": "http://localhost""#);
+    assert_eq!(e.location, "flows[0].sts.endpoint");
+    assert_eq!(e.message, "`sts.endpoint` is a global key: move it to the top level of the file");
 
     // log.emitInternalMetrics exists in both scopes.
     let config =
@@ -645,4 +645,30 @@ fn key_table_is_consistent() {
     // The keys the dedicated code reads are all in the table (`info` panics otherwise).
     ok(&flow_with(""));
     ok(r#"{"flows": [{"filePattern": "/a", "deliveryStream": "d"}]}"#);
+}
+
+/// Destination settings inside a flow override the top-level ones for that flow; those of the
+/// other destination kind are noticed and ignored.
+#[test]
+fn flows_may_have_their_own_destination_settings() {
+    let config = ok(&format!(
+        r#"{{"kinesis.region": "us-east-1", "assumeRoleARN": "arn:aws:iam::1:role/top", "flows": [
+            {{{FLOW}}},
+            {{"filePattern": "/b.log", "kinesisStream": "s", "kinesis.region": "eu-west-1",
+              "kinesis.endpoint": "http://127.0.0.1:1", "assumeRoleARN": "arn:aws:iam::2:role/other",
+              "assumeRoleExternalId": "x", "firehose.region": "ap-south-1"}},
+            {{"filePattern": "/c.log", "deliveryStream": "d", "firehose.region": "us-west-2"}}]}}"#
+    ));
+    assert!(config.flows[0].aws.is_empty());
+    let b = &config.flows[1].aws;
+    assert_eq!(b.kinesis_region.as_deref(), Some("eu-west-1"));
+    assert_eq!(b.kinesis_endpoint.as_deref(), Some("http://127.0.0.1:1"));
+    assert_eq!(b.assume_role_arn.as_deref(), Some("arn:aws:iam::2:role/other"));
+    assert_eq!(b.assume_role_external_id.as_deref(), Some("x"));
+    assert_eq!(b.firehose_region, None);
+    assert_eq!(config.flows[2].aws.firehose_region.as_deref(), Some("us-west-2"));
+    assert_eq!(
+        config.notices,
+        [format!("{MAIN}: flows[1].firehose.region: accepted and ignored: this flow sends to Kinesis")]
+    );
 }

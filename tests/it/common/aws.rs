@@ -49,6 +49,19 @@ pub fn kinesis_client_with(endpoint: &str, max_attempts: u32, op_timeout: Durati
     aws_sdk_kinesis::Client::from_conf(conf)
 }
 
+/// A Kinesis client for another region than `TEST_REGION` (moto keeps each region's streams apart).
+pub fn kinesis_client_in(endpoint: &str, region: &'static str) -> aws_sdk_kinesis::Client {
+    let conf = aws_sdk_kinesis::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(region))
+        .credentials_provider(credentials())
+        .endpoint_url(endpoint)
+        .retry_config(retry(3))
+        .timeout_config(timeouts(Duration::from_secs(30)))
+        .build();
+    aws_sdk_kinesis::Client::from_conf(conf)
+}
+
 fn retry(max_attempts: u32) -> RetryConfig {
     if max_attempts <= 1 { RetryConfig::disabled() } else { RetryConfig::standard().with_max_attempts(max_attempts) }
 }

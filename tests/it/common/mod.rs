@@ -17,7 +17,8 @@
 //! # AWS SDK helpers (`aws.rs`), static fake credentials, region us-east-1
 //! - consts `TEST_ACCESS_KEY_ID`, `TEST_SECRET_ACCESS_KEY`, `TEST_REGION`
 //! - `kinesis_client(endpoint) -> aws_sdk_kinesis::Client` (standard retries, 30 s op timeout);
-//!   `kinesis_client_no_retry(endpoint)`; `kinesis_client_with(endpoint, max_attempts, op_timeout)`
+//!   `kinesis_client_no_retry(endpoint)`; `kinesis_client_with(endpoint, max_attempts, op_timeout)`;
+//!   `kinesis_client_in(endpoint, region)`
 //! - `firehose_client(endpoint)`, `firehose_client_no_retry(endpoint)`, `s3_client(endpoint)` (path style)
 //! - `async create_stream(&client, name, shards) -> Vec<ShardRange>` (waits for ACTIVE, 30 s)
 //! - `async list_shards(&client, stream) -> Vec<ShardRange { shard_id, start, end }>`
