@@ -43,7 +43,19 @@ impl Endpoint {
 
     /// The IMDS client, or why there is none.
     pub fn client(&self) -> Result<imds::Client, String> {
+        // Never through a proxy, whatever HTTP_PROXY says (`ec2.metadataEndpoint` may share a host
+        // with things that are proxied, so NO_PROXY cannot say it).
+        let direct = aws_smithy_http_client::Builder::new().build_with_connector_fn(|settings, components| {
+            let mut b = aws_smithy_http_client::ConnectorBuilder::default();
+            b.set_connector_settings(settings.cloned());
+            if let Some(c) = components {
+                b.set_sleep_impl(c.sleep_impl());
+            }
+            b.build_http()
+        });
+        let provider = aws_config::provider_config::ProviderConfig::default().with_http_client(direct);
         let builder = imds::Client::builder()
+            .configure(&provider)
             .max_attempts(2)
             .connect_timeout(Duration::from_secs(1))
             .read_timeout(Duration::from_secs(2))

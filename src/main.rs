@@ -81,6 +81,7 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 /// (as the Java agent's log4j fell back): logging goes to standard error and `Err` says why.
 fn init_logging(level: Option<&str>, log: Option<&config::LogSettings>) -> Result<(), String> {
     use kinesis_agent::service::logfile::RotatingFile;
+    use kinesis_agent::service::proxy::Redact;
     use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let configured = || EnvFilter::new(log.and_then(|l| l.level.as_deref()).unwrap_or("info"));
@@ -93,13 +94,13 @@ fn init_logging(level: Option<&str>, log: Option<&config::LogSettings>) -> Resul
     match opened {
         Some(Ok(file)) => {
             let file: &'static RotatingFile = Box::leak(Box::new(file));
-            builder.with_writer(move || file).with_ansi(false).init();
+            builder.with_writer(move || Redact(file)).with_ansi(false).init();
             Ok(())
         }
         // Drawn around the `--once` progress bars, if any.
         failed => {
             builder
-                .with_writer(|| kinesis_agent::progress::LogWriter)
+                .with_writer(|| Redact(kinesis_agent::progress::LogWriter))
                 .with_ansi(std::io::stderr().is_terminal())
                 .init();
             match failed {
@@ -151,6 +152,9 @@ fn print_config(cfg: &AgentConfig) {
         if !own.is_empty() {
             println!("  its own destination settings: {}", own.join(", "));
         }
+        if kinesis_agent::service::proxy::configured() {
+            println!("  HTTP: {}", kinesis_agent::service::proxy::describe(&destination_url(cfg, f)));
+        }
         println!("  initialPosition {}, skipHeaderLines {}", f.initial_position.as_str(), f.skip_header_lines);
         if let Some(p) = &f.multi_line_start_pattern {
             println!(
@@ -169,6 +173,34 @@ fn print_config(cfg: &AgentConfig) {
     }
     for n in &cfg.notices {
         println!("note: {n}");
+    }
+}
+
+/// The URL a flow's requests go to: its endpoint, or the AWS one of its region (as far as the
+/// configuration says; the SDK's region chain is not consulted here).
+fn destination_url(cfg: &AgentConfig, f: &config::FlowConfig) -> String {
+    let (service, own, endpoint, own_region, region) = match f.destination {
+        Destination::Kinesis { .. } => (
+            "kinesis",
+            &f.aws.kinesis_endpoint,
+            &cfg.aws.kinesis_endpoint,
+            &f.aws.kinesis_region,
+            &cfg.aws.kinesis_region,
+        ),
+        Destination::Firehose { .. } => (
+            "firehose",
+            &f.aws.firehose_endpoint,
+            &cfg.aws.firehose_endpoint,
+            &f.aws.firehose_region,
+            &cfg.aws.firehose_region,
+        ),
+    };
+    match own.as_ref().or(endpoint.as_ref()) {
+        Some(e) => kinesis_agent::aws::endpoint_url(e),
+        None => {
+            let region = own_region.as_ref().or(region.as_ref()).map_or("us-east-1", String::as_str);
+            format!("https://{service}.{region}.amazonaws.com")
+        }
     }
 }
 
@@ -231,6 +263,10 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    // Before any thread starts: it may set NO_PROXY (the instance metadata service is never
+    // proxied), and registers what the log must never show.
+    let secret = cfg.aws.secret_access_key.as_ref().map(|s| s.0.as_str());
+    kinesis_agent::service::proxy::prepare(secret.as_slice());
     cfg.give_up_after = cli.give_up_after;
     if cli.once && !cli.no_progress {
         cfg.progress = Some(kinesis_agent::progress::Display::detect(cli.progress_every));

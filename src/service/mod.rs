@@ -3,6 +3,7 @@
 //! asks the daemon to reload its configuration. `systemd`: the notification protocol.
 
 pub mod logfile;
+pub mod proxy;
 pub mod systemd;
 
 use std::sync::Arc;

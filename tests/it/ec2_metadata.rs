@@ -33,7 +33,7 @@ struct ImdsState {
 
 /// A minimal IMDSv2: `PUT /latest/api/token`, then token-authenticated GETs of the identity
 /// document, the instance id and the instance tags.
-struct Imds {
+pub(crate) struct Imds {
     server: HttpServer,
     state: Arc<Mutex<ImdsState>>,
 }
@@ -59,7 +59,7 @@ fn identity(instance_type: &str) -> Value {
 }
 
 impl Imds {
-    fn start() -> Imds {
+    pub(crate) fn start() -> Imds {
         let state = Arc::new(Mutex::new(ImdsState {
             document: identity("m5.large"),
             tags: Some(vec![("Name".into(), "web-1".into()), ("Team".into(), "ops".into())]),
@@ -73,7 +73,7 @@ impl Imds {
         Imds { server, state }
     }
 
-    fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         self.server.endpoint()
     }
 
@@ -81,7 +81,7 @@ impl Imds {
         f(&mut self.state.lock().unwrap());
     }
 
-    fn counts(&self) -> (usize, usize, usize) {
+    pub(crate) fn counts(&self) -> (usize, usize, usize) {
         let s = self.state.lock().unwrap();
         (s.token_puts, s.gets, s.unauthorized)
     }

@@ -27,6 +27,7 @@ mod per_flow_destinations;
 mod processing;
 mod progress;
 mod prometheus;
+mod proxy;
 mod races;
 mod reload;
 mod rotation;
