@@ -733,6 +733,17 @@ pub(crate) fn load(main: &Path, dropin_dir: Option<&Path>) -> Result<AgentConfig
     loader.finish(main, root.is_some(), dropin_dir, config, sources)
 }
 
+pub(crate) fn checkpoint_file(main: &Path) -> Result<PathBuf, ConfigErrors> {
+    let mut loader = Loader::default();
+    let root = loader.read(main).unwrap_or_default();
+    let s = Section { file: main, at: String::new(), map: &root, scope: Scope::Global };
+    let path = loader.get(&s, "checkpointFile", parse_nonempty);
+    match loader.errors.is_empty() {
+        true => Ok(path.map_or_else(|| PathBuf::from(DEFAULT_CHECKPOINT_FILE), PathBuf::from)),
+        false => Err(ConfigErrors(loader.errors)),
+    }
+}
+
 pub(crate) fn load_str(name: &Path, text: &str) -> Result<AgentConfig, ConfigErrors> {
     let mut loader = Loader::default();
     let root = loader.parse(name, text.as_bytes());
@@ -3192,6 +3203,20 @@ mod tests {
         let e = load(&main, Some(&tmp.path().join("nope"))).unwrap_err().0;
         assert_eq!(e.len(), 1);
         assert!(e[0].message.starts_with("no flows: add at least one flow to `flows` (in this file or"));
+    }
+
+    /// `status` reads `checkpointFile` whatever the flows say, as the daemon does.
+    #[test]
+    fn the_checkpoint_file_alone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let main = write(tmp.path(), "agent.json", r#"{"checkpointFile": "/x", /* none */ "flows": 3}"#);
+        assert_eq!(checkpoint_file(&main).unwrap(), PathBuf::from("/x"));
+        write(tmp.path(), "agent.json", "{}");
+        assert_eq!(checkpoint_file(&main).unwrap(), PathBuf::from(DEFAULT_CHECKPOINT_FILE));
+        write(tmp.path(), "agent.json", r#"{"checkpointFile": ""}"#);
+        assert!(checkpoint_file(&main).unwrap_err().0[0].location.contains("checkpointFile"));
+        let e = checkpoint_file(&tmp.path().join("nope.json")).unwrap_err().0;
+        assert!(e[0].message.contains("cannot read"), "{}", e[0]);
     }
 
     #[test]

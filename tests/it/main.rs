@@ -30,5 +30,6 @@ mod races;
 mod reload;
 mod rotation;
 mod startup_checks;
+mod status;
 mod systemd;
 mod torture;
