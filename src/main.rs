@@ -24,11 +24,13 @@ const EXIT_CONFIG: u8 = 78;
 #[derive(Parser, Debug)]
 #[command(name = "kinesis-agent", version, about)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// The configuration file (the Java agent's agent.json format).
-    #[arg(short = 'c', long = "configuration", value_name = "PATH", default_value = DEFAULT_CONFIG_FILE)]
+    #[arg(short = 'c', long = "configuration", value_name = "PATH", default_value = DEFAULT_CONFIG_FILE, global = true)]
     configuration: PathBuf,
     /// Directory of drop-in files whose `flows` are added [default: agent.d beside the configuration file].
-    #[arg(long = "config-dir", value_name = "DIR")]
+    #[arg(long = "config-dir", value_name = "DIR", global = true)]
     config_dir: Option<PathBuf>,
     /// Ship what the files hold now, wait for every acknowledgement, write checkpoints, exit.
     #[arg(long)]
@@ -54,6 +56,24 @@ struct Cli {
     /// Log level (error, warn, info, debug, trace) or a tracing filter; RUST_LOG also works.
     #[arg(short = 'L', long = "log-level", value_name = "LEVEL")]
     log_level: Option<String>,
+}
+
+/// Without a command, the agent runs (as a daemon, or with `--once`).
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Per flow and file: size, bytes acknowledged, bytes behind, and whether the file is fully
+    /// shipped. Reads the checkpoint file only (no lock, no write): safe while the agent runs.
+    Status(StatusArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct StatusArgs {
+    /// Read this checkpoint file instead of the configuration's `checkpointFile`.
+    #[arg(long = "checkpoint-file", value_name = "PATH")]
+    checkpoint_file: Option<PathBuf>,
+    /// Print one JSON document (for scripts; fields in the README).
+    #[arg(long)]
+    json: bool,
 }
 
 /// `300`, `300s`, `5m`, `1h`: a whole number of seconds, minutes or hours, at least 1 s.
@@ -243,8 +263,56 @@ fn check_destinations(cfg: &AgentConfig) -> u8 {
     })
 }
 
+/// `kinesis-agent status`: 0, or 1 when the configuration or the checkpoint file cannot be read.
+fn status(cli: &Cli, args: &StatusArgs) -> u8 {
+    use kinesis_agent::checkpoint::{self, status};
+    let configured = match &args.checkpoint_file {
+        Some(path) => path.clone(),
+        None => match config::load(&cli.configuration, Some(&dropin_dir(cli))) {
+            Ok(cfg) => cfg.checkpoint_file,
+            // Unrelated mistakes (a flow) do not hide the checkpoints; the daemon may still run.
+            Err(errs) => match config::checkpoint_file(&cli.configuration) {
+                Ok(path) => {
+                    let n = errs.0.len();
+                    eprintln!("note: the configuration has {n} problem(s) (`kinesis-agent --check-config` lists them)");
+                    path
+                }
+                Err(errs) => {
+                    for e in &errs.0 {
+                        eprintln!("error: {e}");
+                    }
+                    eprintln!("the checkpoint file can also be given with --checkpoint-file");
+                    return EXIT_FATAL;
+                }
+            },
+        },
+    };
+    let (path, note) = checkpoint::file_to_read(&configured);
+    if let Some(note) = note {
+        eprintln!("note: {note}");
+    }
+    match status::run(&path, args.json) {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_FATAL
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Status(args)) = &cli.command {
+        // `-c` and `--config-dir` serve both (they are global); the modes do not mix.
+        if cli.once || cli.check_config {
+            use clap::CommandFactory;
+            let what = if cli.once { "--once" } else { "--check-config" };
+            Cli::command()
+                .error(clap::error::ErrorKind::ArgumentConflict, format!("`status` cannot be used with {what}"))
+                .exit();
+        }
+        return ExitCode::from(status(&cli, args));
+    }
     let dir = dropin_dir(&cli);
     let mut cfg = match config::load(&cli.configuration, Some(&dir)) {
         Ok(c) => c,

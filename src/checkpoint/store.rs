@@ -125,10 +125,7 @@ impl CheckpointStore {
         }
         if is_sqlite(&path) {
             // Under the systemd unit the Java agent's directory is not writable (and not ours).
-            let ours = match std::env::var_os("STATE_DIRECTORY").filter(|d| !d.is_empty()) {
-                Some(dir) => Path::new(&dir).join("checkpoints.json"),
-                None => PathBuf::from(format!("{}.json", path.display())),
-            };
+            let ours = beside_sqlite(&path);
             notes.push(format!(
                 "{} is a Java agent (SQLite) checkpoint database; it is left untouched and checkpoints are kept in {}",
                 path.display(),
@@ -170,19 +167,7 @@ impl CheckpointStore {
     }
 
     fn read(&mut self) -> Result<(), CheckpointError> {
-        let text = match fs::read(&self.path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(source) => return Err(CheckpointError::Read { path: self.path.clone(), source }),
-        };
-        let parsed: FileFormat = serde_json::from_slice(&text)
-            .map_err(|e| CheckpointError::Invalid { path: self.path.clone(), message: e.to_string() })?;
-        if parsed.version != VERSION {
-            return Err(CheckpointError::Invalid {
-                path: self.path.clone(),
-                message: format!("version {} is not supported (this agent writes version {VERSION})", parsed.version),
-            });
-        }
+        let Some(parsed) = load(&self.path)? else { return Ok(()) };
         self.running_at_open = parsed.running_ms;
         self.opened = std::time::Instant::now();
         for mut e in parsed.checkpoints {
@@ -331,6 +316,59 @@ impl CheckpointStore {
         }
         Ok(())
     }
+}
+
+/// The checkpoint file at `path` as it is on disk (`None`: there is none yet). The daemon replaces
+/// it by rename, so one plain read sees a whole file.
+fn load(path: &Path) -> Result<Option<FileFormat>, CheckpointError> {
+    let text = match fs::read(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(CheckpointError::Read { path: path.to_path_buf(), source }),
+    };
+    let parsed: FileFormat = serde_json::from_slice(&text)
+        .map_err(|e| CheckpointError::Invalid { path: path.to_path_buf(), message: e.to_string() })?;
+    if parsed.version != VERSION {
+        return Err(CheckpointError::Invalid {
+            path: path.to_path_buf(),
+            message: format!("version {} is not supported (this agent writes version {VERSION})", parsed.version),
+        });
+    }
+    Ok(Some(parsed))
+}
+
+/// The entries of the checkpoint file at `path`, read without the lock and without writing
+/// anything (for `kinesis-agent status`, beside a running daemon). `None`: there is no file yet.
+pub fn read_entries(path: &Path) -> Result<Option<Vec<Entry>>, CheckpointError> {
+    Ok(load(path)?.map(|f| f.checkpoints))
+}
+
+/// Where the agent keeps its checkpoints when `configured` is a Java agent SQLite database (which
+/// it leaves alone): in the service's state directory under the systemd unit, else beside it.
+fn beside_sqlite(configured: &Path) -> PathBuf {
+    match std::env::var_os("STATE_DIRECTORY").filter(|d| !d.is_empty()) {
+        Some(dir) => Path::new(&dir).join("checkpoints.json"),
+        None => PathBuf::from(format!("{}.json", configured.display())),
+    }
+}
+
+/// The checkpoint file a reader of `configured` should read: `configured`, or where the agent
+/// keeps ours when it is a Java agent database (the note says so). Outside the unit's environment
+/// the unit's state directory is tried too, so an operator's shell finds the service's file.
+pub fn file_to_read(configured: &Path) -> (PathBuf, Option<String>) {
+    if !is_sqlite(configured) {
+        return (configured.to_path_buf(), None);
+    }
+    let beside = beside_sqlite(configured);
+    // The unit's `StateDirectory=kinesis-agent` holds the default file.
+    let unit = Path::new(crate::config::DEFAULT_CHECKPOINT_FILE);
+    let ours = if !beside.exists() && unit.exists() { unit.to_path_buf() } else { beside };
+    let note = format!(
+        "{} is a Java agent (SQLite) checkpoint database; reading this agent's checkpoints at {}",
+        configured.display(),
+        ours.display()
+    );
+    (ours, Some(note))
 }
 
 /// Whether a checkpoint may be dropped: its file was not found by a clean scan for `ttl` of the
@@ -495,6 +533,11 @@ mod tests {
         s.write().unwrap();
         assert!(dir.path().join("checkpoints.json").exists());
         assert!(fs::read(&path).unwrap().starts_with(SQLITE_MAGIC));
+        // `status` reads ours, and says why.
+        let (read, note) = file_to_read(&path);
+        assert_eq!(read, dir.path().join("checkpoints.json"));
+        assert!(note.unwrap().contains("SQLite"));
+        assert_eq!(file_to_read(&read), (read.clone(), None));
     }
 
     #[cfg(unix)]

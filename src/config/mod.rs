@@ -493,6 +493,13 @@ pub fn load(main: &Path, dropin_dir: Option<&Path>) -> Result<AgentConfig, Confi
     parse::load(main, dropin_dir)
 }
 
+/// Only `checkpointFile` of `main` (a global key: drop-ins cannot set it), for `kinesis-agent
+/// status`, which must work while the flows are invalid or absent. Errors: reading the file, and
+/// that key.
+pub fn checkpoint_file(main: &Path) -> Result<PathBuf, ConfigErrors> {
+    parse::checkpoint_file(main)
+}
+
 /// Parse one configuration text (tests and `--check-config` of a single file).
 pub fn load_str(name: &Path, text: &str) -> Result<AgentConfig, ConfigErrors> {
     parse::load_str(name, text)

@@ -32,5 +32,6 @@ mod races;
 mod reload;
 mod rotation;
 mod startup_checks;
+mod status;
 mod systemd;
 mod torture;

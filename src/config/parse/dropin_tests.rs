@@ -116,3 +116,17 @@ fn unreadable_main_file_names_the_path() {
     assert!(e.0[0].message.starts_with("cannot read the configuration file: "));
     assert!(e.to_string().contains("missing.json"));
 }
+
+/// `status` reads `checkpointFile` whatever the flows say, as the daemon does.
+#[test]
+fn the_checkpoint_file_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let main = write(tmp.path(), "agent.json", r#"{"checkpointFile": "/x", /* none */ "flows": 3}"#);
+    assert_eq!(checkpoint_file(&main).unwrap(), PathBuf::from("/x"));
+    write(tmp.path(), "agent.json", "{}");
+    assert_eq!(checkpoint_file(&main).unwrap(), PathBuf::from(DEFAULT_CHECKPOINT_FILE));
+    write(tmp.path(), "agent.json", r#"{"checkpointFile": ""}"#);
+    assert!(checkpoint_file(&main).unwrap_err().0[0].location.contains("checkpointFile"));
+    let e = checkpoint_file(&tmp.path().join("nope.json")).unwrap_err().0;
+    assert!(e[0].message.contains("cannot read"), "{}", e[0]);
+}

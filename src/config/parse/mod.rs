@@ -3,6 +3,7 @@
 //! Split by concern: `keys` (the table), `load` (files and sections), `json`, `values`,
 //! `partition_key`, `processing`.
 
+mod destination;
 #[cfg(test)]
 mod dropin_tests;
 mod flow_keys;
@@ -36,6 +37,6 @@ use json::*;
 use keys::*;
 pub use keys::{KeyInfo, KeyStatus, Scope, known_keys};
 use load::*;
-pub(crate) use load::{load, load_str};
+pub(crate) use load::{checkpoint_file, load, load_str};
 use partition_key::*;
 use values::*;
