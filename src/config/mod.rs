@@ -382,6 +382,17 @@ pub enum ProcessingOption {
     /// ADDEC2METADATA: the instance's identity (IMDSv2) added to a JSON object record, refreshed
     /// every `metadataTTL` (default 3600 s).
     AddEc2Metadata { ttl: Duration, json: JsonFormat },
+    /// ADDSOURCEMETADATA (new): where and when the record was read (`sourceFile`, `hostname`,
+    /// `readTime`), added to a JSON object record, or around the record with `wrap`.
+    AddSourceMetadata { fields: SourceFields, wrap: bool, json: JsonFormat },
+}
+
+/// Which of ADDSOURCEMETADATA's fields are added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceFields {
+    pub file: bool,
+    pub host: bool,
+    pub read_time: bool,
 }
 
 /// AWS endpoints, regions and credentials (global keys).

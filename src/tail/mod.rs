@@ -567,7 +567,15 @@ impl Tailer {
         let limit = self.settings.record_limit;
         let (mut skipped, mut failed) = (0u64, 0u64);
         let mut oversized = SplitStats::default();
-        records.retain_mut(|r| match processor.convert(&r.data) {
+        // Where and when these records were read, for ADDSOURCEMETADATA (made only if used).
+        let (file, read_time) = if processor.needs_context() {
+            let now = crate::record::process::simple::utc_millis(std::time::SystemTime::now());
+            (self.path().display().to_string(), now)
+        } else {
+            Default::default()
+        };
+        let context = crate::record::process::Context { file: &file, read_time: &read_time };
+        records.retain_mut(|r| match processor.convert_in(&r.data, &context) {
             Applied::Converted(mut out) => {
                 if out.len() > limit {
                     let Some(t) = &self.settings.terminator else {

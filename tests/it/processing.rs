@@ -238,3 +238,69 @@ fn a_record_too_big_once_converted_is_cut_to_the_limit() {
     assert_eq!(dropped.len(), 2, "{}", tail(&log, 4000));
     assert!(log.contains("were truncated") && log.contains("were dropped"), "{}", tail(&log, 4000));
 }
+
+/// ADDSOURCEMETADATA: each record says which file it came from, on which host, and when it was
+/// read: as fields of the JSON records LOGTOJSON makes, and around plain lines with WRAP.
+#[test]
+fn source_metadata_says_where_and_when_each_record_was_read() {
+    let fake = FakeKinesis::start();
+    let ws = Workspace::new();
+    std::fs::write(ws.file("app.log"), "WARN: disk\nINFO: ok\n").unwrap();
+    std::fs::write(ws.file("plain.txt"), "line \"one\"\n").unwrap();
+    ws.write_config(config(
+        &fake,
+        vec![
+            flow(
+                &ws,
+                "*.log",
+                "fields",
+                json!({"dataProcessingOptions": [
+                    {"optionName": "LOGTOJSON", "matchPattern": "(\\w+): (.*)", "customFieldNames": ["level", "message"]},
+                    {"optionName": "ADDSOURCEMETADATA"}
+                ]}),
+            ),
+            flow(
+                &ws,
+                "*.txt",
+                "wrapped",
+                json!({"dataProcessingOptions": [
+                    {"optionName": "ADDSOURCEMETADATA", "fields": ["sourceFile", "readTime"], "mode": "WRAP"}
+                ]}),
+            ),
+        ],
+    ));
+    let minute = || {
+        let out = std::process::Command::new("date").args(["-u", "+%Y-%m-%dT%H:%M"]).output().unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let before = minute();
+    let (status, log, _) = ws.run_once(Duration::from_secs(60));
+    let after = minute();
+    assert!(status.success(), "{}", tail(&log, 4000));
+    let host = String::from_utf8(std::process::Command::new("hostname").output().unwrap().stdout).unwrap();
+    let host = host.trim();
+    let app = ws.file("app.log").display().to_string();
+    let records = received(&fake, "fields");
+    assert_eq!(records.len(), 2, "{records:?}");
+    for (r, (level, message)) in records.iter().zip([("WARN", "disk"), ("INFO", "ok")]) {
+        let v: Value = serde_json::from_str(r).unwrap();
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, ["level", "message", "sourceFile", "hostname", "readTime"], "{r}");
+        assert_eq!((v["level"].as_str(), v["message"].as_str()), (Some(level), Some(message)));
+        assert_eq!(v["sourceFile"].as_str(), Some(app.as_str()));
+        assert_eq!(v["hostname"].as_str(), Some(host));
+        let t = v["readTime"].as_str().unwrap();
+        assert!(t.len() == 24 && t.ends_with('Z') && t.as_bytes()[10] == b'T', "{t}");
+        // Read during this run (UTC, to the minute).
+        assert!(before.as_str() <= &t[..16] && &t[..16] <= after.as_str(), "{t} not in {before}..{after}");
+        assert!(r.ends_with("}\n"), "{r:?}");
+    }
+    let wrapped = received(&fake, "wrapped");
+    let txt = ws.file("plain.txt").display().to_string();
+    assert_eq!(wrapped.len(), 1);
+    let v: Value = serde_json::from_str(&wrapped[0]).unwrap();
+    let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(keys, ["sourceFile", "readTime", "data"]);
+    assert_eq!(v["sourceFile"].as_str(), Some(txt.as_str()));
+    assert_eq!(v["data"].as_str(), Some("line \"one\""));
+}

@@ -217,7 +217,7 @@ pub(super) static FLOW_KEYS: &[KeyInfo] = &[
         "dataProcessingOptions",
         "array of objects",
         "none",
-        "Converters applied to each record in order: SINGLELINE, CSVTOJSON, LOGTOJSON, ADDMETADATA (see Processing options).",
+        "Converters applied to each record in order: SINGLELINE, CSVTOJSON, LOGTOJSON, ADDMETADATA, ADDEC2METADATA, ADDSOURCEMETADATA (see Processing options).",
         Supported,
         Check::Custom,
     ),

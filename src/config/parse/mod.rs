@@ -31,7 +31,9 @@ use super::{
     KINESIS_MAX_BATCH_BYTES, KINESIS_MAX_RECORD_BYTES, OversizedRecordAction, PartitionKeyOption, Secret,
 };
 use super::{CaptureGroup, DEFAULT_KPL_AGGREGATION_BYTES, DerivedKey, KeyFallback, KeySource};
-use super::{CloudWatchSettings, CsvSplit, FlowAws, JsonFormat, LogFormat, LogSettings, ProcessingOption};
+use super::{
+    CloudWatchSettings, CsvSplit, FlowAws, JsonFormat, LogFormat, LogSettings, ProcessingOption, SourceFields,
+};
 
 use json::*;
 use keys::*;

@@ -3,13 +3,14 @@
 use super::*;
 
 /// The options of `dataProcessingOptions` entries, and the keys each takes.
-pub(super) const PROCESSING_OPTIONS: [(&str, &[&str]); 7] = [
+pub(super) const PROCESSING_OPTIONS: [(&str, &[&str]); 8] = [
     ("SINGLELINE", &["parseOptions"]),
     ("CSVTOJSON", &["customFieldNames", "delimiter", "csvMode", "jsonFormat"]),
     ("LOGTOJSON", &["logFormat", "matchPattern", "customFieldNames", "jsonFormat"]),
     ("ADDMETADATA", &["metadata", "timestamp", "jsonFormat"]),
     ("ADDEC2METADATA", &["logFormat", "metadataTTL", "jsonFormat"]),
     ("ADDBRACKETS", &[]),
+    ("ADDSOURCEMETADATA", &["fields", "mode", "jsonFormat"]),
     ("USINGPLUGGIN", &["className"]),
 ];
 
@@ -111,6 +112,7 @@ impl Loader {
             "ADDMETADATA" => self.metadata_option(s, entry, index),
             "ADDBRACKETS" => Some(ProcessingOption::AddBrackets),
             "ADDEC2METADATA" => self.ec2_metadata_option(s, entry, index),
+            "ADDSOURCEMETADATA" => self.source_metadata_option(s, entry),
             _ => {
                 let message = "USINGPLUGGIN loads Java classes, which this agent cannot run: remove the option, or \
                                replace the converter with SINGLELINE, CSVTOJSON, LOGTOJSON or ADDMETADATA";
@@ -404,6 +406,44 @@ impl Loader {
         Some(ProcessingOption::AddMetadata { metadata, timestamp, json })
     }
 
+    /// ADDSOURCEMETADATA: `fields` (a list of `sourceFile`, `hostname`, `readTime`; all three
+    /// by default) and `mode` (`FIELDS`, the default: added to a JSON object record; `WRAP`: around
+    /// the record, as ADDMETADATA does).
+    pub(super) fn source_metadata_option(&mut self, s: &Section, entry: &OptionEntry) -> Option<ProcessingOption> {
+        const NAMES: [&str; 3] = ["sourceFile", "hostname", "readTime"];
+        let json = self.json_format(s, entry);
+        let mut fields = SourceFields { file: true, host: true, read_time: true };
+        if let Some(v) = entry.get("fields") {
+            let list = v.as_array().filter(|a| !a.is_empty()).map(|a| a.iter().map(Value::as_str).collect::<Vec<_>>());
+            match list {
+                Some(names) if names.iter().all(|n| n.is_some_and(|n| NAMES.contains(&n))) => {
+                    let has = |name: &str| names.contains(&Some(name));
+                    fields =
+                        SourceFields { file: has("sourceFile"), host: has("hostname"), read_time: has("readTime") };
+                }
+                _ => {
+                    let message = format!(
+                        "must be a non-empty list of `sourceFile`, `hostname`, `readTime`, found {}",
+                        shown("fields", v)
+                    );
+                    self.option_error(s, entry, "fields", message);
+                    return None;
+                }
+            }
+        }
+        let wrap = match entry.get("mode") {
+            None => false,
+            Some(v) => match parse_choice("mode", v, &[("FIELDS", false), ("WRAP", true)]) {
+                Ok(w) => w,
+                Err(message) => {
+                    self.option_error(s, entry, "mode", message);
+                    return None;
+                }
+            },
+        };
+        Some(ProcessingOption::AddSourceMetadata { fields, wrap, json })
+    }
+
     /// ADDEC2METADATA: `metadataTTL` in seconds (default 3600). As in the Java agent, a value that
     /// is not a whole number gives the default (with a notice), and `logFormat` is not used.
     pub(super) fn ec2_metadata_option(
@@ -536,7 +576,7 @@ mod tests {
         let at = |i: usize, key: &str| format!("flows[0].dataProcessingOptions[{i}]{key}");
         let expected = [
             format!(
-                "{}: must be `SINGLELINE`, `CSVTOJSON`, `LOGTOJSON`, `ADDMETADATA`, `ADDEC2METADATA`, `ADDBRACKETS` or `USINGPLUGGIN`, found \"singleline\" (values are case-sensitive: write `SINGLELINE`)",
+                "{}: must be `SINGLELINE`, `CSVTOJSON`, `LOGTOJSON`, `ADDMETADATA`, `ADDEC2METADATA`, `ADDBRACKETS`, `ADDSOURCEMETADATA` or `USINGPLUGGIN`, found \"singleline\" (values are case-sensitive: write `SINGLELINE`)",
                 at(0, ".optionName")
             ),
             format!("{}: CSVTOJSON needs `customFieldNames`: the names of the columns, in order", at(1, "")),
@@ -588,6 +628,33 @@ mod tests {
             assert!(got.contains(e), "missing:\n{e}\ngot:\n{}", got.join("\n"));
         }
         assert_eq!(got.len(), expected.len(), "{got:#?}");
+    }
+
+    #[test]
+    fn add_source_metadata_is_read() {
+        assert_eq!(
+            options(
+                r#"[{"optionName": "ADDSOURCEMETADATA"},
+                    {"optionName": "ADDSOURCEMETADATA", "fields": ["readTime", "sourceFile"], "mode": "WRAP"}]"#
+            ),
+            [
+                ProcessingOption::AddSourceMetadata {
+                    fields: SourceFields { file: true, host: true, read_time: true },
+                    wrap: false,
+                    json: JsonFormat::Compact
+                },
+                ProcessingOption::AddSourceMetadata {
+                    fields: SourceFields { file: true, host: false, read_time: true },
+                    wrap: true,
+                    json: JsonFormat::Compact
+                },
+            ]
+        );
+        let e = option_errors(r#"[{"optionName": "ADDSOURCEMETADATA", "fields": ["path"], "mode": "wrap"}]"#);
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].contains("dataProcessingOptions[0].fields: must be a non-empty list of `sourceFile`"), "{e:?}");
+        let e = option_errors(r#"[{"optionName": "ADDSOURCEMETADATA", "mode": "wrap"}]"#);
+        assert!(e[0].contains("dataProcessingOptions[0].mode: must be `FIELDS` or `WRAP`"), "{e:?}");
     }
 
     #[test]

@@ -12,7 +12,7 @@ pub mod text;
 
 use std::borrow::Cow;
 
-use crate::config::{CsvSplit, JsonFormat, ProcessingOption};
+use crate::config::{CsvSplit, JsonFormat, ProcessingOption, SourceFields};
 
 #[derive(Debug)]
 enum Step {
@@ -22,6 +22,16 @@ enum Step {
     Metadata { metadata: serde_json::Value, timestamp: bool, json: JsonFormat },
     Brackets,
     Ec2 { source: std::sync::Arc<ec2::Source>, json: JsonFormat },
+    Source { fields: SourceFields, host: String, wrap: bool, json: JsonFormat },
+}
+
+/// Where and when the records being converted were read (for ADDSOURCEMETADATA).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Context<'a> {
+    /// The file's path when it was read.
+    pub file: &'a str,
+    /// `yyyy-MM-ddTHH:mm:ss.SSSZ`, UTC.
+    pub read_time: &'a str,
 }
 
 /// A converter failed: the Java agent sends the raw record instead.
@@ -29,7 +39,7 @@ struct Failed;
 
 impl Step {
     /// The converted record, `Ok(None)` when dropped.
-    fn run(&self, record: &str) -> Result<Option<String>, Failed> {
+    fn run(&self, record: &str, context: &Context) -> Result<Option<String>, Failed> {
         Ok(Some(match self {
             Step::SingleLine { no_trim, escape_new_line } => simple::single_line(record, *no_trim, *escape_new_line),
             Step::Csv(c) => c.convert(record),
@@ -41,6 +51,31 @@ impl Step {
                 ec2::Converted::Unchanged => record.to_owned(),
                 ec2::Converted::NotAnObject => return Err(Failed),
             },
+            Step::Source { fields, host, wrap, json } => {
+                let mut values: Vec<(&str, &str)> = Vec::with_capacity(3);
+                if fields.file {
+                    values.push(("sourceFile", context.file));
+                }
+                if fields.host {
+                    values.push(("hostname", host));
+                }
+                if fields.read_time {
+                    values.push(("readTime", context.read_time));
+                }
+                match simple::add_fields(record, &values, *wrap, *json) {
+                    Some(t) => t,
+                    None => {
+                        static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+                        if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                            tracing::warn!(
+                                "ADDSOURCEMETADATA: a record is not a JSON object, so it is sent as read (put LOGTOJSON \
+                                 or CSVTOJSON before it, or use \"mode\": \"WRAP\"); counted as a conversion error; said once"
+                            );
+                        }
+                        return Err(Failed);
+                    }
+                }
+            }
         }))
     }
 }
@@ -95,6 +130,9 @@ impl Processor {
                 ProcessingOption::AddEc2Metadata { ttl, json } => {
                     Step::Ec2 { source: ec2::Source::shared(imds, *ttl), json: *json }
                 }
+                ProcessingOption::AddSourceMetadata { fields, wrap, json } => {
+                    Step::Source { fields: *fields, host: simple::hostname(), wrap: *wrap, json: *json }
+                }
             });
         }
         Ok((!steps.is_empty()).then_some(Processor { steps }))
@@ -111,9 +149,19 @@ impl Processor {
     }
 
     pub fn convert(&self, record: &[u8]) -> Applied {
+        self.convert_in(record, &Context::default())
+    }
+
+    /// Whether the converters use the records' `Context` (so the tailer makes one).
+    pub fn needs_context(&self) -> bool {
+        self.steps.iter().any(|s| matches!(s, Step::Source { .. }))
+    }
+
+    /// As `convert`, for records read from `context.file` at `context.read_time`.
+    pub fn convert_in(&self, record: &[u8], context: &Context) -> Applied {
         let mut text: Cow<str> = text::decode(record);
         for step in &self.steps {
-            match step.run(&text) {
+            match step.run(&text, context) {
                 Ok(Some(out)) => text = Cow::Owned(out),
                 Ok(None) => return Applied::Dropped,
                 Err(Failed) => return Applied::Failed,
@@ -138,6 +186,40 @@ mod tests {
     use super::*;
     use crate::config::LogFormat;
     use proptest::prelude::*;
+
+    /// ADDSOURCEMETADATA adds where and when a record was read: as fields of a JSON object, or
+    /// around any record with WRAP; a record that is not an object is a conversion error.
+    #[test]
+    fn source_metadata() {
+        let all = SourceFields { file: true, host: true, read_time: true };
+        let option = |wrap| ProcessingOption::AddSourceMetadata { fields: all, wrap, json: JsonFormat::Compact };
+        let fields = Processor::new(&[option(false)]).unwrap().unwrap();
+        assert!(fields.needs_context());
+        let context = Context { file: "/var/log/app.log", read_time: "2026-12-04T16:20:00.123Z" };
+        let host = simple::hostname();
+        assert_eq!(
+            fields.convert_in(b"{\"msg\":\"hi\",\"hostname\":\"x\"}\n", &context),
+            Applied::Converted(
+                format!(
+                    "{{\"msg\":\"hi\",\"hostname\":\"{host}\",\"sourceFile\":\"/var/log/app.log\",\"readTime\":\"2026-12-04T16:20:00.123Z\"}}\n"
+                )
+                .into_bytes()
+            )
+        );
+        assert_eq!(fields.convert_in(b"plain text\n", &context), Applied::Failed);
+        let wrap = Processor::new(&[option(true)]).unwrap().unwrap();
+        assert_eq!(
+            wrap.convert_in(b"plain \"text\"\n", &context),
+            Applied::Converted(
+                format!(
+                    "{{\"sourceFile\":\"/var/log/app.log\",\"hostname\":\"{host}\",\"readTime\":\"2026-12-04T16:20:00.123Z\",\"data\":\"plain \\\"text\\\"\"}}\n"
+                )
+                .into_bytes()
+            )
+        );
+        let other = Processor::new(&[ProcessingOption::AddBrackets]).unwrap().unwrap();
+        assert!(!other.needs_context());
+    }
 
     fn chain(options: Vec<ProcessingOption>) -> Processor {
         Processor::new(&options).unwrap().unwrap()

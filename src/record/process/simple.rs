@@ -2,6 +2,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::json::{Field, Object};
@@ -39,6 +40,40 @@ pub fn add_metadata(record: &str, metadata: &Value, timestamp: bool, json: JsonF
     object.put("metadata", Field::Json(metadata));
     object.put("data", Field::Str(data));
     object.to_record(json)
+}
+
+/// ADDSOURCEMETADATA: `values` added after the fields of a JSON object record (a field of the
+/// same name takes the new value in place), or with `wrap` around the record:
+/// `{<values>,"data":"<the record without its newline>"}`. `None`: not a JSON object (and not
+/// `wrap`).
+pub fn add_fields(record: &str, values: &[(&str, &str)], wrap: bool, json: JsonFormat) -> Option<String> {
+    if wrap {
+        let data = record.strip_suffix('\n').unwrap_or(record);
+        let mut object = Object::with_capacity(values.len() + 1);
+        for (k, v) in values {
+            object.put(k, Field::Str(v));
+        }
+        object.put("data", Field::Str(data));
+        return Some(object.to_record(json));
+    }
+    let mut de = serde_json::Deserializer::from_str(record);
+    let mut map = serde_json::Map::<String, Value>::deserialize(&mut de).ok()?;
+    for (k, v) in values {
+        map.insert((*k).to_owned(), Value::String((*v).to_owned()));
+    }
+    Some(super::json::object_record(&map, json))
+}
+
+/// The host's name (`gethostname`), or `localhost` when it cannot be read.
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; the name is NUL-terminated when it fits.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..end]) {
+        Ok(name) if rc == 0 && !name.is_empty() => name.to_owned(),
+        _ => "localhost".to_owned(),
+    }
 }
 
 /// ADDBRACKETS: `{` + the record, newline included + `}`.
