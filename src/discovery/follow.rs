@@ -99,6 +99,8 @@ pub(super) struct State {
     /// said.
     pub(super) fd_waiting: usize,
     pub(super) fd_warned: bool,
+    /// Said that the daemon skips the compressed files the pattern names.
+    pub(super) archives_warned: bool,
 }
 
 impl Discovery {
@@ -122,7 +124,20 @@ impl Discovery {
                 (f, problems)
             })
             .await;
-            let Ok((found, problems)) = scanned else { return };
+            let Ok((mut found, problems)) = scanned else { return };
+            if !self.once && self.watch.pattern.wants_archives() {
+                let before = found.len();
+                found.retain(|f| !self.watch.pattern.names_archive(&f.path));
+                if found.len() < before && !st.archives_warned {
+                    st.archives_warned = true;
+                    tracing::warn!(
+                        "flows[{}]: {} matches compressed files: they are read by `kinesis-agent --once` (a \
+                         backfill), not by the daemon, which skips them",
+                        self.flow.index,
+                        self.flow.file_pattern
+                    );
+                }
+            }
             let clean = problems.is_empty();
             self.report_problems(problems, &mut st);
             if found.is_empty() && !warned_empty && clean {
@@ -412,7 +427,9 @@ impl Discovery {
     }
 
     fn tailer(&self, (file, permit): (File, Permit), handle: Arc<TailHandle>, offset: u64) -> Tailer {
+        let path = handle.path.lock().unwrap().clone();
         Tailer {
+            archive: self.archive_kind(&path),
             settings: self.settings.clone(),
             file,
             permit: Some(permit),
@@ -501,10 +518,19 @@ impl Discovery {
     /// if the file still holds the same bytes there; `initialPosition` for files present at the
     /// first start of a daemon flow. `None`: a new file, which may be a copy (see
     /// `decide_pending`); it is read from 0 unless proven one.
+    /// A compressed file `--once` reads through its decoder (`None`: read as it is).
+    fn archive_kind(&self, path: &Path) -> Option<crate::tail::archive::Kind> {
+        (self.once && self.watch.pattern.names_archive(path)).then(|| crate::tail::archive::Kind::of(path)).flatten()
+    }
+
     fn start_offset(&self, f: &Found, file: &File, first: bool) -> Option<(u64, Option<Sample>)> {
         let store = self.store.lock().unwrap();
         if let Some(e) = store.get(&self.flow.id, f.id) {
-            let mark = Mark { offset: e.offset, head: e.head, marker: e.marker };
+            // An archive's offset is in decompressed bytes, past its (compressed) size, and has
+            // no marker: its first bytes, compressed, are its identity (an archive never changes;
+            // another one at this inode starts otherwise: its header holds its name and time).
+            let archive = self.archive_kind(&f.path).is_some();
+            let mark = Mark { offset: if archive { 0 } else { e.offset }, head: e.head, marker: e.marker };
             let content = OpenFile { file, size: f.size };
             return match identity::checkpoint_trust(&mark, &content) {
                 Ok(()) => Some((e.offset, e.marker)),

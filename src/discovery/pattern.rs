@@ -1,6 +1,7 @@
 //! File discovery: a flow's `filePattern` as a glob over whole paths (globs may appear in
 //! directories, `**` crosses them), walked from its literal base directory. Compressed files are
-//! skipped; symlinks are followed. Problems (unreadable directories) are returned, not logged, so
+//! skipped unless the pattern's file name asks for their suffix (`*.log.gz`: a backfill, read by
+//! `--once`); symlinks are followed. Problems (unreadable directories) are returned, not logged, so
 //! the caller can report each once.
 
 use std::fs::{self, Metadata};
@@ -25,6 +26,9 @@ pub struct Pattern {
     base: PathBuf,
     /// Components below `base` a match can have (None: unlimited, the pattern has `**`).
     depth: Option<usize>,
+    /// Compressed suffixes the pattern's file name names (`*.gz`, `app.log.*.{gz,zst}`): files
+    /// with them match; other compressed files never do.
+    archives: Vec<&'static str>,
 }
 
 /// A file the pattern matches.
@@ -66,7 +70,20 @@ impl Pattern {
             base = p.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
             rest = 1;
         }
-        Ok(Pattern { text: pattern.to_string(), matcher, base, depth: if unlimited { None } else { Some(rest) } })
+        let name = Path::new(pattern).file_name().map(|n| n.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
+        // `.gz` in `*.log.gz`, `gz` in `*.{gz,zst}`.
+        let names = |suffix: &str| {
+            let ext = &suffix[1..];
+            name.match_indices(ext).any(|(i, _)| i > 0 && matches!(name.as_bytes()[i - 1], b'.' | b'{' | b','))
+        };
+        let archives = crate::tail::archive::SUFFIXES.iter().map(|(s, _)| *s).filter(|s| names(s)).collect();
+        Ok(Pattern {
+            text: pattern.to_string(),
+            matcher,
+            base,
+            depth: if unlimited { None } else { Some(rest) },
+            archives,
+        })
     }
 
     pub fn as_str(&self) -> &str {
@@ -84,7 +101,18 @@ impl Pattern {
 
     /// Whether `path` is one this pattern would tail (ignores whether it exists).
     pub fn matches(&self, path: &Path) -> bool {
-        self.matcher.is_match(path) && !is_compressed(path)
+        self.matcher.is_match(path) && (!is_compressed(path) || self.names_archive(path))
+    }
+
+    /// Whether `path` is a compressed file of a kind the pattern asks for.
+    pub fn names_archive(&self, path: &Path) -> bool {
+        let name = path.file_name().map(|n| n.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
+        self.archives.iter().any(|s| name.ends_with(s))
+    }
+
+    /// Whether the pattern asks for compressed files.
+    pub fn wants_archives(&self) -> bool {
+        !self.archives.is_empty()
     }
 
     /// Every regular file matching now. `problems` receives (path, error) for directories or
@@ -203,6 +231,15 @@ mod tests {
         assert_eq!(names(&p, &mut probs), vec!["b/y.txt", "c.log"]);
         let p = Pattern::new(&format!("{}/c.log", r.display())).unwrap();
         assert_eq!(names(&p, &mut probs), vec!["c.log"]);
+        // Compressed files only when the pattern's name asks for their suffix.
+        let p = Pattern::new(&format!("{}/a/*.gz", r.display())).unwrap();
+        assert_eq!(names(&p, &mut probs), vec!["a/x.log.gz"]);
+        assert!(p.wants_archives());
+        let p = Pattern::new(&format!("{}/a/*.{{gz,zst}}", r.display())).unwrap();
+        assert_eq!(names(&p, &mut probs), vec!["a/x.log.gz"], "the glob is case-sensitive, as always");
+        let p = Pattern::new(&format!("{}/a/*", r.display())).unwrap();
+        assert_eq!(names(&p, &mut probs), vec!["a/x.log"]);
+        assert!(!p.wants_archives());
         assert!(probs.is_empty());
     }
 

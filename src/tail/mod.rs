@@ -6,7 +6,9 @@
 //! Whether a new file is a copy of another is not its business: discovery decides that before it
 //! starts the tailer.
 
+pub mod archive;
 pub mod budget;
+mod convert;
 pub mod identity;
 
 use std::collections::HashMap;
@@ -26,7 +28,7 @@ use crate::ack::{AckTracker, FileId};
 use crate::metrics::FlowMetrics;
 use crate::record::key::KeyDeriver;
 use crate::record::multiline::MultiLine;
-use crate::record::process::{Applied, Processor};
+use crate::record::process::Processor;
 use crate::record::split::{LineSplitter, SplitStats};
 use crate::record::{Chunk, Origin, Record};
 use identity::Content;
@@ -180,6 +182,8 @@ pub struct Tailer {
     pub shutdown: CancellationToken,
     /// The file's share of the open-file budget, given back when the tailer ends.
     pub permit: Option<budget::Permit>,
+    /// A compressed file read through its decoder (`--once`); offsets are then decompressed bytes.
+    pub archive: Option<archive::Kind>,
 }
 
 enum Next {
@@ -219,6 +223,27 @@ impl Tailer {
             .clone()
             .map(|re| MultiLine::new(re, self.settings.record_limit, self.settings.terminator.clone()));
         let mut read_pos = self.offset;
+        let mut archive = match self.archive {
+            None => None,
+            Some(kind) => match self.open_archive(kind) {
+                Some((a, from)) => {
+                    if from < read_pos {
+                        // Another archive: its content is tracked afresh, as after a truncation.
+                        slot = self.tracker.supersede(slot);
+                        self.handle.slot.store(slot, Ordering::Relaxed);
+                        self.handle.committed.store(from, Ordering::Relaxed);
+                        splitter.restart(self.settings.skip_header_lines);
+                        read_pos = from;
+                    }
+                    Some(a)
+                }
+                None => {
+                    self.handle.done.store(true, Ordering::Relaxed);
+                    return;
+                }
+            },
+        };
+        let mut archive_counted = 0u64;
         let mut head_len = self.update_head(slot, usize::MAX);
         let mut idle_since: Option<Instant> = None;
         let mut last_data = Instant::now();
@@ -234,6 +259,7 @@ impl Tailer {
             // slow destination held this tailer back) never looks shorter: its first bytes tell.
             // Discovery may have seen it first (this tailer held back, or a copy waiting on it).
             let rewritten = !self.settings.once
+                && archive.is_none()
                 && (self.handle.truncation_seen_for(slot)
                     || (head_checked.elapsed() >= HEAD_CHECK_EVERY && {
                         head_checked = Instant::now();
@@ -242,8 +268,13 @@ impl Tailer {
             // Read only what the file holds beyond `read_pos` (up to READ_SIZE), and only once the
             // batcher has room for the chunk: an idle or held-back tailer holds no buffer, so a
             // thousand files waiting for a slow destination do not pin a thousand buffers.
-            let meta = if rewritten { None } else { self.file.metadata().ok() };
-            let size = meta.as_ref().map_or(read_pos, |m| m.len());
+            let meta = if rewritten || archive.is_some() { None } else { self.file.metadata().ok() };
+            // An archive holds more until its decoder says it ends.
+            let size = if archive.is_some() {
+                read_pos + READ_SIZE as u64
+            } else {
+                meta.as_ref().map_or(read_pos, |m| m.len())
+            };
             // Nothing to read: the end-of-file checks below use this same measurement.
             let at_end = meta.filter(|_| size <= read_pos);
             let mut rewritten = rewritten;
@@ -270,12 +301,30 @@ impl Tailer {
                 Ok(0)
             } else {
                 buf = BytesMut::zeroed(want);
-                self.file.read_at(&mut buf, read_pos)
+                match archive.as_mut() {
+                    Some(a) => a.read(&mut buf),
+                    None => self.file.read_at(&mut buf, read_pos),
+                }
             };
             let n = match n {
                 Ok(n) => {
                     read_error_logged = false;
                     n
+                }
+                Err(e) if archive.is_some() => {
+                    // Corrupt or truncated: what decoded before is sent; the run fails.
+                    let a = archive.as_ref().expect("checked");
+                    tracing::error!(
+                        "{}: the {} data is corrupt or truncated at about compressed byte {} ({e}); the \
+                         {read_pos} bytes decoded before it were read, the rest cannot be",
+                        self.path().display(),
+                        a.kind().name(),
+                        a.compressed_pos()
+                    );
+                    FlowMetrics::add(&self.metrics.unreadable, 1);
+                    drop(room);
+                    self.finish_record(slot, &mut multi).await;
+                    break;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -293,7 +342,9 @@ impl Tailer {
                 *self.handle.quiet_since.lock().unwrap() = None;
                 let start = read_pos;
                 read_pos += n as u64;
-                self.handle.read_offset.store(read_pos, Ordering::Relaxed);
+                // An archive's progress is in compressed bytes, as its size is.
+                let shown = archive.as_ref().map_or(read_pos, archive::Archive::compressed_pos);
+                self.handle.read_offset.store(shown, Ordering::Relaxed);
                 if head_len < identity::HEAD_BYTES && read_pos > head_len as u64 {
                     head_len = self.update_head(slot, head_len);
                 }
@@ -321,7 +372,14 @@ impl Tailer {
                         end = Some(e);
                     }),
                 });
-                self.count(&stats, consumed);
+                // An archive counts its compressed bytes, as its size does (progress, bytes behind).
+                let counted = match archive.as_ref() {
+                    Some(a) => {
+                        (a.compressed_pos() - std::mem::replace(&mut archive_counted, a.compressed_pos())) as usize
+                    }
+                    None => consumed,
+                };
+                self.count(&stats, counted);
                 self.count(&multi_stats, 0);
                 if multi.is_none() && consumed > 0 {
                     end = Some(start + consumed as u64);
@@ -330,6 +388,8 @@ impl Tailer {
                     // A multi-line record finished by a start line that began in an earlier read
                     // ends before this read: its marker is read from the file.
                     let marker = match end.checked_sub(start).map(|w| w as usize) {
+                        // The bytes before an archive's offset are not the file's: no marker.
+                        _ if archive.is_some() => None,
                         Some(within) if within >= identity::MARKER_BYTES => {
                             Some(identity::Sample::of(&data[within - identity::MARKER_BYTES..within]))
                         }
@@ -344,6 +404,11 @@ impl Tailer {
             }
             // End of file.
             drop(room);
+            if archive.is_some() {
+                // An archive is complete: its unterminated last line is a record too.
+                self.send_partial(slot, &mut splitter, &mut multi, read_pos).await;
+                break;
+            }
             if self.settings.once {
                 // The file is complete as far as this run goes: its last multi-line record is
                 // too (an unterminated line still waits for a later run).
@@ -556,53 +621,6 @@ impl Tailer {
                 h.len as usize
             }
             None => had.min(identity::HEAD_BYTES),
-        }
-    }
-
-    /// Applies the processing options: a converted record is a new buffer with the same origin;
-    /// a dropped one is removed and counted. One too big for the destination once converted is
-    /// cut to the limit and ends with the terminator, as the Java agent does (or, with
-    /// `oversizedRecordAction` DROP, dropped), and counted like a long line.
-    fn process(&self, processor: &Processor, records: &mut Vec<Record>) {
-        let limit = self.settings.record_limit;
-        let (mut skipped, mut failed) = (0u64, 0u64);
-        let mut oversized = SplitStats::default();
-        // Where and when these records were read, for ADDSOURCEMETADATA (made only if used).
-        let (file, read_time) = if processor.needs_context() {
-            let now = crate::record::process::simple::utc_millis(std::time::SystemTime::now());
-            (self.path().display().to_string(), now)
-        } else {
-            Default::default()
-        };
-        let context = crate::record::process::Context { file: &file, read_time: &read_time };
-        records.retain_mut(|r| match processor.convert_in(&r.data, &context) {
-            Applied::Converted(mut out) => {
-                if out.len() > limit {
-                    let Some(t) = &self.settings.terminator else {
-                        oversized.dropped += 1;
-                        return false;
-                    };
-                    out.truncate(limit - t.len());
-                    out.extend_from_slice(t);
-                    oversized.truncated += 1;
-                }
-                r.data = Bytes::from(out);
-                true
-            }
-            Applied::Failed => {
-                failed += 1;
-                true
-            }
-            Applied::Dropped => {
-                skipped += 1;
-                false
-            }
-        });
-        FlowMetrics::add(&self.metrics.records_skipped, skipped);
-        FlowMetrics::add(&self.metrics.processing_errors, failed);
-        self.count(&oversized, 0);
-        if skipped > 0 {
-            tracing::debug!("{}: dataProcessingOptions dropped {skipped} record(s)", self.path().display());
         }
     }
 

@@ -5,6 +5,7 @@
 
 mod common;
 
+mod archives;
 mod bad_input;
 mod cloudwatch;
 mod e2e_credentials;
