@@ -36,6 +36,8 @@ def call(endpoint, op, body):
             return json.loads(r.read() or b"{}")
     except urllib.error.HTTPError as e:
         raise SystemExit(f"{op} failed: HTTP {e.code}: {e.read().decode(errors='replace')}")
+    except urllib.error.URLError as e:
+        raise SystemExit(f"{op} failed: cannot reach {endpoint}: {e.reason}")
 
 
 def records(endpoint, stream):
@@ -53,28 +55,38 @@ def records(endpoint, stream):
 
 
 def main():
-    endpoint, cmd, stream = sys.argv[1], sys.argv[2], sys.argv[3]
-    if cmd == "create":
-        call(endpoint, "CreateStream", {"StreamName": stream, "ShardCount": int(sys.argv[4])})
+    import argparse
+    p = argparse.ArgumentParser(description="Minimal Kinesis client for the demo: create a stream, show or count what arrived.")
+    p.add_argument("endpoint", help="e.g. http://127.0.0.1:4567")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("create", help="create a stream and wait until it is ACTIVE")
+    c.add_argument("stream")
+    c.add_argument("shards", type=int)
+    s = sub.add_parser("show", help="print the first records and the count per shard")
+    s.add_argument("stream")
+    s.add_argument("--max-lines", type=int, default=10, metavar="N", help="records printed (default 10)")
+    n = sub.add_parser("count", help="print the number of records")
+    n.add_argument("stream")
+    args = p.parse_args()
+    endpoint, stream = args.endpoint, args.stream
+    if args.cmd == "create":
+        call(endpoint, "CreateStream", {"StreamName": stream, "ShardCount": args.shards})
         for _ in range(100):
             st = call(endpoint, "DescribeStreamSummary", {"StreamName": stream})
             if st["StreamDescriptionSummary"]["StreamStatus"] == "ACTIVE":
                 return
             time.sleep(0.1)
         raise SystemExit(f"stream {stream} did not become ACTIVE")
-    elif cmd == "count":
+    elif args.cmd == "count":
         print(sum(1 for _ in records(endpoint, stream)))
-    elif cmd == "show":
-        limit = int(sys.argv[4]) if len(sys.argv) > 4 else 10
+    else:
         per_shard, n = {}, 0
         for shard, key, data in records(endpoint, stream):
             per_shard[shard] = per_shard.get(shard, 0) + 1
-            if n < limit:
+            if n < args.max_lines:
                 print(f"  {shard}  key={key}  {data!r}")
             n += 1
         print(f"{n} record(s) in stream {stream}: " + ", ".join(f"{s}: {c}" for s, c in sorted(per_shard.items())))
-    else:
-        raise SystemExit(__doc__)
 
 
 if __name__ == "__main__":
