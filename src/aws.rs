@@ -106,17 +106,14 @@ pub fn destination_key(
 ) -> Result<DestinationKey, AwsSetupError> {
     let own = &flow.aws;
     let firehose = matches!(flow.destination, Destination::Firehose { .. });
-    let (own_endpoint, own_region, endpoint, region) = if firehose {
-        (&own.firehose_endpoint, &own.firehose_region, &global.firehose_endpoint, &global.firehose_region)
+    let (own_endpoint, endpoint) = if firehose {
+        (&own.firehose_endpoint, &global.firehose_endpoint)
     } else {
-        (&own.kinesis_endpoint, &own.kinesis_region, &global.kinesis_endpoint, &global.kinesis_region)
+        (&own.kinesis_endpoint, &global.kinesis_endpoint)
     };
     let endpoint_used = own_endpoint.clone().or_else(|| endpoint.clone());
-    let region = own_region
-        .clone()
-        .or_else(|| own_endpoint.as_deref().and_then(region_from_endpoint))
-        .or_else(|| region.clone())
-        .or_else(|| endpoint.as_deref().and_then(region_from_endpoint))
+    let region = configured_region(global, flow)
+        .map(|(r, _)| r)
         .or_else(|| default_region.map(str::to_string))
         // Java uses us-east-1 for Firehose unless `firehose.endpoint` is set (its issue #207);
         // for Kinesis only with an endpoint (an emulator).
@@ -130,6 +127,32 @@ pub fn destination_key(
         (None, None) => None,
     };
     Ok(DestinationKey { firehose, region, endpoint: endpoint_used, role })
+}
+
+/// The region the configuration gives a flow, and the key it comes from: the flow's own
+/// region, its own endpoint's, the top-level region, the top-level endpoint's. `None`: the AWS
+/// region chain decides (AWS_REGION, the profile, instance metadata).
+pub fn configured_region(global: &AwsSettings, flow: &FlowConfig) -> Option<(String, &'static str)> {
+    let own = &flow.aws;
+    let candidates: [(&Option<String>, bool, &'static str); 4] = match flow.destination {
+        Destination::Kinesis { .. } => [
+            (&own.kinesis_region, false, "the flow's kinesis.region"),
+            (&own.kinesis_endpoint, true, "the flow's kinesis.endpoint"),
+            (&global.kinesis_region, false, "kinesis.region"),
+            (&global.kinesis_endpoint, true, "kinesis.endpoint"),
+        ],
+        Destination::Firehose { .. } => [
+            (&own.firehose_region, false, "the flow's firehose.region"),
+            (&own.firehose_endpoint, true, "the flow's firehose.endpoint"),
+            (&global.firehose_region, false, "firehose.region"),
+            (&global.firehose_endpoint, true, "firehose.endpoint"),
+        ],
+    };
+    candidates.into_iter().find_map(|(value, endpoint, key)| {
+        let v = value.as_deref()?;
+        let region = if endpoint { region_from_endpoint(v)? } else { v.to_string() };
+        Some((region, key))
+    })
 }
 
 impl Clients {
@@ -237,8 +260,29 @@ pub async fn build(cfg: &AgentConfig) -> Result<Clients, AwsSetupError> {
     if let Some(app) = aws.user_agent.as_deref().and_then(|ua| AppName::new(ua.to_string()).ok()) {
         loader = loader.app_name(app);
     }
+    // When the configuration gives every flow its region, the region chain is not asked: off EC2
+    // it would wait for instance metadata that does not answer, at every start.
+    let configured: Option<Vec<String>> = cfg.flows.iter().map(|f| configured_region(aws, f).map(|(r, _)| r)).collect();
+    if let Some(first) = configured.and_then(|regions| regions.into_iter().next()) {
+        loader = loader.region(Region::new(first));
+    }
     let source = loader.load().await;
     let default_region = source.region().map(|r| r.to_string());
+    if default_region.is_none() {
+        let unset: Vec<String> = cfg
+            .flows
+            .iter()
+            .filter(|f| configured_region(aws, f).is_none())
+            .map(|f| format!("flows[{}]", f.index))
+            .collect();
+        if !unset.is_empty() {
+            tracing::warn!(
+                "no AWS region for {}: none is configured and none came from AWS_REGION, the profile or \
+                 instance metadata; set `kinesis.region` (or `firehose.region`) in agent.json",
+                unset.join(", ")
+            );
+        }
+    }
     let global_role = aws.assume_role_arn.clone().map(|arn| (arn, aws.assume_role_external_id.clone()));
     let base = match &global_role {
         Some((arn, ext)) => {

@@ -109,6 +109,12 @@ fn init_logging(level: Option<&str>, log: Option<&config::LogSettings>) -> Resul
         Some(l) => EnvFilter::try_new(l).unwrap_or_else(|_| configured()),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| configured()),
     };
+    // The SDK's region chain warns twice, at length, when instance metadata does not answer; the
+    // agent says it once itself (aws::build), naming the key to set.
+    let filter = match "aws_config::imds::region=error".parse() {
+        Ok(quiet) if !filter.to_string().contains("aws_config") => filter.add_directive(quiet),
+        _ => filter,
+    };
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
     let opened = log.and_then(|l| l.file.as_ref().map(|path| RotatingFile::open(path, l.max_file_size, l.max_backups)));
     match opened {
@@ -171,6 +177,12 @@ fn print_config(cfg: &AgentConfig) {
         let own: Vec<String> = own.iter().filter_map(|(k, v)| v.as_ref().map(|v| format!("{k} {v}"))).collect();
         if !own.is_empty() {
             println!("  its own destination settings: {}", own.join(", "));
+        }
+        match kinesis_agent::aws::configured_region(&cfg.aws, f) {
+            Some((region, from)) => println!("  region {region} (from {from})"),
+            None => println!(
+                "  region: from the AWS region chain (AWS_REGION, the profile, instance metadata), else us-east-1 for Firehose"
+            ),
         }
         if kinesis_agent::service::proxy::configured() {
             println!("  HTTP: {}", kinesis_agent::service::proxy::describe(&destination_url(cfg, f)));

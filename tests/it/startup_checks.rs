@@ -122,3 +122,55 @@ async fn kinesis_local_existing_and_missing() {
         "{err}"
     );
 }
+
+/// With every flow's region in the configuration and static keys, a start asks nothing of the
+/// instance metadata service (off EC2 it may never answer: each start waited for it). Without a
+/// configured region the region chain does ask it, which shows the listener would see it.
+#[test]
+fn a_configured_region_keeps_the_start_off_instance_metadata() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let fake = FakeKinesis::start();
+    // A metadata endpoint that accepts connections and never answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let imds = format!("http://{}", listener.local_addr().unwrap());
+    let asked = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = asked.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming().flatten() {
+            counter.fetch_add(1, Ordering::SeqCst);
+            held.push(conn);
+        }
+    });
+    let ws = Workspace::new();
+    write_lines(&ws.file("a.log"), 0..100, "R");
+    let run = |region: Option<&str>| {
+        let mut cfg = serde_json::json!({
+            "kinesis.endpoint": fake.endpoint(),
+            "awsAccessKeyId": "AKIASTATICKEY0000000", "awsSecretAccessKey": "static-secret-key",
+            "flows": [{ "filePattern": ws.pattern("*.log"), "kinesisStream": "s", "initialPosition": "START_OF_FILE" }]
+        });
+        if let Some(r) = region {
+            cfg["kinesis.region"] = r.into();
+        }
+        ws.write_config(cfg);
+        std::process::Command::new(agent_bin())
+            .args(ws.args(true, &["--no-progress"]))
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", &ws.home)
+            .env("AWS_CONFIG_FILE", ws.home.join("none"))
+            .env("AWS_SHARED_CREDENTIALS_FILE", ws.home.join("none"))
+            .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &imds)
+            .current_dir(&ws.home)
+            .output()
+            .unwrap()
+    };
+    let out = run(Some("eu-west-1"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(asked.load(Ordering::SeqCst), 0, "instance metadata was asked although the region is set");
+    assert_eq!(fake.record_count(), 100);
+    let out = run(None);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(asked.load(Ordering::SeqCst) > 0, "the region chain did not ask instance metadata: the test sees nothing");
+}
