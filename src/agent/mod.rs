@@ -203,11 +203,16 @@ pub async fn run(
         tokio::select! {
             _ = flows.finished.notified() => {}
             _ = reload_signal.notified(), if mode == Mode::Daemon && deadline.is_none() => {
-                if let Some(r) = &reload {
-                    apply_reload(r, &mut current, &mut flows, &mut running, &mut waiting).await;
-                }
+                let applied = match &reload {
+                    Some(r) => apply_reload(r, &mut current, &mut flows, &mut running, &mut waiting).await,
+                    None => Ok(()),
+                };
                 let live = running.iter().filter(|f| !f.stopping).count();
-                systemd::ready(&format!("{live} flow(s) running (configuration reloaded)"));
+                // `systemctl status` says whether the reload took, and why not.
+                systemd::ready(&match applied {
+                    Ok(()) => format!("{live} flow(s) running (configuration reloaded)"),
+                    Err(why) => format!("{live} flow(s) running; reload refused, the running configuration goes on: {why}"),
+                });
             }
             _ = shutdown.cancelled(), if deadline.is_none() => {
                 deadline = Some(tokio::time::Instant::now() + timeout);

@@ -46,7 +46,7 @@ pub(super) async fn apply_reload(
     flows: &mut Flows,
     running: &mut Vec<RunningFlow>,
     waiting: &mut Vec<FlowConfig>,
-) {
+) -> Result<(), String> {
     let load = &reload.load;
     let new = match load() {
         Ok(c) => c,
@@ -58,7 +58,8 @@ pub(super) async fn apply_reload(
             for e in &errs.0 {
                 tracing::error!("{e}");
             }
-            return;
+            let first = errs.0.first().map(|e| e.to_string()).unwrap_or_default();
+            return Err(format!("{} problem(s), the first: {first}", errs.0.len()));
         }
     };
     for n in &new.notices {
@@ -74,7 +75,7 @@ pub(super) async fn apply_reload(
     // Clients for destinations (kind, region, endpoint, role) no flow used so far.
     if let Err(e) = flows.clients.add_flows(&new.flows).await {
         tracing::error!("SIGHUP: {e}; the configuration was not applied");
-        return;
+        return Err(e.to_string());
     }
     let mut patterns = HashMap::new();
     for f in &new.flows {
@@ -83,12 +84,9 @@ pub(super) async fn apply_reload(
                 patterns.insert(f.id.clone(), p);
             }
             Err(e) => {
-                tracing::error!(
-                    "SIGHUP: flows[{}].filePattern {:?} is not a valid glob: {e}; the configuration was not applied",
-                    f.index,
-                    f.file_pattern
-                );
-                return;
+                let what = format!("flows[{}].filePattern {:?} is not a valid glob: {e}", f.index, f.file_pattern);
+                tracing::error!("SIGHUP: {what}; the configuration was not applied");
+                return Err(what);
             }
         }
     }
@@ -140,4 +138,5 @@ pub(super) async fn apply_reload(
     );
     flows.store.lock().unwrap().set_flows(new.flows.iter().map(|f| f.id.as_str()));
     *current = new;
+    Ok(())
 }

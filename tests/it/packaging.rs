@@ -48,7 +48,7 @@ fn packages() -> (PathBuf, PathBuf) {
 #[test]
 fn deb_installs_and_rpm_holds_the_same() {
     if !is_root() || Command::new("dpkg").arg("--version").output().is_err() {
-        eprintln!("skipped: needs root and dpkg");
+        skip_without("root and dpkg");
         return;
     }
     let (deb, rpm) = packages();
@@ -105,7 +105,7 @@ fn deb_installs_and_rpm_holds_the_same() {
 
     // --- .rpm, inspected.
     if Command::new("rpm").arg("--version").output().is_err() {
-        eprintln!("rpm checks skipped: Debian's rpm package is not installed");
+        skip_without("Debian's rpm package (for the .rpm checks)");
         return;
     }
     let files = stdout(Command::new("rpm").arg("-qlp").arg(&rpm));

@@ -116,7 +116,7 @@ fn assert_no_secret(text: &str) {
 #[test]
 fn lines_go_through_the_proxy_and_its_password_is_never_shown() {
     let Some(bin) = tinyproxy_bin() else {
-        eprintln!("skipped: tinyproxy is not installed and cannot be (not root)");
+        skip_without("tinyproxy (installed by scripts/test as root)");
         return;
     };
     let (peer, client, rt) = kinesalite_stream("proxied");
@@ -172,7 +172,7 @@ fn lines_go_through_the_proxy_and_its_password_is_never_shown() {
 #[test]
 fn no_proxy_bypasses_the_proxy() {
     let Some(bin) = tinyproxy_bin() else {
-        eprintln!("skipped: tinyproxy is not installed and cannot be (not root)");
+        skip_without("tinyproxy (installed by scripts/test as root)");
         return;
     };
     let (peer, client, rt) = kinesalite_stream("direct");
@@ -196,7 +196,7 @@ fn no_proxy_bypasses_the_proxy() {
 #[test]
 fn a_proxy_that_is_down_is_one_error_per_flow_and_loses_nothing() {
     let Some(bin) = tinyproxy_bin() else {
-        eprintln!("skipped: tinyproxy is not installed and cannot be (not root)");
+        skip_without("tinyproxy (installed by scripts/test as root)");
         return;
     };
     let (peer, client, rt) = kinesalite_stream("later");

@@ -84,6 +84,16 @@ fn ready_watchdog_reload_and_stopping_reach_systemd() {
     agent.signal(libc::SIGHUP);
     assert!(wait_for(&heard, "RELOADING=1", 1, Duration::from_secs(10)));
     assert!(wait_for(&heard, "READY=1", 2, Duration::from_secs(10)), "READY again after the reload");
+    assert!(wait_for(&heard, "(configuration reloaded)", 1, Duration::from_secs(10)));
+    // A broken configuration: the reload is refused, and the status says so and why.
+    std::fs::write(&ws.config, "{ not json").unwrap();
+    agent.signal(libc::SIGHUP);
+    assert!(wait_for(&heard, "READY=1", 3, Duration::from_secs(10)), "READY after the refused reload");
+    assert!(
+        wait_for(&heard, "reload refused, the running configuration goes on: 1 problem(s)", 1, Duration::from_secs(10)),
+        "{:?}",
+        heard.lock().unwrap().iter().filter(|(_, m)| m.contains("STATUS")).collect::<Vec<_>>()
+    );
     agent.sigterm();
     assert_eq!(agent.wait_exit(Duration::from_secs(15)).code(), Some(0));
     assert!(wait_for(&heard, "STOPPING=1", 1, Duration::from_secs(2)));
@@ -94,7 +104,7 @@ fn ready_watchdog_reload_and_stopping_reach_systemd() {
         .filter(|(_, m)| !m.starts_with("WATCHDOG") && !m.starts_with("STATUS"))
         .map(|(_, m)| m.lines().next().unwrap_or_default().to_string())
         .collect();
-    assert_eq!(order, ["READY=1", "RELOADING=1", "READY=1", "STOPPING=1"]);
+    assert_eq!(order, ["READY=1", "RELOADING=1", "READY=1", "RELOADING=1", "READY=1", "STOPPING=1"]);
 }
 
 /// `systemd-analyze verify` accepts the unit (skipped where systemd-analyze is missing).

@@ -6,6 +6,19 @@ impl Loader {
     pub(super) fn aws(&mut self, s: &Section) -> AwsSettings {
         let access_key_id = self.get(s, "awsAccessKeyId", parse_nonempty);
         let secret_access_key = self.get(s, "awsSecretAccessKey", parse_nonempty).map(Secret);
+        if secret_access_key.is_some() {
+            use std::os::unix::fs::PermissionsExt;
+            if let Ok(m) = std::fs::metadata(s.file)
+                && m.permissions().mode() & 0o004 != 0
+            {
+                let text = format!(
+                    "this file holds a secret key and every user can read it (mode {:o}): `chmod 640 {}` (the packages install it 0640, group kinesis-agent)",
+                    m.permissions().mode() & 0o777,
+                    s.file.display()
+                );
+                self.notice(s, "awsSecretAccessKey", text);
+            }
+        }
         match (s.has("awsAccessKeyId"), s.has("awsSecretAccessKey")) {
             (true, false) => {
                 self.key_error(s, "awsAccessKeyId", "needs `awsSecretAccessKey` too: static credentials are a pair")

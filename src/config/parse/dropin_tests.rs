@@ -130,3 +130,19 @@ fn the_checkpoint_file_alone() {
     let e = checkpoint_file(&tmp.path().join("nope.json")).unwrap_err().0;
     assert!(e[0].message.contains("cannot read"), "{}", e[0]);
 }
+
+/// A main file holding the secret key that every user can read is said, with the fix.
+#[test]
+fn a_readable_secret_is_noticed() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let text = format!(r#"{{"awsAccessKeyId": "AKIAX", "awsSecretAccessKey": "s3cr3t-value", "flows": [{{{FLOW}}}]}}"#);
+    let main = write(tmp.path(), "agent.json", &text);
+    std::fs::set_permissions(&main, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let notices = load(&main, None).unwrap().notices;
+    assert_eq!(notices.len(), 1, "{notices:?}");
+    assert!(notices[0].contains("every user can read it (mode 644): `chmod 640"), "{notices:?}");
+    assert!(!notices[0].contains("s3cr3t"), "{notices:?}");
+    std::fs::set_permissions(&main, std::fs::Permissions::from_mode(0o640)).unwrap();
+    assert!(load(&main, None).unwrap().notices.is_empty());
+}

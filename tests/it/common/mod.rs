@@ -163,3 +163,13 @@ pub fn tail(text: &str, max_bytes: usize) -> &str {
         None => &text[start..],
     }
 }
+
+/// A test that needs a tool this machine lacks: skipped with a message, except under
+/// `scripts/test` (`REQUIRE_TEST_TOOLS=1`, set for CI), where a missing tool fails the test
+/// instead of letting it pass silently.
+pub fn skip_without(what: &str) {
+    if std::env::var_os("REQUIRE_TEST_TOOLS").is_some() {
+        panic!("{what} is missing, and scripts/test requires it (REQUIRE_TEST_TOOLS is set): install it");
+    }
+    eprintln!("skipped: {what} is missing");
+}
