@@ -1,6 +1,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
 use kinesis_agent::agent::{self, Mode};
@@ -141,6 +142,57 @@ fn init_logging(level: Option<&str>, log: Option<&config::LogSettings>) -> Resul
             }
         }
     }
+}
+
+/// The daemon has no flow to run (the packages' agent.json has none): rather than exit, so that
+/// an enabled unit fails at every boot, it waits, idle, for a SIGHUP with a configuration that
+/// has flows (or for SIGTERM: `None`). Told to systemd as its status; the watchdog is pinged.
+fn wait_for_flows(main: &Path, dir: &Path, first: &config::ConfigErrors) -> Option<AgentConfig> {
+    use kinesis_agent::service::systemd;
+    use tokio::signal::unix::{SignalKind, signal};
+    let waiting = format!(
+        "no flows in {} or {}/*.json: waiting for one (add a flow, then `systemctl reload kinesis-agent`)",
+        main.display(),
+        dir.display()
+    );
+    eprintln!("warning: {}; {waiting}", first.0[0]);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+    runtime.block_on(async {
+        systemd::init();
+        systemd::ready(&waiting);
+        let (mut term, mut int, mut hup) = (
+            signal(SignalKind::terminate()).ok()?,
+            signal(SignalKind::interrupt()).ok()?,
+            signal(SignalKind::hangup()).ok()?,
+        );
+        let mut ping = tokio::time::interval(systemd::watchdog_every().unwrap_or(Duration::from_secs(30)));
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = ping.tick() => systemd::watchdog(),
+                _ = hup.recv() => {
+                    systemd::reloading();
+                    match config::load(main, Some(dir)) {
+                        Ok(c) => return Some(c),
+                        Err(e) if e.only_missing_flows() => {
+                            eprintln!("SIGHUP: still no flows; waiting");
+                            systemd::ready(&waiting);
+                        }
+                        Err(e) => {
+                            for err in &e.0 {
+                                eprintln!("error: {err}");
+                            }
+                            eprintln!("SIGHUP: the configuration has {} problem(s); still waiting", e.0.len());
+                            systemd::ready(&format!("configuration has {} problem(s), see the journal; {waiting}", e.0.len()));
+                        }
+                    }
+                }
+            }
+        }
+        systemd::stopping();
+        None
+    })
 }
 
 fn dropin_dir(cli: &Cli) -> PathBuf {
@@ -328,6 +380,13 @@ fn main() -> ExitCode {
     let dir = dropin_dir(&cli);
     let mut cfg = match config::load(&cli.configuration, Some(&dir)) {
         Ok(c) => c,
+        // A daemon without flows (a fresh install) waits for some instead of failing the unit.
+        Err(errs) if !cli.once && !cli.check_config && errs.only_missing_flows() => {
+            match wait_for_flows(&cli.configuration, &dir, &errs) {
+                Some(c) => c,
+                None => return ExitCode::from(EXIT_OK),
+            }
+        }
         Err(errs) => {
             for e in &errs.0 {
                 eprintln!("error: {e}");

@@ -56,6 +56,13 @@ impl fmt::Display for ConfigError {
 #[derive(Debug, Clone)]
 pub struct ConfigErrors(pub Vec<ConfigError>);
 
+impl ConfigErrors {
+    /// The only problem is that no flow is configured (a fresh install's agent.json).
+    pub fn only_missing_flows(&self) -> bool {
+        matches!(self.0.as_slice(), [e] if e.location.is_empty() && e.message.starts_with("no flows"))
+    }
+}
+
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, e) in self.0.iter().enumerate() {

@@ -156,8 +156,14 @@ fn assert_rejected_in(s: &Setup, extra: &[&str], needles: &[&str]) -> Run {
     }
     assert_has(&check.stderr, &format!("{} problem(s) in the configuration", errors.len()), &check);
 
-    // `--once` exits 1; the daemon 78 (EX_CONFIG), which the systemd unit does not restart.
-    for (mode, code) in [(&["--once"][..], 1), (&[][..], 78)] {
+    // `--once` exits 1; the daemon 78 (EX_CONFIG), which the systemd unit does not restart. A
+    // daemon without flows waits for some instead (see `a_daemon_without_flows_waits_for_them`).
+    let modes: &[(&[&str], i32)] = if errors.iter().all(|e| e.contains(": no flows:")) {
+        &[(&["--once"], 1)]
+    } else {
+        &[(&["--once"], 1), (&[], 78)]
+    };
+    for &(mode, code) in modes {
         let start = s.run(&with(mode, extra));
         assert_eq!(start.code, Some(code), "a normal start {mode:?} must exit {code}\n{}", start.describe());
         assert_eq!(start.error_lines(), errors, "same messages at a normal start {mode:?}\n{}", start.describe());
@@ -997,4 +1003,38 @@ fn a_java_sqlite_checkpoint_is_left_alone() {
     assert_eq!(run.code, Some(0), "{}", run.describe());
     assert!(s.path("java/checkpoints.json").exists(), "{}", run.describe());
     assert_eq!(fs::read(&sqlite).unwrap(), db);
+}
+
+/// The packages' agent.json has no flows. A daemon started with it does not fail (an enabled
+/// unit would fail at every boot): it waits, says why once, and starts the flows a SIGHUP brings;
+/// SIGTERM while waiting is a clean stop.
+#[test]
+fn a_daemon_without_flows_waits_for_them() {
+    let fake = FakeKinesis::start();
+    let ws = Workspace::new();
+    let base = serde_json::json!({ "kinesis.endpoint": fake.endpoint(), "kinesis.region": TEST_REGION, "flows": [] });
+    ws.write_config(base.clone());
+    let mut idle = ws.spawn(false, &[]);
+    assert!(idle.wait_for_log("waiting for one", Duration::from_secs(10)), "{}", idle.log());
+    idle.sigterm();
+    assert_eq!(idle.wait_exit(Duration::from_secs(10)).code(), Some(0), "{}", idle.log());
+
+    let mut agent = ws.spawn(false, &[]);
+    assert!(agent.wait_for_log("waiting for one", Duration::from_secs(10)), "{}", agent.log());
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(agent.is_running(), "{}", agent.log());
+    write_lines(&ws.file("a.log"), 0..50, "W");
+    let mut cfg = base;
+    cfg["flows"] = serde_json::json!([{ "filePattern": ws.pattern("*.log"), "kinesisStream": "s",
+                            "initialPosition": "START_OF_FILE", "maxBufferAgeMillis": 1000 }]);
+    ws.write_config(cfg);
+    agent.signal(libc::SIGHUP);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while fake.record_count() < 50 {
+        assert!(std::time::Instant::now() < deadline, "{}", agent.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_exactly_once(expected_lines(0..50, "W"), &fake.record_data());
+    agent.sigterm();
+    assert_eq!(agent.wait_exit(Duration::from_secs(15)).code(), Some(0), "{}", agent.log());
 }

@@ -55,8 +55,10 @@ fn deb_installs_and_rpm_holds_the_same() {
 
     // --- .deb, installed for real.
     let _ = Command::new("dpkg").args(["--purge", "kinesis-agent"]).output();
-    run(Command::new("dpkg").arg("-i").arg(&deb));
+    let installed = run(Command::new("dpkg").arg("-i").arg(&deb));
     let purge = Purge;
+    let said = String::from_utf8_lossy(&installed.stderr).to_string() + &String::from_utf8_lossy(&installed.stdout);
+    assert!(!said.contains("can't be accessed"), "the install warns:\n{said}");
     for f in [
         "/usr/bin/kinesis-agent",
         "/etc/aws-kinesis/agent.json",
@@ -81,9 +83,15 @@ fn deb_installs_and_rpm_holds_the_same() {
     // The shipped configuration has no flows: --check-config says what to do.
     let check = Command::new("/usr/bin/kinesis-agent").args(["--check-config"]).output().unwrap();
     assert!(String::from_utf8_lossy(&check.stderr).contains("no flows"), "{check:?}");
-    // Started that way, the daemon exits 78, which the unit does not restart (no loop every 5 s).
-    let start = Command::new("/usr/bin/kinesis-agent").output().unwrap();
-    assert_eq!(start.status.code(), Some(78), "{start:?}");
+    // Started that way, the daemon waits for flows (an enabled unit must not fail at boot), and
+    // stops cleanly on SIGTERM.
+    let mut idle = Command::new("/usr/bin/kinesis-agent").stderr(std::process::Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(idle.try_wait().unwrap().is_none(), "the daemon without flows exited");
+    unsafe { libc::kill(idle.id() as i32, libc::SIGTERM) };
+    let out = idle.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("waiting for one"), "{out:?}");
     let unit = std::fs::read_to_string("/lib/systemd/system/kinesis-agent.service")
         .or_else(|_| std::fs::read_to_string("/usr/lib/systemd/system/kinesis-agent.service"))
         .expect("the unit file");
