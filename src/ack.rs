@@ -30,6 +30,8 @@ struct PendingChunk {
 struct FileProgress {
     flow: Arc<str>,
     path: PathBuf,
+    /// The path it had when it was first tracked, once it has moved (rotated).
+    was: Option<PathBuf>,
     id: FileId,
     watermark: u64,
     /// Marker of the bytes just before `watermark`.
@@ -54,6 +56,7 @@ impl FileProgress {
         FileProgress {
             flow,
             path,
+            was: None,
             id,
             watermark,
             marker,
@@ -75,6 +78,8 @@ pub type Forgotten = Vec<(Arc<str>, FileId)>;
 pub struct Watermark {
     pub flow: Arc<str>,
     pub path: PathBuf,
+    /// The path it had when first tracked, if it has moved since.
+    pub was: Option<PathBuf>,
     pub id: FileId,
     pub offset: u64,
     pub head: Option<Sample>,
@@ -119,7 +124,8 @@ impl AckTracker {
         if let Some(f) = g.files.get_mut(&file)
             && f.path != path
         {
-            f.path = path;
+            let old = std::mem::replace(&mut f.path, path);
+            f.was.get_or_insert(old);
             g.dirty = true;
         }
     }
@@ -236,6 +242,7 @@ impl AckTracker {
             .map(|f| Watermark {
                 flow: f.flow.clone(),
                 path: f.path.clone(),
+                was: f.was.clone(),
                 id: f.id,
                 offset: f.watermark,
                 head: f.head,

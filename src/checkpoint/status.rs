@@ -356,6 +356,7 @@ mod tests {
         let f = File::open(path).unwrap();
         let m = f.metadata().unwrap();
         Watermark {
+            was: None,
             flow: "kinesis:s:/logs/*".into(),
             path: path.to_path_buf(),
             id: FileId { dev: m.dev(), ino: m.ino() },

@@ -57,6 +57,10 @@ pub struct Entry {
     pub flow: String,
     /// Where the file was last seen (informational: files are found again by identity).
     pub path: PathBuf,
+    /// The path it had when the agent started tailing it, once it has moved (a rotated file):
+    /// which live file it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub was: Option<PathBuf>,
     pub dev: u64,
     pub ino: u64,
     /// Every byte before this offset was delivered.
@@ -250,7 +254,13 @@ impl CheckpointStore {
         for m in marks {
             let key = (m.flow.to_string(), m.id);
             match self.entries.get_mut(&key) {
-                Some(e) if e.offset == m.offset && e.path == m.path && e.head == m.head && e.marker == m.marker => {
+                Some(e)
+                    if e.offset == m.offset
+                        && e.path == m.path
+                        && (m.was.is_none() || e.was == m.was)
+                        && e.head == m.head
+                        && e.marker == m.marker =>
+                {
                     // A file still tailed is alive however long it has been quiet: not for the
                     // time-to-live to drop (and its lines to be sent again after a restart).
                     let seen = e.seen_run_ms.replace(running).unwrap_or(0);
@@ -259,6 +269,9 @@ impl CheckpointStore {
                 Some(e) => {
                     e.offset = m.offset;
                     e.path = m.path.clone();
+                    if m.was.is_some() {
+                        e.was = m.was.clone();
+                    }
                     e.head = m.head;
                     e.marker = m.marker;
                     e.updated_ms = now;
@@ -271,6 +284,7 @@ impl CheckpointStore {
                         Entry {
                             flow: m.flow.to_string(),
                             path: m.path.clone(),
+                            was: m.was.clone(),
                             dev: m.id.dev,
                             ino: m.id.ino,
                             offset: m.offset,
@@ -390,6 +404,7 @@ mod tests {
 
     fn mark(flow: &str, ino: u64, offset: u64) -> Watermark {
         Watermark {
+            was: None,
             flow: flow.into(),
             path: format!("/f{ino}").into(),
             id: FileId { dev: 1, ino },
@@ -449,6 +464,7 @@ mod tests {
 
     fn entry(flow: &str, ino: u64, seen_run_ms: Option<u64>) -> Entry {
         Entry {
+            was: None,
             flow: flow.into(),
             path: format!("/f{ino}").into(),
             dev: 1,

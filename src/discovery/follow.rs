@@ -249,6 +249,9 @@ impl Discovery {
         for (id, h) in st.tailers.iter() {
             let absent = st.absent.entry(*id).or_default();
             h.matched.store(decide::still_matched(seen.contains(id), clean, absent), Ordering::Relaxed);
+            if !seen.contains(id) {
+                self.follow_rename(h);
+            }
         }
         self.limit_rotated(&st.tailers);
         if self.files.waiting() > 0 {
@@ -518,6 +521,28 @@ impl Discovery {
     /// if the file still holds the same bytes there; `initialPosition` for files present at the
     /// first start of a daemon flow. `None`: a new file, which may be a copy (see
     /// `decide_pending`); it is read from 0 unless proven one.
+    /// A tailed file the scan did not find may have been renamed out of the pattern's reach
+    /// (rotated): its path is taken from the tailer's open descriptor, so that its checkpoint
+    /// names it where it is now (and, as `was`, the live file it was). Informational only: files
+    /// are found by identity.
+    fn follow_rename(&self, h: &TailHandle) {
+        let fd = h.fd.load(Ordering::Relaxed);
+        if fd < 0 || h.done.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(now) = std::fs::read_link(format!("/proc/self/fd/{fd}")) else { return };
+        // A deleted file has no path any more; a descriptor reused since is no file of ours.
+        let deleted = now.as_os_str().as_encoded_bytes().ends_with(b" (deleted)");
+        if deleted || !is_same_file_at(&now, h.id) {
+            return;
+        }
+        let mut p = h.path.lock().unwrap();
+        if *p != now {
+            *p = now.clone();
+            self.tracker.set_path(h.slot(), now);
+        }
+    }
+
     /// A compressed file `--once` reads through its decoder (`None`: read as it is).
     fn archive_kind(&self, path: &Path) -> Option<crate::tail::archive::Kind> {
         (self.once && self.watch.pattern.names_archive(path)).then(|| crate::tail::archive::Kind::of(path)).flatten()
@@ -565,6 +590,12 @@ struct Stall {
     offset: u64,
     since: Instant,
     warned: bool,
+}
+
+/// Whether the file at `path` is `id`.
+fn is_same_file_at(path: &Path, id: FileId) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).is_ok_and(|m| FileId { dev: m.dev(), ino: m.ino() } == id)
 }
 
 /// Whether an opened file is the one a scan found (the path may have been rotated in between).

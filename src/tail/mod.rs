@@ -91,6 +91,9 @@ pub struct TailHandle {
     /// Close the file as soon as it is read to its end and acknowledged (too many rotated files
     /// are open, or the open-file budget is spent).
     pub close_now: AtomicBool,
+    /// The tailer's open descriptor while it runs (-1 otherwise): where a file rotated out of
+    /// the pattern's reach now lives is read from `/proc/self/fd`.
+    pub fd: std::sync::atomic::AtomicI32,
 }
 
 /// What a file held when it was truncated in place: a copy of it that appears (logrotate
@@ -142,6 +145,7 @@ impl TailHandle {
             drained_since: Mutex::new(None),
             quiet_since: Mutex::new(None),
             close_now: AtomicBool::new(false),
+            fd: std::sync::atomic::AtomicI32::new(-1),
         }
     }
 }
@@ -212,6 +216,14 @@ impl Built {
 
 impl Tailer {
     pub async fn run(mut self) {
+        use std::os::fd::AsRawFd;
+        self.handle.fd.store(self.file.as_raw_fd(), Ordering::Relaxed);
+        self.follow().await;
+        self.handle.fd.store(-1, Ordering::Relaxed);
+        self.handle.done.store(true, Ordering::Relaxed);
+    }
+
+    async fn follow(&mut self) {
         let path = self.path();
         let mut slot = self.handle.slot();
         self.handle.done.store(false, Ordering::Relaxed);

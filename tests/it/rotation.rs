@@ -775,3 +775,50 @@ fn reused_inode_of_closed_unmatched_archive() {
     let t = finish(kind, &fake, &mut agent, &ws, 3_000);
     t.assert_exactly_once(kind, &agent);
 }
+
+/// A file rotated out of the pattern's reach is named in its checkpoint where it is now, with the
+/// live name it had: three rotations do not leave three entries that all say `app.log`.
+#[test]
+fn checkpoints_of_rotated_files_name_where_they_are_and_what_they_were() {
+    let fake = FakeKinesis::start();
+    let ws = Workspace::new();
+    let live = ws.file("app.log");
+    write_lines(&live, 0..10, "A");
+    ws.write_config(serde_json::json!({
+        "kinesis.endpoint": fake.endpoint(), "kinesis.region": TEST_REGION,
+        "flows": [{ "filePattern": live.display().to_string(), "kinesisStream": "s",
+                    "initialPosition": "START_OF_FILE", "maxBufferAgeMillis": 1000 }]
+    }));
+    let mut agent = ws.spawn(false, &[]);
+    for round in 1..=2u64 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while fake.record_count() < (10 * round) as usize {
+            assert!(std::time::Instant::now() < deadline, "{}", agent.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::fs::rename(&live, ws.file(&format!("app.log.{round}"))).unwrap();
+        write_lines(&live, 10 * round..10 * (round + 1), "A");
+    }
+    let want = |name: &str| {
+        let path = ws.file(name);
+        let id = file_id(&path);
+        (path.display().to_string(), id)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let entries = ws.checkpoints();
+        let named = |name: &str| {
+            let (path, (dev, ino)) = want(name);
+            entries.iter().any(|e| {
+                e.dev == dev && e.ino == ino && e.path == path && e.was.as_deref() == Some(live.to_str().unwrap())
+            })
+        };
+        if named("app.log.1") && named("app.log.2") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "checkpoints: {entries:#?}\n{}", agent.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    agent.sigterm();
+    agent.wait_exit(Duration::from_secs(15));
+}

@@ -128,6 +128,8 @@ pub struct CheckpointEntry {
     pub ino: u64,
     pub offset: u64,
     pub updated_ms: u64,
+    /// The path the file had when first tailed, once it has moved.
+    pub was: Option<String>,
 }
 
 /// Parses a checkpoint file (`{"version":1,"checkpoints":[...]}`); empty if it does not exist.
@@ -154,6 +156,7 @@ pub fn read_checkpoints(path: &Path) -> Vec<CheckpointEntry> {
             ino: num(e, "ino"),
             offset: num(e, "offset"),
             updated_ms: num(e, "updated_ms"),
+            was: e["was"].as_str().map(str::to_string),
         })
         .collect()
 }
