@@ -5,7 +5,7 @@
 
 use crate::common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::*;
@@ -31,16 +31,28 @@ fn is_root() -> bool {
 }
 
 /// Builds both packages once; returns (deb, rpm).
-fn packages() -> (PathBuf, PathBuf) {
-    run(Command::new(repo_dir().join("packaging/build")).arg("--dev").current_dir(repo_dir()));
+/// The packages of the test build, as `version` (default: the crate's), copied into `keep`.
+fn packages_as(version: Option<&str>, keep: &Path) -> (PathBuf, PathBuf) {
+    let mut build = Command::new(repo_dir().join("packaging/build"));
+    build.arg("--dev").current_dir(repo_dir());
+    if let Some(v) = version {
+        build.env("PACKAGE_VERSION", v);
+    }
+    run(&mut build);
     let dir = repo_dir().join("target/packages");
+    std::fs::create_dir_all(keep).unwrap();
     let find = |ext: &str| {
-        std::fs::read_dir(&dir)
+        let built = std::fs::read_dir(&dir)
             .unwrap()
             .flatten()
             .map(|e| e.path())
             .find(|p| p.extension().is_some_and(|x| x == ext))
-            .unwrap_or_else(|| panic!("no .{ext} in {}", dir.display()))
+            .unwrap_or_else(|| panic!("no .{ext} in {}", dir.display()));
+        let kept = keep.join(built.file_name().unwrap());
+        if kept != built {
+            std::fs::copy(&built, &kept).unwrap();
+        }
+        kept
     };
     (find("deb"), find("rpm"))
 }
@@ -51,7 +63,9 @@ fn deb_installs_and_rpm_holds_the_same() {
         skip_without("root and dpkg");
         return;
     }
-    let (deb, rpm) = packages();
+    let kept = tempfile::tempdir().unwrap();
+    let (deb, rpm) = packages_as(None, &kept.path().join("now"));
+    let (deb2, rpm2) = packages_as(Some("0.99.0"), &kept.path().join("newer"));
 
     // --- .deb, installed for real.
     let _ = Command::new("dpkg").args(["--purge", "kinesis-agent"]).output();
@@ -104,6 +118,10 @@ fn deb_installs_and_rpm_holds_the_same() {
     run(Command::new("dpkg").arg("-i").arg(&deb));
     assert_eq!(std::fs::read_to_string("/etc/aws-kinesis/agent.json").unwrap(), edited, "kept on reinstall");
     run(Command::new("/usr/bin/kinesis-agent").arg("--check-config"));
+    // An upgrade to a rebuilt higher version keeps it too.
+    run(Command::new("dpkg").arg("-i").arg(&deb2));
+    assert_eq!(stdout(Command::new("dpkg-query").args(["-W", "-f", "${Version}", "kinesis-agent"])), "0.99.0");
+    assert_eq!(std::fs::read_to_string("/etc/aws-kinesis/agent.json").unwrap(), edited, "kept on upgrade");
     run(Command::new("dpkg").args(["-r", "kinesis-agent"]));
     assert!(!std::path::Path::new("/usr/bin/kinesis-agent").exists());
     assert_eq!(std::fs::read_to_string("/etc/aws-kinesis/agent.json").unwrap(), edited, "kept on remove");
@@ -140,6 +158,35 @@ fn deb_installs_and_rpm_holds_the_same() {
         json.starts_with("-rw-r-----") && json.contains("kinesis-"),
         "agent.json 0640, group kinesis-agent: {json}"
     );
+
+    // --- .rpm, installed for real into a scratch root (its own database; the scripts need a
+    // system with useradd and systemd, so they are inspected above, not run), then upgraded.
+    let root = tempfile::tempdir().unwrap();
+    let r = root.path().to_str().unwrap();
+    run(Command::new("rpm").args(["--root", r, "--initdb"]));
+    run(Command::new("rpm").args(["--root", r, "-i", "--nodeps", "--noscripts"]).arg(&rpm));
+    let owners = stdout(Command::new("rpm").args([
+        "--root",
+        r,
+        "-q",
+        "--qf",
+        "[%{FILENAMES} %{FILEMODES:octal} %{FILEUSERNAME} %{FILEGROUPNAME}\n]",
+        "kinesis-agent",
+    ]));
+    for want in [
+        "/usr/bin/kinesis-agent 100755 root root",
+        "/etc/aws-kinesis/agent.json 100640 root kinesis-agent",
+        "/usr/lib/systemd/system/kinesis-agent.service 100644 root root",
+    ] {
+        assert!(owners.lines().any(|l| l == want), "{want:?} in:\n{owners}");
+    }
+    let installed = root.path().join("etc/aws-kinesis/agent.json");
+    assert_eq!(std::fs::metadata(&installed).unwrap().permissions().mode() & 0o777, 0o640);
+    assert!(root.path().join("usr/bin/kinesis-agent").exists());
+    std::fs::write(&installed, edited).unwrap();
+    run(Command::new("rpm").args(["--root", r, "-U", "--nodeps", "--noscripts"]).arg(&rpm2));
+    assert_eq!(stdout(Command::new("rpm").args(["--root", r, "-q", "--qf", "%{VERSION}", "kinesis-agent"])), "0.99.0");
+    assert_eq!(std::fs::read_to_string(&installed).unwrap(), edited, "an edited agent.json survives the rpm upgrade");
 }
 
 /// Purges the package when the test ends, however it ends.
