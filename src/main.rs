@@ -263,28 +263,17 @@ fn print_config(cfg: &AgentConfig) {
 /// The URL a flow's requests go to: its endpoint, or the AWS one of its region (as far as the
 /// configuration says; the SDK's region chain is not consulted here).
 fn destination_url(cfg: &AgentConfig, f: &config::FlowConfig) -> String {
-    let (service, own, endpoint, own_region, region) = match f.destination {
-        Destination::Kinesis { .. } => (
-            "kinesis",
-            &f.aws.kinesis_endpoint,
-            &cfg.aws.kinesis_endpoint,
-            &f.aws.kinesis_region,
-            &cfg.aws.kinesis_region,
-        ),
-        Destination::Firehose { .. } => (
-            "firehose",
-            &f.aws.firehose_endpoint,
-            &cfg.aws.firehose_endpoint,
-            &f.aws.firehose_region,
-            &cfg.aws.firehose_region,
-        ),
+    let service = match f.destination {
+        Destination::Kinesis { .. } => "kinesis",
+        Destination::Firehose { .. } => "firehose",
     };
-    match own.as_ref().or(endpoint.as_ref()) {
-        Some(e) => kinesis_agent::aws::endpoint_url(e),
-        None => {
-            let region = own_region.as_ref().or(region.as_ref()).map_or("us-east-1", String::as_str);
-            format!("https://{service}.{region}.amazonaws.com")
-        }
+    // The flow's endpoint and region as its client is built with (without the region chain).
+    match kinesis_agent::aws::destination_key(&cfg.aws, f, None) {
+        Ok(key) => match key.endpoint {
+            Some(e) => kinesis_agent::aws::endpoint_url(&e),
+            None => format!("https://{service}.{}.amazonaws.com", key.region),
+        },
+        Err(_) => format!("https://{service}.us-east-1.amazonaws.com"),
     }
 }
 

@@ -249,10 +249,7 @@ impl Tailer {
                     }
                     Some(a)
                 }
-                None => {
-                    self.handle.done.store(true, Ordering::Relaxed);
-                    return;
-                }
+                None => return,
             },
         };
         let mut archive_counted = 0u64;
@@ -525,7 +522,6 @@ impl Tailer {
             self.tracker.retire(slot);
             self.handle.retired.store(true, Ordering::Relaxed);
         }
-        self.handle.done.store(true, Ordering::Relaxed);
     }
 
     fn path(&self) -> PathBuf {
