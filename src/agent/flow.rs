@@ -12,12 +12,13 @@ use super::Mode;
 use crate::ack::AckTracker;
 use crate::aws;
 use crate::checkpoint::CheckpointStore;
-use crate::config::{Destination, FlowConfig, OversizedRecordAction, PartitionKeyOption};
+use crate::config::{Destination, FlowConfig, KeyOrder, OversizedRecordAction, PartitionKeyOption};
 use crate::discovery::{Discovery, FlowWatch, Pattern};
 use crate::metrics::FlowMetrics;
 use crate::record::Chunk;
 use crate::record::key::key_len;
-use crate::sink::batcher::{self, BatchLimits, InFlight};
+use crate::sink::batcher::{self, BatchLimits};
+use crate::sink::budget::InFlight;
 use crate::sink::client::SinkClient;
 use crate::sink::sender::FlowSender;
 use crate::tail::TailSettings;
@@ -117,6 +118,8 @@ impl Flows {
             give_up,
         );
         sender.give_up_after = self.give_up_after;
+        let ordered = flow.ordering == KeyOrder::PerKey && matches!(flow.destination, Destination::Kinesis { .. });
+        sender.ordered = ordered;
         let aggregator = match (&flow.destination, flow.kpl_aggregation) {
             (Destination::Kinesis { .. }, Some(max)) => {
                 let shards = Arc::new(crate::sink::shards::Shards::default());
@@ -139,6 +142,7 @@ impl Flows {
             per_record_overhead: overhead,
             max_age: flow.max_buffer_age,
             max_batches: flow.publish_queue_capacity,
+            ordered,
         };
         let (tx, rx) = mpsc::channel::<Chunk>(CHANNEL_CHUNKS);
         let done = Arc::new(AtomicBool::new(false));

@@ -20,7 +20,7 @@ use crate::checkpoint::{CheckpointError, CheckpointStore};
 use crate::config::{AgentConfig, ConfigErrors, FlowConfig};
 use crate::discovery::{FlowWatch, Pattern};
 use crate::service::systemd;
-use crate::sink::batcher::InFlight;
+use crate::sink::budget::InFlight;
 use crate::sink::sender::FlowSender;
 use flow::{FlowView, Flows, RunningFlow};
 use reload::apply_reload;

@@ -201,6 +201,16 @@ impl DerivedKey {
     }
 }
 
+/// `ordering` (new): whether records of the same partition key reach the stream in the order they
+/// were read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyOrder {
+    /// A record is never accepted before an earlier record of its key (one record, or one KPL
+    /// aggregate, per key in flight).
+    PerKey,
+    None,
+}
+
 /// `initialPosition`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InitialPosition {
@@ -243,6 +253,8 @@ pub struct FlowConfig {
     pub destination: Destination,
     /// `partitionKeyOption` (default RANDOM).
     pub partition_key: PartitionKeyOption,
+    /// `ordering` (default PER_KEY for derived keys, NONE otherwise and for Firehose).
+    pub ordering: KeyOrder,
     /// `initialPosition` (default END_OF_FILE).
     pub initial_position: InitialPosition,
     /// `maxBufferAgeMillis` (default 60,000; 1,000–900,000).

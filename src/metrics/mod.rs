@@ -118,6 +118,11 @@ metrics! {
         "Lines cut to the record limit.";
     records_dropped: Counter, "records_dropped_total", Tail("records over the record limit dropped"), [],
         "Lines over the record limit dropped (oversizedRecordAction DROP).";
+    records_held_for_order: Counter, "records_held_for_order_total",
+        Tail("records held back behind an earlier record of their key"), [],
+        "Records that waited for an earlier record of their partition key to be accepted (ordering PER_KEY).";
+    order_wait_ms: Counter, "order_wait_milliseconds_total", Quiet, [],
+        "Milliseconds records held back for their key's order waited, in total (divide by records_held_for_order_total for the mean).";
     header_lines_skipped: Counter, "header_lines_skipped_total", Tail("header lines skipped"), [],
         "Header lines skipped (skipHeaderLines).";
     records_skipped: Counter, "records_skipped_total", Tail("dataProcessingOptions dropped"), [],

@@ -76,6 +76,8 @@ mod tests {
             &f.records_undelivered,
             &f.records_truncated,
             &f.records_dropped,
+            &f.records_held_for_order,
+            &f.order_wait_ms,
             &f.header_lines_skipped,
             &f.records_skipped,
             &f.processing_errors,

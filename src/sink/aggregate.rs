@@ -11,7 +11,8 @@ use rand::rngs::SmallRng;
 use tokio::time::Instant;
 
 use super::kpl::{Builder, Entry};
-use super::shards::Shards;
+use super::order::{Lane, key_lane, shard_lane};
+use super::shards::{ShardMap, Shards};
 use crate::config::PartitionKeyOption;
 use crate::record::Record;
 use crate::record::key::{RecordKey, hash_of, partition_key, random_key};
@@ -37,11 +38,24 @@ pub struct Aggregator {
     /// When the oldest record still in an open aggregate arrived.
     oldest: Option<Instant>,
     rng: SmallRng,
+    /// The shard map records were last grouped by, and how many times it changed: aggregates
+    /// carry the generation they were grouped in (ordered flows wait for the older ones).
+    map: Option<Arc<ShardMap>>,
+    generation: u64,
 }
 
 impl Aggregator {
     pub fn new(max_bytes: usize, key: PartitionKeyOption, shards: Arc<Shards>) -> Self {
-        Aggregator { max_bytes, key, shards, open: HashMap::new(), oldest: None, rng: rand::make_rng() }
+        Aggregator {
+            max_bytes,
+            key,
+            shards,
+            open: HashMap::new(),
+            oldest: None,
+            rng: rand::make_rng(),
+            map: None,
+            generation: 0,
+        }
     }
 
     /// Whether records are grouped by shard (and so need the shard map).
@@ -54,7 +68,7 @@ impl Aggregator {
     }
 
     /// Add `r`; aggregates it closes go to `out`.
-    pub fn add(&mut self, mut r: Record, out: &mut Vec<Entry>) {
+    pub fn add(&mut self, mut r: Record, out: &mut Vec<Closed>) {
         let group = if self.by_shard() {
             if r.key.is_none() {
                 // DETERMINISTIC: the key the record would be sent with.
@@ -63,7 +77,15 @@ impl Aggregator {
             }
             let k = r.key.as_ref().expect("set above");
             let hash = k.explicit_hash.unwrap_or_else(|| hash_of(&k.partition));
-            let shard = self.shards.current().and_then(|m| m.shard_of(hash).cloned());
+            let map = self.shards.current();
+            if !same_map(&map, &self.map) {
+                // Aggregates open under the old map close first: a key may now be grouped
+                // under another shard.
+                self.flush(out);
+                self.map = map.clone();
+                self.generation += 1;
+            }
+            let shard = map.and_then(|m| m.shard_of(hash).cloned());
             match shard {
                 Some(s) => Group::Shard(s),
                 None => Group::Key(k.partition.clone(), k.explicit_hash),
@@ -75,10 +97,11 @@ impl Aggregator {
             self.flush(out);
         }
         let max = self.max_bytes;
+        let generation = self.generation;
         if let Some(b) = self.open.get(&group)
             && !b.fits(&r, max)
         {
-            out.push(self.open.remove(&group).expect("present").finish());
+            out.push(finish(&group, self.open.remove(&group).expect("present"), generation));
         }
         let rng = &mut self.rng;
         let b = self.open.entry(group.clone()).or_insert_with(|| match &group {
@@ -89,7 +112,7 @@ impl Aggregator {
         b.push(r);
         self.oldest.get_or_insert_with(Instant::now);
         if b.kinesis_size() >= max {
-            out.push(self.open.remove(&group).expect("present").finish());
+            out.push(finish(&group, self.open.remove(&group).expect("present"), generation));
         }
         if self.open.is_empty() {
             self.oldest = None;
@@ -97,9 +120,39 @@ impl Aggregator {
     }
 
     /// Close every open aggregate.
-    pub fn flush(&mut self, out: &mut Vec<Entry>) {
-        out.extend(self.open.drain().map(|(_, b)| b.finish()));
+    pub fn flush(&mut self, out: &mut Vec<Closed>) {
+        let generation = self.generation;
+        out.extend(self.open.drain().map(|(g, b)| finish(&g, b, generation)));
         self.oldest = None;
+    }
+}
+
+/// An aggregate closed (or a lone record: an aggregate of one is sent plain), with what ordered
+/// flows need to keep its keys' order.
+pub struct Closed {
+    pub entry: Entry,
+    /// One aggregate per lane in flight: its group's.
+    pub lane: Lane,
+    /// The shard map generation it was grouped in (a newer one means the map changed).
+    pub generation: u64,
+}
+
+fn finish(group: &Group, b: Builder, generation: u64) -> Closed {
+    let lane = match group {
+        Group::Any => 0,
+        Group::Shard(s) => shard_lane(generation, s),
+        Group::Key(k, h) => key_lane(k, *h),
+    };
+    Closed { entry: b.finish(), lane, generation }
+}
+
+/// Whether two fetches of the shard map hold the same shards (a refresh makes a new map even
+/// when nothing changed).
+fn same_map(a: &Option<Arc<ShardMap>>, b: &Option<Arc<ShardMap>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+        (None, None) => true,
+        _ => false,
     }
 }
 
@@ -109,7 +162,6 @@ mod tests {
     use crate::config::{DerivedKey, KeyFallback, KeySource};
     use crate::record::Origin;
     use crate::sink::kpl::decode;
-    use crate::sink::shards::ShardMap;
 
     fn rec(data: &str, key: Option<&str>) -> Record {
         Record {
@@ -153,7 +205,7 @@ mod tests {
         agg.flush(&mut out);
         let mut users = 0;
         let mut aggregates = 0;
-        for e in &out {
+        for e in out.iter().map(|c| &c.entry) {
             match e {
                 Entry::Aggregate(a) => {
                     aggregates += 1;
@@ -188,7 +240,7 @@ mod tests {
         }
         agg.flush(&mut out);
         let mut users = 0;
-        for e in &out {
+        for e in out.iter().map(|c| &c.entry) {
             let Entry::Aggregate(a) = e else { panic!("aggregate") };
             let landing = map.shard_of(a.key.hash()).unwrap();
             let m = decode(&a.data).unwrap();
@@ -211,7 +263,7 @@ mod tests {
         }
         agg.flush(&mut out);
         assert_eq!(out.len(), 2);
-        for e in &out {
+        for e in out.iter().map(|c| &c.entry) {
             let Entry::Aggregate(a) = e else { panic!("aggregate") };
             assert_eq!(decode(&a.data).unwrap().partition_key_table.len(), 1);
         }
@@ -229,7 +281,7 @@ mod tests {
         assert!(agg.oldest().is_none());
         let mut keys = std::collections::HashSet::new();
         let mut n = 0;
-        for e in &out {
+        for e in out.iter().map(|c| &c.entry) {
             let Entry::Aggregate(a) = e else { panic!("aggregate") };
             let m = decode(&a.data).unwrap();
             assert_eq!(m.partition_key_table, [a.key.partition.to_string()]);

@@ -2,178 +2,30 @@
 //! flow's record and byte limits, flushes a batch when its oldest record reaches
 //! `maxBufferAgeMillis`, and hands each batch to a send task once its pace and a sending slot
 //! allow. A chunk's bytes are taken from the flow's in-flight budget when the batcher takes the
-//! chunk, and given back when the send task of their batch ends: the open batch and KPL aggregates
-//! still being built count, not only requests being sent. While it waits for budget or a slot it
-//! reads no more chunks, so the bounded channel fills and the tailers stop reading: the files are
-//! the buffer.
+//! chunk, and given back when the send task of their batch ends: the open batch, KPL aggregates
+//! still being built and records waiting for their key's turn count, not only requests being
+//! sent. While it waits for budget or a slot it reads no more chunks, so the bounded channel fills
+//! and the tailers stop reading: the files are the buffer.
+//!
+//! Ordered flows (`ordering: PER_KEY`) pass every entry through the gate of `order.rs`: one
+//! entry per key (or per aggregate group) in flight, the later ones waiting, in order, for the
+//! send task of the earlier one to end.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
-use tokio::task::JoinSet;
+use tokio::task::{JoinError, JoinSet};
 use tokio::time::Instant;
 
-use super::aggregate::Aggregator;
+use super::aggregate::{Aggregator, Closed};
+use super::budget::{FlowBudget, Held, InFlight, kib_of};
 use super::client::SinkClient;
 use super::kpl::Entry;
+use super::order::{Gate, Lane, record_lane};
 use super::sender::FlowSender;
-use crate::record::Chunk;
-
-/// Shared limits on what is in flight across all flows: request slots (`maxSendingThreads`) and
-/// the record bytes budget (`maxInFlightBytes`).
-///
-/// The budget is shared so that a flow with a backlog cannot starve the others: half of it is
-/// split into a reserve per flow, which only that flow uses; the other half is first come, first
-/// served. A flow whose destination is down fills its reserve and the shared half, and stops
-/// there; every other flow still has its reserve. One busy flow alone gets its reserve plus the
-/// shared half (all of it when it is the only flow). A flow added by a reload carves its reserve
-/// out of the shared half, and a flow that ends gives its reserve to it, so the budget holds
-/// whatever reloads do.
-#[derive(Clone)]
-pub struct InFlight {
-    /// Requests being sent (`maxSendingThreads`). Held only during the HTTP call.
-    pub requests: Arc<Semaphore>,
-    /// Record bytes being sent now, for the metrics.
-    pub bytes: Arc<std::sync::atomic::AtomicU64>,
-    shared: Arc<Shared>,
-    reserve_kib: u32,
-    /// Reserves of the flows counted at the start not handed out yet.
-    initial_reserves: Arc<AtomicU32>,
-}
-
-/// The shared half, and its current size in KiB (reserves move in and out of it).
-struct Shared {
-    permits: Arc<Semaphore>,
-    kib: AtomicU32,
-}
-
-impl InFlight {
-    /// `bytes` of record data in flight at most, shared by `flows` flows.
-    pub fn new(requests: usize, bytes: usize, flows: usize) -> Self {
-        let total = (bytes / 1024).clamp(2, u32::MAX as usize >> 4);
-        let reserve = (total / 2 / flows.max(1)).max(1);
-        let shared = total.saturating_sub(reserve * flows.max(1)).max(1);
-        InFlight {
-            requests: Arc::new(Semaphore::new(requests.max(1))),
-            bytes: Arc::default(),
-            shared: Arc::new(Shared { permits: Arc::new(Semaphore::new(shared)), kib: AtomicU32::new(shared as u32) }),
-            reserve_kib: reserve as u32,
-            initial_reserves: Arc::new(AtomicU32::new(flows as u32)),
-        }
-    }
-
-    /// The budget of one more flow: its own reserve, plus the shared part.
-    pub fn flow_budget(&self) -> FlowBudget {
-        let initial = self.initial_reserves.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
-        let reserve_kib = if initial.is_ok() {
-            self.reserve_kib
-        } else {
-            // Added by a reload: what the shared half can spare now, keeping at least 1 KiB there.
-            let spare = (self.shared.kib.load(Ordering::SeqCst).saturating_sub(1)).min(self.reserve_kib);
-            let taken = self.shared.permits.forget_permits(spare as usize) as u32;
-            self.shared.kib.fetch_sub(taken, Ordering::SeqCst);
-            taken.max(1)
-        };
-        FlowBudget { reserve: Arc::new(Semaphore::new(reserve_kib as usize)), reserve_kib, shared: self.shared.clone() }
-    }
-
-    /// KiB of the shared half now (for tests).
-    #[cfg(test)]
-    fn shared_kib(&self) -> u32 {
-        self.shared.kib.load(Ordering::SeqCst)
-    }
-}
-
-/// What one flow may hold in flight: see `InFlight`. Dropped when the flow's batcher ends (its
-/// sends done): the reserve then goes to the shared half.
-pub struct FlowBudget {
-    reserve: Arc<Semaphore>,
-    reserve_kib: u32,
-    shared: Arc<Shared>,
-}
-
-impl Drop for FlowBudget {
-    fn drop(&mut self) {
-        self.shared.kib.fetch_add(self.reserve_kib, Ordering::SeqCst);
-        self.shared.permits.add_permits(self.reserve_kib as usize);
-    }
-}
-
-impl FlowBudget {
-    /// `kib` KiB from the flow's reserve or else the shared part, if either has them now. A
-    /// request larger than a part takes all of it (it is never refused).
-    pub fn try_acquire(&self, kib: u32) -> Option<OwnedSemaphorePermit> {
-        let own = kib.clamp(1, self.reserve_kib);
-        let shared = kib.clamp(1, self.shared.kib.load(Ordering::SeqCst).max(1));
-        self.reserve
-            .clone()
-            .try_acquire_many_owned(own)
-            .or_else(|_| self.shared.permits.clone().try_acquire_many_owned(shared))
-            .ok()
-    }
-
-    /// Waits for `kib` KiB from the flow's reserve or else the shared part, whichever frees
-    /// first (see `try_acquire`).
-    pub async fn acquire(&self, kib: u32) -> OwnedSemaphorePermit {
-        if let Some(p) = self.try_acquire(kib) {
-            return p;
-        }
-        let own = kib.clamp(1, self.reserve_kib);
-        let shared = kib.clamp(1, self.shared.kib.load(Ordering::SeqCst).max(1));
-        tokio::select! {
-            p = self.reserve.clone().acquire_many_owned(own) => p,
-            p = self.shared.permits.clone().acquire_many_owned(shared) => p,
-        }
-        .expect("never closed")
-    }
-}
-
-/// The budget taken for the record bytes the batcher holds: chunks taken from the channel whose
-/// records are in the open batch or in KPL aggregates being built. A batch leaving for its send
-/// task takes its bytes' share along; the pool keeps what the rest needs, rounded up to KiB.
-#[derive(Default)]
-struct Held {
-    permits: Vec<OwnedSemaphorePermit>,
-    bytes: usize,
-}
-
-impl Held {
-    fn kib(&self) -> usize {
-        self.permits.iter().map(OwnedSemaphorePermit::num_permits).sum()
-    }
-
-    fn add(&mut self, permit: OwnedSemaphorePermit, bytes: usize) {
-        self.permits.push(permit);
-        self.bytes += bytes;
-    }
-
-    /// `bytes` leave the batcher: the permits they no longer need. (A chunk larger than a part
-    /// of the budget got less than its size; then the pool can be short, and gives what it has.)
-    fn release(&mut self, bytes: usize) -> Vec<OwnedSemaphorePermit> {
-        self.bytes = self.bytes.saturating_sub(bytes);
-        let mut give = self.kib().saturating_sub(self.bytes.div_ceil(1024));
-        let mut out = Vec::new();
-        while give > 0 {
-            let Some(mut p) = self.permits.pop() else { break };
-            let n = p.num_permits();
-            if n > give {
-                out.push(p.split(give).expect("fewer than held"));
-                self.permits.push(p);
-                break;
-            }
-            give -= n;
-            out.push(p);
-        }
-        out
-    }
-}
-
-/// KiB of budget for `bytes` of records.
-fn kib_of(bytes: usize) -> u32 {
-    bytes.div_ceil(1024).clamp(1, u32::MAX as usize) as u32
-}
+use crate::metrics::FlowMetrics;
+use crate::record::{Chunk, Record};
 
 pub struct BatchLimits {
     pub max_records: usize,
@@ -184,6 +36,8 @@ pub struct BatchLimits {
     pub max_age: Duration,
     /// Batches of this flow in flight at once (`publishQueueCapacity`).
     pub max_batches: usize,
+    /// `ordering: PER_KEY`.
+    pub ordered: bool,
 }
 
 struct Batch {
@@ -191,28 +45,72 @@ struct Batch {
     bytes: usize,
     data_bytes: usize,
     opened: Instant,
+    /// The lanes of its entries (ordered flows), released when its send task ends.
+    lanes: Vec<Lane>,
 }
 
-/// The batch being filled, and what it takes to send full ones.
-struct Filler<'a> {
+/// Ordered flows stop taking chunks while this many batches' worth of records wait for their
+/// keys.
+const HELD_BATCHES: usize = 8;
+
+/// What a send task returns: the records given up, and the lanes its batch held.
+type Sent = (u64, Vec<Lane>);
+
+struct Batcher {
+    limits: BatchLimits,
+    sender: Arc<FlowSender>,
+    inflight: InFlight,
+    budget: FlowBudget,
+    flow_slots: Arc<Semaphore>,
+    tasks: JoinSet<Sent>,
     batch: Option<Batch>,
-    ctx: &'a FlowCtx<'a>,
-    tasks: &'a mut JoinSet<u64>,
-    held: &'a mut Held,
+    /// The budget taken for the records the batcher holds.
+    held: Held,
+    aggregator: Option<Aggregator>,
+    /// Aggregates the aggregator closed, to be pushed.
+    closed: Vec<Closed>,
+    /// Ordered flows.
+    gate: Option<Gate>,
+    /// The shard map generation of the last aggregate admitted: a newer one raises a barrier.
+    generation: u64,
+    given_up: u64,
 }
 
-/// What every batch of a flow is sent with.
-struct FlowCtx<'a> {
-    limits: &'a BatchLimits,
-    sender: &'a Arc<FlowSender>,
-    inflight: &'a InFlight,
-    flow_slots: &'a Arc<Semaphore>,
-}
+impl Batcher {
+    /// Add a plain record, through the gate of ordered flows.
+    async fn push(&mut self, r: Record) {
+        let lane = self.gate.as_ref().and(record_lane(&r));
+        self.push_lane(Entry::Plain(r), lane).await;
+    }
 
-impl Filler<'_> {
-    /// Add one entry, sending the batch first if the entry would not fit in it.
-    async fn push(&mut self, e: Entry) {
-        let limits = self.ctx.limits;
+    /// Add what the aggregator closed, through the gate of ordered flows.
+    async fn push_closed(&mut self, c: Closed) {
+        if let Some(gate) = self.gate.as_mut()
+            && c.generation > self.generation
+        {
+            // The shard map changed: a key may now be grouped under another shard than its
+            // aggregates in flight.
+            self.generation = c.generation;
+            gate.barrier();
+        }
+        let lane = self.gate.as_ref().map(|_| c.lane);
+        self.push_lane(c.entry, lane).await;
+    }
+
+    async fn push_lane(&mut self, e: Entry, lane: Option<Lane>) {
+        match (lane, self.gate.as_mut()) {
+            (Some(lane), Some(gate)) => {
+                if let Some(e) = gate.admit(lane, e) {
+                    self.add(e, Some(lane)).await;
+                }
+            }
+            _ => self.add(e, None).await,
+        }
+    }
+
+    /// Add one entry to the batch, sending the batch first if the entry would not fit in it.
+    async fn add(&mut self, e: Entry, lane: Option<Lane>) {
+        let limits = &self.limits;
         let size = e.kinesis_size(limits.per_record_overhead);
         let full = self
             .batch
@@ -221,15 +119,18 @@ impl Filler<'_> {
         if full {
             self.send().await;
         }
+        let limits = &self.limits;
         let b = self.batch.get_or_insert_with(|| Batch {
             records: Vec::with_capacity(limits.max_records.min(512)),
             bytes: 0,
             data_bytes: 0,
             opened: Instant::now(),
+            lanes: Vec::new(),
         });
         b.bytes += size;
         b.data_bytes += e.user_bytes() as usize;
         b.records.push(e);
+        b.lanes.extend(lane);
         if b.records.len() >= limits.max_records {
             self.send().await;
         }
@@ -237,24 +138,138 @@ impl Filler<'_> {
 
     async fn send(&mut self) {
         if let Some(b) = self.batch.take() {
-            let c = self.ctx;
             let mem = self.held.release(b.data_bytes);
-            dispatch(b, mem, c.sender, c.inflight, c.flow_slots, self.tasks).await;
+            self.dispatch(b, mem).await;
         }
     }
 
-    /// Close the aggregator's open aggregates and send everything held. The batcher then holds
-    /// no records, and no budget.
-    async fn flush(&mut self, aggregator: Option<&mut Aggregator>, closed: &mut Vec<Entry>) {
-        if let Some(agg) = aggregator {
-            agg.flush(closed);
-            for e in closed.drain(..) {
-                self.push(e).await;
+    /// Close the aggregator's open aggregates and send everything that may go. The batcher then
+    /// holds only records waiting for their key's turn, and their budget.
+    async fn flush(&mut self) {
+        if let Some(agg) = self.aggregator.as_mut() {
+            agg.flush(&mut self.closed);
+            for c in std::mem::take(&mut self.closed) {
+                self.push_closed(c).await;
             }
         }
         self.send().await;
-        self.held.bytes = 0;
+        self.held.bytes = self.gate.as_ref().map_or(0, Gate::held_bytes);
         drop(self.held.release(0));
+    }
+
+    /// Ordered flows: records wait for their key, so the batch cannot grow by itself; with no
+    /// batch in flight to end and let them in, send it now.
+    async fn send_if_waiting(&mut self) {
+        if self.gate.as_ref().is_some_and(Gate::is_holding) && self.tasks.is_empty() {
+            self.send().await;
+        }
+    }
+
+    /// A send task ended: its keys' next records may go.
+    async fn done(&mut self, result: Result<Sent, JoinError>) {
+        let (given_up, lanes) = result.unwrap_or_default();
+        self.given_up += given_up;
+        let Some(gate) = self.gate.as_mut() else { return };
+        let mut next = Vec::new();
+        for lane in lanes {
+            gate.release(lane, &mut next);
+        }
+        let stats = gate.take_stats();
+        let m = &self.sender.metrics;
+        FlowMetrics::add(&m.records_held_for_order, stats.records);
+        FlowMetrics::add(&m.order_wait_ms, stats.waited.as_millis() as u64);
+        for (lane, e) in next {
+            self.add(e, Some(lane)).await;
+        }
+        self.send_if_waiting().await;
+    }
+
+    /// Takes `kib` of budget for a chunk. With no send in flight to give budget back, what the
+    /// batcher holds may be all there is: it is sent first, so the batcher never waits on itself.
+    async fn take_budget(&mut self, kib: u32) -> OwnedSemaphorePermit {
+        loop {
+            if let Some(p) = self.budget.try_acquire(kib) {
+                return p;
+            }
+            if self.tasks.is_empty() {
+                if self.held.kib() == 0 {
+                    return self.budget.acquire(kib).await;
+                }
+                self.flush().await;
+                continue;
+            }
+            let done = tokio::select! {
+                p = self.budget.acquire(kib) => return p,
+                Some(done) = self.tasks.join_next() => done,
+            };
+            self.done(done).await;
+        }
+    }
+
+    async fn take(&mut self, chunk: Chunk) {
+        // The chunk's bytes are taken from the budget before its records come in.
+        let permit = self.take_budget(kib_of(chunk.bytes)).await;
+        self.held.add(permit, chunk.bytes);
+        if let Some(agg) = self.aggregator.as_mut()
+            && agg.by_shard()
+            && agg.shards.needs_refresh()
+            && let SinkClient::Kinesis { client, stream, .. } = &self.sender.client
+        {
+            agg.shards.refresh(client, stream, &self.sender.label).await;
+        }
+        for r in chunk.records {
+            let Some(agg) = self.aggregator.as_mut() else {
+                self.push(r).await;
+                continue;
+            };
+            let since = agg.oldest();
+            agg.add(r, &mut self.closed);
+            if self.closed.is_empty() {
+                continue;
+            }
+            for c in std::mem::take(&mut self.closed) {
+                self.push_closed(c).await;
+            }
+            // The records of those aggregates waited in the aggregator: the batch is as old as
+            // the oldest of them.
+            if let (Some(b), Some(since)) = (self.batch.as_mut(), since) {
+                b.opened = b.opened.min(since);
+            }
+        }
+        self.send_if_waiting().await;
+    }
+
+    /// Ordered flows: enough records wait for their keys to fill many batches. More would not
+    /// send faster (the keys in flight are the limit) and would hold memory beyond the records'
+    /// own bytes, so no chunk is taken until some go: the files are the buffer.
+    fn waiting_enough(&self) -> bool {
+        self.gate.as_ref().is_some_and(|g| g.held_entries() >= HELD_BATCHES * self.limits.max_records.max(1))
+    }
+
+    /// When the open batch or aggregate must be flushed.
+    fn deadline(&self) -> Option<Instant> {
+        let oldest = [self.batch.as_ref().map(|b| b.opened), self.aggregator.as_ref().and_then(Aggregator::oldest)];
+        oldest.into_iter().flatten().min().map(|t| t + self.limits.max_age)
+    }
+
+    /// Hands batch `b` to a send task, with `mem`, its share of the budget (given back when the
+    /// task ends).
+    async fn dispatch(&mut self, b: Batch, mem: Vec<OwnedSemaphorePermit>) {
+        let slot: OwnedSemaphorePermit = self.flow_slots.clone().acquire_owned().await.expect("never closed");
+        self.sender.pacer.acquire(b.records.len()).await;
+        let req = self.inflight.requests.clone().acquire_owned().await.expect("never closed");
+        let sender = self.sender.clone();
+        let requests = self.inflight.requests.clone();
+        let bytes = self.inflight.bytes.clone();
+        let data_bytes = b.data_bytes as u64;
+        bytes.fetch_add(data_bytes, std::sync::atomic::Ordering::Relaxed);
+        self.tasks.spawn(async move {
+            let mut rng: rand::rngs::SmallRng = rand::make_rng();
+            let n = sender.deliver(b.records, req, &requests, &mut rng).await;
+            bytes.fetch_sub(data_bytes, std::sync::atomic::Ordering::Relaxed);
+            drop((slot, mem));
+            (n, b.lanes)
+        });
     }
 }
 
@@ -267,145 +282,49 @@ pub async fn run(
     limits: BatchLimits,
     inflight: InFlight,
     budget: FlowBudget,
-    mut aggregator: Option<Aggregator>,
+    aggregator: Option<Aggregator>,
 ) -> u64 {
-    let flow_slots = Arc::new(Semaphore::new(limits.max_batches.max(1)));
-    let mut tasks: JoinSet<u64> = JoinSet::new();
-    let mut given_up = 0u64;
-    let mut batch: Option<Batch> = None;
-    let mut closed: Vec<Entry> = Vec::new();
-    let mut held = Held::default();
-    let ctx = FlowCtx { limits: &limits, sender: &sender, inflight: &inflight, flow_slots: &flow_slots };
+    let mut b = Batcher {
+        flow_slots: Arc::new(Semaphore::new(limits.max_batches.max(1))),
+        gate: limits.ordered.then(Gate::default),
+        limits,
+        sender,
+        inflight,
+        budget,
+        tasks: JoinSet::new(),
+        batch: None,
+        held: Held::default(),
+        aggregator,
+        closed: Vec::new(),
+        generation: 0,
+        given_up: 0,
+    };
     loop {
-        let oldest = [batch.as_ref().map(|b| b.opened), aggregator.as_ref().and_then(Aggregator::oldest)];
-        let deadline = oldest.into_iter().flatten().min().map(|t| t + limits.max_age);
+        let deadline = b.deadline();
         tokio::select! {
-            chunk = rx.recv() => {
-                let Some(chunk) = chunk else { break };
-                // The chunk's bytes are taken from the budget before its records come in.
-                let kib = kib_of(chunk.bytes);
-                let permit = loop {
-                    if let Some(p) = budget.try_acquire(kib) {
-                        break p;
-                    }
-                    if tasks.is_empty() {
-                        if held.kib() == 0 {
-                            break budget.acquire(kib).await;
-                        }
-                        // No send gives budget back: what the batcher holds may be all there is.
-                        let mut f = Filler { batch: batch.take(), ctx: &ctx, tasks: &mut tasks, held: &mut held };
-                        f.flush(aggregator.as_mut(), &mut closed).await;
-                        continue;
-                    }
-                    tokio::select! {
-                        p = budget.acquire(kib) => break p,
-                        Some(done) = tasks.join_next() => given_up += done.unwrap_or(0),
-                    }
-                };
-                held.add(permit, chunk.bytes);
-                if let Some(agg) = aggregator.as_mut()
-                    && agg.by_shard()
-                    && agg.shards.needs_refresh()
-                    && let SinkClient::Kinesis { client, stream, .. } = &sender.client
-                {
-                    agg.shards.refresh(client, stream, &sender.label).await;
-                }
-                let mut f = Filler { batch: batch.take(), ctx: &ctx, tasks: &mut tasks, held: &mut held };
-                for r in chunk.records {
-                    match aggregator.as_mut() {
-                        Some(agg) => {
-                            let since = agg.oldest();
-                            agg.add(r, &mut closed);
-                            if closed.is_empty() {
-                                continue;
-                            }
-                            for e in closed.drain(..) {
-                                f.push(e).await;
-                            }
-                            // The records of those aggregates waited in the aggregator: the
-                            // batch is as old as the oldest of them.
-                            if let (Some(b), Some(since)) = (f.batch.as_mut(), since) {
-                                b.opened = b.opened.min(since);
-                            }
-                        }
-                        None => f.push(Entry::Plain(r)).await,
-                    }
-                }
-                batch = f.batch.take();
-            }
-            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
-                let mut f = Filler { batch: batch.take(), ctx: &ctx, tasks: &mut tasks, held: &mut held };
-                f.flush(aggregator.as_mut(), &mut closed).await;
-            }
-            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                given_up += done.unwrap_or(0);
-            }
+            chunk = rx.recv(), if !b.waiting_enough() => match chunk {
+                Some(chunk) => b.take(chunk).await,
+                None => break,
+            },
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => b.flush().await,
+            Some(done) = b.tasks.join_next(), if !b.tasks.is_empty() => b.done(done).await,
+            // Not reached (records wait only behind a batch open or in flight); never stall.
+            else => b.flush().await,
         }
     }
-    let mut f = Filler { batch: batch.take(), ctx: &ctx, tasks: &mut tasks, held: &mut held };
-    f.flush(aggregator.as_mut(), &mut closed).await;
-    while let Some(done) = tasks.join_next().await {
-        given_up += done.unwrap_or(0);
+    b.flush().await;
+    // Ordered flows: each batch that ends lets the next records of its keys go.
+    while let Some(done) = b.tasks.join_next().await {
+        b.done(done).await;
+        b.flush().await;
     }
-    given_up
-}
-
-/// Hands batch `b` to a send task, with `mem`, its share of the budget (given back when the task
-/// ends).
-async fn dispatch(
-    b: Batch,
-    mem: Vec<OwnedSemaphorePermit>,
-    sender: &Arc<FlowSender>,
-    inflight: &InFlight,
-    flow_slots: &Arc<Semaphore>,
-    tasks: &mut JoinSet<u64>,
-) {
-    let slot: OwnedSemaphorePermit = flow_slots.clone().acquire_owned().await.expect("never closed");
-    sender.pacer.acquire(b.records.len()).await;
-    let req = inflight.requests.clone().acquire_owned().await.expect("never closed");
-    let sender = sender.clone();
-    let requests = inflight.requests.clone();
-    let bytes = inflight.bytes.clone();
-    let data_bytes = b.data_bytes as u64;
-    bytes.fetch_add(data_bytes, std::sync::atomic::Ordering::Relaxed);
-    tasks.spawn(async move {
-        let mut rng: rand::rngs::SmallRng = rand::make_rng();
-        let n = sender.deliver(b.records, req, &requests, &mut rng).await;
-        bytes.fetch_sub(data_bytes, std::sync::atomic::Ordering::Relaxed);
-        drop((slot, mem));
-        n
-    });
+    b.given_up
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
-
-    /// A flow whose destination is down holds all it can and never releases it: another flow
-    /// still gets its reserve, and a flow alone can use more than its reserve.
-    #[tokio::test(start_paused = true)]
-    async fn a_stuck_flow_does_not_starve_another() {
-        let inflight = InFlight::new(4, 8 * 1024 * 1024, 2);
-        let (stuck, other) = (inflight.flow_budget(), inflight.flow_budget());
-        // The stuck flow takes 512 KiB batches until it is blocked.
-        let mut held = Vec::new();
-        while let Ok(p) = tokio::time::timeout(Duration::from_secs(1), stuck.acquire(512)).await {
-            held.push(p);
-        }
-        let stuck_kib: u32 = held.iter().map(|p| p.num_permits() as u32).sum();
-        // Its reserve (2 MiB) and the shared half (4 MiB), not the other's reserve.
-        assert_eq!(stuck_kib, 6 * 1024);
-        // The other flow still sends, batch after batch, from its reserve.
-        for _ in 0..20 {
-            let p = tokio::time::timeout(Duration::from_secs(1), other.acquire(512)).await;
-            assert!(p.is_ok(), "the other flow is starved");
-        }
-        // Once the stuck flow's batches complete, the shared part is free again.
-        drop(held);
-        let big = tokio::time::timeout(Duration::from_secs(1), other.acquire(4 * 1024)).await;
-        assert!(big.is_ok());
-    }
 
     /// KPL aggregates being built count against the budget: with a destination that never
     /// answers, the batcher stops taking chunks once the budget is held, although four open
@@ -461,6 +380,7 @@ mod tests {
             per_record_overhead: 0,
             max_age: Duration::from_secs(3600),
             max_batches: 100,
+            ordered: false,
         };
         let (tx, rx) = mpsc::channel::<Chunk>(4);
         let budget = inflight.flow_budget();
@@ -484,67 +404,5 @@ mod tests {
         // The budget, the channel's chunks and the one being taken in.
         assert!(taken <= budget_bytes + 6 * chunk_bytes, "took {taken} bytes with a budget of {budget_bytes}");
         batcher.abort();
-    }
-
-    #[test]
-    fn held_budget_follows_the_bytes() {
-        let sem = Arc::new(Semaphore::new(100));
-        let mut held = Held::default();
-        held.add(sem.clone().try_acquire_many_owned(10).unwrap(), 10 * 1024);
-        held.add(sem.clone().try_acquire_many_owned(3).unwrap(), 2 * 1024 + 1);
-        assert_eq!(held.kib(), 13);
-        // 4.5 KiB leave: the rest (7.5 KiB + 1 byte) keeps 8 KiB.
-        let out = held.release(4 * 1024 + 512);
-        assert_eq!(out.iter().map(|p| p.num_permits()).sum::<usize>(), 5);
-        assert_eq!(held.kib(), 8);
-        drop(out);
-        assert_eq!(sem.available_permits(), 92);
-        let out = held.release(held.bytes);
-        assert_eq!(out.iter().map(|p| p.num_permits()).sum::<usize>(), 8);
-        assert_eq!(held.kib(), 0);
-    }
-
-    #[test]
-    fn budget_parts() {
-        let one = InFlight::new(1, 64 * 1024 * 1024, 1);
-        assert_eq!((one.reserve_kib, one.shared_kib()), (32 * 1024, 32 * 1024));
-        let many = InFlight::new(1, 1024 * 1024, 1000);
-        assert!(many.reserve_kib >= 1 && many.shared_kib() >= 1);
-    }
-
-    /// Flows added by reloads take their reserve from the shared half, and flows that end give
-    /// theirs to it: the total stays the budget.
-    #[test]
-    fn reloads_keep_the_budget() {
-        let inflight = InFlight::new(1, 8 * 1024 * 1024, 2);
-        let total = |budgets: &[FlowBudget]| inflight.shared_kib() + budgets.iter().map(|b| b.reserve_kib).sum::<u32>();
-        let mut budgets = vec![inflight.flow_budget(), inflight.flow_budget()];
-        assert_eq!(total(&budgets), 8 * 1024);
-        // Two more flows from reloads: 2 MiB each out of the 4 MiB shared half.
-        budgets.push(inflight.flow_budget());
-        budgets.push(inflight.flow_budget());
-        assert_eq!(budgets[3].reserve_kib, 2 * 1024 - 1, "the shared half keeps 1 KiB");
-        assert_eq!(total(&budgets), 8 * 1024);
-        // Yet another: only a token reserve is left to take.
-        budgets.push(inflight.flow_budget());
-        assert!(total(&budgets) <= 8 * 1024 + 1);
-        budgets.truncate(1);
-        assert!(total(&budgets) <= 8 * 1024 + 1 && total(&budgets) >= 8 * 1024);
-        assert!(inflight.shared_kib() >= 6 * 1024 - 1);
-    }
-
-    /// A reload-added flow can still send while the shared half is in use by another.
-    #[tokio::test(start_paused = true)]
-    async fn a_flow_added_while_the_shared_half_is_busy_still_sends() {
-        let inflight = InFlight::new(1, 4 * 1024 * 1024, 1);
-        let first = inflight.flow_budget();
-        let mut held = Vec::new();
-        while let Ok(p) = tokio::time::timeout(Duration::from_secs(1), first.acquire(512)).await {
-            held.push(p);
-        }
-        let added = inflight.flow_budget();
-        assert_eq!(added.reserve_kib, 1, "nothing spare: a token reserve");
-        let p = tokio::time::timeout(Duration::from_secs(1), added.acquire(64)).await;
-        assert!(p.is_ok(), "the added flow is starved");
     }
 }

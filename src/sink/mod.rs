@@ -5,8 +5,10 @@
 
 pub mod aggregate;
 pub mod batcher;
+pub mod budget;
 pub mod client;
 pub mod kpl;
+pub mod order;
 pub mod pace;
 pub mod retry;
 pub mod sender;

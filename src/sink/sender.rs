@@ -51,6 +51,9 @@ pub struct FlowSender {
     last_ok: AtomicBool,
     /// The shard map KPL aggregates are grouped by (Kinesis flows aggregating by shard).
     pub shards: Option<Arc<Shards>>,
+    /// `ordering: PER_KEY`: records taken out of a misplaced aggregate are sent one per key per
+    /// attempt (the batcher's gate keeps every other batch at one entry per key).
+    pub ordered: bool,
 }
 
 /// The least a retry waits, whatever `retryInitialBackoffMillis` / `retryMaxBackoffMillis` say.
@@ -83,6 +86,7 @@ impl FlowSender {
             reported: Mutex::new(Vec::new()),
             last_ok: AtomicBool::new(true),
             shards: None,
+            ordered: false,
         }
     }
 
@@ -266,8 +270,17 @@ impl FlowSender {
     ) -> u64 {
         let mut attempt: u32 = 0;
         let mut permit = Some(permit);
+        // Records of one key beyond the first, when a resend may repeat keys (ordered flows).
+        let mut later: Vec<Entry> = Vec::new();
+        let mut repeats = false;
         loop {
+            if repeats {
+                records.append(&mut later);
+                later = defer_repeated_keys(&mut records);
+                repeats = !later.is_empty();
+            }
             if self.once && self.give_up.is_cancelled() {
+                records.append(&mut later);
                 // A fatal error already ended this flow: do not send what is left.
                 let n = records.iter().map(Entry::user_records).sum();
                 FlowMetrics::add(&self.metrics.records_undelivered, n);
@@ -292,10 +305,11 @@ impl FlowSender {
                     let mut handled = vec![false; records.len()];
                     let resend = self.misplaced(&records, &put.shards, &mut handled).await;
                     self.acknowledge(&records, Some(&handled));
-                    if resend.is_empty() {
+                    repeats |= self.ordered && !resend.is_empty();
+                    records = resend;
+                    if records.is_empty() && later.is_empty() {
                         return 0;
                     }
-                    records = resend;
                     continue;
                 }
                 Ok(put) => {
@@ -327,6 +341,7 @@ impl FlowSender {
                     FlowMetrics::add(&self.metrics.records_throttled, throttled as u64);
                     let mut keep = failed.into_iter();
                     records.retain(|_| keep.next().unwrap_or(false));
+                    repeats |= self.ordered && !resend.is_empty();
                     records.extend(resend);
                     worst.expect("at least one failure")
                 }
@@ -360,6 +375,7 @@ impl FlowSender {
                         failure.message
                     );
                 }
+                records.append(&mut later);
                 let n = records.iter().map(Entry::user_records).sum();
                 FlowMetrics::add(&self.metrics.records_undelivered, n);
                 return n;
@@ -368,6 +384,7 @@ impl FlowSender {
                 self.saw_fatal.store(true, Ordering::Relaxed);
                 if self.once {
                     self.give_up.cancel();
+                    records.append(&mut later);
                     let n = records.iter().map(Entry::user_records).sum();
                     FlowMetrics::add(&self.metrics.records_undelivered, n);
                     return n;
@@ -385,6 +402,27 @@ impl FlowSender {
     fn nothing_accepted_for_too_long(&self) -> bool {
         self.last_accepted.lock().unwrap().elapsed() >= self.give_up_after
     }
+}
+
+/// Takes out of `records` every plain record whose key an earlier entry already has, in order:
+/// one entry per key per attempt, since a partial failure can accept a later record and reject
+/// an earlier one.
+fn defer_repeated_keys(records: &mut Vec<Entry>) -> Vec<Entry> {
+    let mut seen = std::collections::HashSet::new();
+    let mut later = Vec::new();
+    let mut kept = Vec::with_capacity(records.len());
+    for e in records.drain(..) {
+        let lane = match &e {
+            Entry::Plain(r) => super::order::record_lane(r),
+            Entry::Aggregate(_) => None,
+        };
+        match lane {
+            Some(l) if !seen.insert(l) => later.push(e),
+            _ => kept.push(e),
+        }
+    }
+    *records = kept;
+    later
 }
 
 fn rank(c: ErrorClass) -> u8 {

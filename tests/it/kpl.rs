@@ -343,6 +343,17 @@ async fn resharding_loses_no_aggregated_record() {
     let (kept, dropped) = kept_by_consumers(&users, &shards);
     let data: Vec<Vec<u8>> = kept.iter().map(|u| u.data.clone()).collect();
     assert_exactly_once(first.lines().chain(second.lines()), &data);
+    // `ordering` is PER_KEY (a field key): read as a consumer does (parent shards, then their
+    // children, each in sequence order), each user's records come in line order, the records
+    // sent again included.
+    let mut last: HashMap<String, u64> = HashMap::new();
+    for u in &kept {
+        let v: serde_json::Value = serde_json::from_slice(&u.data).expect("JSON");
+        let (user, n) = (v["user"].as_str().unwrap().to_owned(), v["n"].as_u64().unwrap());
+        if let Some(prev) = last.insert(user.clone(), n) {
+            assert!(prev < n, "{user}: line {n} after line {prev} (shard {})", u.shard);
+        }
+    }
     eprintln!("resharding: {dropped} user record(s) stored outside their shard's range were sent again");
     assert!(dropped > 0, "the resharding did not strand any record: the test did not test anything");
     assert!(log.contains("the stream was resharded"), "{}", tail(&log, 4000));

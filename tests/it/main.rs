@@ -21,6 +21,7 @@ mod line_edges;
 mod logging;
 mod multiline;
 mod never_skip;
+mod ordering;
 mod packaging;
 mod partition_keys;
 mod peers_smoke;

@@ -198,6 +198,14 @@ pub(super) static FLOW_KEYS: &[KeyInfo] = &[
         Check::Custom,
     ),
     flow(
+        "ordering",
+        "PER_KEY or NONE (Kinesis flows only)",
+        "PER_KEY with a partitionKeyOption object (field, regex, constant), NONE with RANDOM or DETERMINISTIC",
+        "Keep each partition key's records in the order they were read: a record is never accepted before an earlier record of its key, through retries, throttling and resharding. Costs speed when keys are few (one record, or one KPL aggregate, per key in flight); see Order per key (new).",
+        Supported,
+        Check::Custom,
+    ),
+    flow(
         "kplAggregation",
         "boolean (Kinesis flows only)",
         "false",

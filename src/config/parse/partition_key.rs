@@ -184,6 +184,27 @@ mod tests {
     }
 
     #[test]
+    fn ordering_follows_the_key() {
+        use crate::config::KeyOrder;
+        assert_eq!(one_flow("").ordering, KeyOrder::None, "RANDOM keys mean nothing");
+        assert_eq!(one_flow(r#", "partitionKeyOption": {"field": "k"}"#).ordering, KeyOrder::PerKey);
+        assert_eq!(
+            one_flow(r#", "partitionKeyOption": {"constant": "k"}, "ordering": "NONE""#).ordering,
+            KeyOrder::None
+        );
+        let e = flow_error(r#", "partitionKeyOption": "DETERMINISTIC", "ordering": "PER_KEY""#);
+        assert_eq!(e.location, "flows[0].ordering");
+        assert!(e.message.contains("carry no meaning"), "{}", e.message);
+        let e = flow_error(r#", "partitionKeyOption": {"field": "k"}, "ordering": "per-key""#);
+        assert_eq!(e.location, "flows[0].ordering");
+        assert!(e.message.contains("`PER_KEY` or `NONE`"), "{}", e.message);
+        let text = r#"{"flows": [{"filePattern": "/a.log", "deliveryStream": "d", "ordering": "PER_KEY"}]}"#;
+        let e = one_error(text);
+        assert_eq!(e.location, "flows[0].ordering");
+        assert!(e.message.contains("Firehose has no partition keys"), "{}", e.message);
+    }
+
+    #[test]
     fn kpl_aggregation_is_read() {
         let flow = one_flow("");
         assert_eq!(flow.kpl_aggregation, None);
