@@ -3,7 +3,7 @@
 local sink in bench/sink (bench-sink). Python 3 standard library only.
 
   harness.py gen --lines N                 make (once) the input of N lines; prints its path
-  harness.py run --cmd CMD [--runs 3] [--lines 2000000] [--check] [--fail-rate F] [--label L]
+  harness.py run --cmd CMD [--runs 3] [--lines 2000000] [--check] [--fail-rate F] [--label L] [--tls]
   harness.py idle --cmd CMD [--secs 60] [--label L]
   harness.py summarize [--all]             the results of this session, against the anchors
   harness.py check --input FILE --dump FILE
@@ -12,7 +12,9 @@ The command (split like a shell would, run from the current directory) reads $BE
 its start and sends each line as one record to the stream $BENCH_STREAM at $KINESIS_ENDPOINT. It
 gets a fresh empty folder in $BENCH_WORKDIR (for its config and checkpoints), fake AWS
 credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION) and
-AWS_EC2_METADATA_DISABLED=true; ${VAR} in --cmd is replaced with those values.
+AWS_EC2_METADATA_DISABLED=true; ${VAR} in --cmd is replaced with those values. With --tls the
+endpoint is the sink's HTTPS port, whose CA certificate is in $SINK_CERT (and AWS_CA_BUNDLE).
+SINK_HOST, SINK_PORT and SINK_TLS_PORT are there for configurations that want them apart.
 
 A run ends when the sink has accepted every line (or the command exits, or --timeout passes).
 It reports the wall time (start of the command to the sink's last accepted record), lines/s,
@@ -22,8 +24,8 @@ appends the JSON to $BENCH_WORKDIR/results.jsonl (BENCH_WORKDIR: the harness's s
 default $TMPDIR/kinesis-agent-bench). Runs of one session (BENCH_SESSION, by default one per
 `run`/`idle` invocation) are what `summarize` shows, unless --all.
 
-Environment: SINK_BIN (default target/bench-sink/release/bench-sink, built when missing),
-BENCH_WORKDIR, BENCH_SESSION.
+Environment: SINK_BIN and MEASURE_BIN (default target/bench-sink/release/bench-sink and
+bench-measure, built when missing), BENCH_WORKDIR, BENCH_SESSION.
 """
 import argparse
 import array
@@ -162,9 +164,11 @@ def gen(lines):
 SEQ = re.compile(rb" seq=(\d{9})$")
 
 
-def check(input_file, dump_file):
+def check(input_file, dump_file, decode="raw"):
     """Every input line in the dump exactly once? Lines are found by their `seq=` and compared
-    whole (by hash). Returns a dict of counts."""
+    whole (by hash). `decode`: raw (a record is the line), or json-string (the line JSON-escaped,
+    without the quotes, as Fluent Bit's kinesis_streams sends it with log_key). Returns a dict of
+    counts."""
     hashes = array.array("q")
     with open(input_file, "rb") as f:
         for line in f:
@@ -177,6 +181,11 @@ def check(input_file, dump_file):
         for record in f:
             received += 1
             record = record.rstrip(b"\n")
+            if decode == "json-string" and b"\\" in record:
+                try:
+                    record = json.loads(b'"' + record + b'"').encode()
+                except ValueError:
+                    pass
             m = SEQ.search(record)
             n = int(m.group(1)) if m else -1
             if 0 <= n < expected and hashes[n] == hash(record):
@@ -273,53 +282,59 @@ def probe_ms():
 
 
 class Tree:
-    """The command's process tree: sampled from /proc while it runs, reaped with wait4 (which
-    gives the exact CPU time and peak RSS of the child, including what it exec'd and its reaped
-    descendants)."""
+    """The command's process tree, sampled from /proc while it runs. It is started under
+    bench-measure (bench/sink/src/bin), which waits for it with wait4 and reports its exact CPU
+    time (all its threads, what it exec'd, its reaped descendants) and peak RSS. (Waited for from
+    here, its peak RSS would include this Python process's, which it was forked from.)"""
 
-    def __init__(self, argv, env, log):
+    def __init__(self, argv, env, log, rundir):
+        self.report = os.path.join(rundir, "measure.json")
+        argv = [tool_bin("bench-measure"), self.report, "--", *argv]
         self.proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.pid = self.proc.pid
         self.cpu = {}
         self.hwm = {}
         self.rss = {}
-        self.exit = None  # (status, rusage) once reaped
+        self.measured = None  # bench-measure's report, once the command has exited
 
     def sample(self):
-        if self.exit:
+        if self.measured:
             return
         for p in tree(self.pid):
             c = cpu_of(p)
             if c is not None:
                 self.cpu[p] = max(c, self.cpu.get(p, 0.0))
-            rss, hwm = mem_of(p)
-            self.rss[p] = rss
-            self.hwm[p] = max(hwm, self.hwm.get(p, 0))
+            if p != self.pid:  # not bench-measure's own memory
+                rss, hwm = mem_of(p)
+                self.rss[p] = rss
+                self.hwm[p] = max(hwm, self.hwm.get(p, 0))
 
     def cpu_s(self):
-        """CPU seconds of the tree: exact once reaped, else the latest sample."""
-        if self.exit:
-            ru = self.exit[1]
-            return ru.ru_utime + ru.ru_stime
+        """CPU seconds of the tree: exact once it has exited, else the latest sample."""
+        if self.measured:
+            return self.measured["user_s"] + self.measured["system_s"]
         return sum(self.cpu.values())
 
     def peak_rss_kib(self):
-        if self.exit:
-            return max(self.exit[1].ru_maxrss, max(self.hwm.values(), default=0))
+        if self.measured:
+            return self.measured["max_rss_kib"]
         return sum(self.hwm.values())
 
     def rss_kib(self):
         return sum(self.rss.values())
 
     def poll(self):
-        """True once the command has exited (and is reaped)."""
-        if self.exit:
-            return True
-        pid, status, ru = os.wait4(self.pid, os.WNOHANG)
-        if pid == 0:
+        """True once the command has exited."""
+        if self.proc.poll() is None:
             return False
-        self.exit = (status, ru)
-        self.proc.returncode = os.waitstatus_to_exitcode(status)
+        if self.measured is None:
+            try:
+                with open(self.report) as f:
+                    self.measured = json.load(f)
+            except (OSError, ValueError):
+                # bench-measure killed: what the samples saw.
+                self.measured = {"exit_code": self.proc.returncode, "user_s": sum(self.cpu.values()),
+                                 "system_s": 0.0, "max_rss_kib": sum(self.hwm.values())}
         return True
 
     def wait(self, secs):
@@ -344,16 +359,18 @@ class Tree:
                 return
 
     def returncode(self):
-        return self.proc.returncode
+        return self.measured["exit_code"] if self.measured else None
 
 
 # -------------------------------------------------------------------------------------- sink
 
 
-def sink_bin():
-    path = os.environ.get("SINK_BIN") or os.path.join(REPO, "target", "bench-sink", "release", "bench-sink")
+def tool_bin(name):
+    """bench-sink or bench-measure (SINK_BIN or MEASURE_BIN to use others); built when missing."""
+    env = {"bench-sink": "SINK_BIN", "bench-measure": "MEASURE_BIN"}[name]
+    path = os.environ.get(env) or os.path.join(REPO, "target", "bench-sink", "release", name)
     if not os.path.exists(path):
-        say("building bench-sink")
+        say("building bench/sink")
         subprocess.run(["cargo", "build", "--release", "--quiet", "--manifest-path",
                         os.path.join(HERE, "sink", "Cargo.toml"), "--target-dir",
                         os.path.join(REPO, "target", "bench-sink")], check=True)
@@ -361,9 +378,13 @@ def sink_bin():
 
 
 class Sink:
-    def __init__(self, rundir, dump=None, fail_rate=0.0, threads=1, extra=()):
+    def __init__(self, rundir, dump=None, fail_rate=0.0, threads=1, tls=False):
         port_file = os.path.join(rundir, "sink.port")
-        argv = [sink_bin(), "--port", "0", "--port-file", port_file, "--threads", str(threads), *extra]
+        argv = [tool_bin("bench-sink"), "--port", "0", "--port-file", port_file, "--threads", str(threads)]
+        self.tls = tls
+        self.cert = os.path.join(rundir, "sink-ca.pem")
+        if tls:
+            argv += ["--tls-port", "0", "--cert-out", self.cert]
         if dump:
             argv += ["--dump", dump]
         if fail_rate:
@@ -373,7 +394,8 @@ class Sink:
         for _ in range(200):
             if os.path.exists(port_file):
                 with open(port_file) as f:
-                    self.port = json.load(f)["port"]
+                    ports = json.load(f)
+                self.port, self.tls_port = ports["port"], ports.get("tls_port")
                 return
             if self.proc.poll() is not None:
                 raise SystemExit(f"bench-sink exited at start: see {rundir}/sink.log")
@@ -382,11 +404,12 @@ class Sink:
 
     @property
     def endpoint(self):
-        return f"http://127.0.0.1:{self.port}"
+        """Where the command sends records."""
+        return f"https://127.0.0.1:{self.tls_port}" if self.tls else f"http://127.0.0.1:{self.port}"
 
     def stats(self):
         try:
-            with urllib.request.urlopen(f"{self.endpoint}/stats", timeout=5) as r:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/stats", timeout=5) as r:
                 return json.loads(r.read())
         except OSError:
             return None
@@ -431,7 +454,11 @@ def command_env(sink, rundir, input_file):
         "BENCH_STREAM": STREAM,
         "BENCH_WORKDIR": work,
         "KINESIS_ENDPOINT": sink.endpoint,
+        "SINK_HOST": "127.0.0.1",
+        "SINK_PORT": str(sink.port),
     })
+    if sink.tls:
+        env.update({"SINK_TLS_PORT": str(sink.tls_port), "SINK_CERT": sink.cert, "AWS_CA_BUNDLE": sink.cert})
     return env
 
 
@@ -452,14 +479,14 @@ def new_rundir(kind, label):
 def one_run(a, input_file, lines, input_bytes, index):
     rundir = new_rundir("run", a.label)
     dump = os.path.join(rundir, "dump") if a.check else None
-    sink = Sink(rundir, dump=dump, fail_rate=a.fail_rate, threads=a.sink_threads)
+    sink = Sink(rundir, dump=dump, fail_rate=a.fail_rate, threads=a.sink_threads, tls=a.tls)
     env = command_env(sink, rundir, input_file)
     argv = expand(a.cmd, env)
     probe = probe_ms()
     log = open(os.path.join(rundir, "command.log"), "wb")
     sink_cpu0, busy0, own0 = sink.cpu_s(), machine_busy(), time.process_time()
     t0 = time.time()
-    cmd = Tree(argv, env, log)
+    cmd = Tree(argv, env, log, rundir)
     status, st = "timeout", {}
     while time.time() - t0 < a.timeout:
         cmd.sample()
@@ -499,14 +526,15 @@ def one_run(a, input_file, lines, input_bytes, index):
         "input_bytes": input_bytes,
         "fail_rate": a.fail_rate,
         "check": bool(a.check),
+        "tls": bool(a.tls),
         "wall_s": round(wall, 3),
         "first_record_s": round(last["first_record_epoch_ms"] / 1000 - t0, 3) if last.get("first_record_epoch_ms") else None,
-        "lines_per_s": round(lines / wall) if wall > 0 else None,
-        "mb_per_s": round(input_bytes / 1e6 / wall, 1) if wall > 0 else None,
+        "lines_per_s": round(lines / wall) if wall > 0 and status == "ok" else None,
+        "mb_per_s": round(input_bytes / 1e6 / wall, 1) if wall > 0 and status == "ok" else None,
         # At the moment the sink had every line (exact if the command had exited by then).
         "cpu_s": round(cpu_done, 3),
         "cpu_us_per_line": round(cpu_done * 1e6 / lines, 3),
-        # Everything, up to the command's exit (wait4).
+        # Everything, up to the command's exit (wait4, by bench-measure).
         "cpu_s_to_exit": round(cmd.cpu_s(), 3),
         "peak_rss_mb": round(max(hwm_done, cmd.peak_rss_kib()) / 1024, 1),
         "exit_code": cmd.returncode(),
@@ -524,7 +552,7 @@ def one_run(a, input_file, lines, input_bytes, index):
         "rundir": os.path.relpath(rundir, workdir()),
     }
     if dump:
-        r["exactly_once"] = check(input_file, dump)
+        r["exactly_once"] = check(input_file, dump, a.decode)
         if not a.keep_dump:
             os.unlink(dump)
     return r
@@ -535,10 +563,15 @@ def describe(r):
         return (f"{r['label']} idle {r['secs']:.0f} s: {r['status']}; RSS {r['rss_mb_end']} MiB at the end, "
                 f"CPU {r['cpu_pct']:.3f} % ({r['cpu_pct_second_half']:.3f} % over the second half), "
                 f"{r['sink_requests']} request(s) to the sink")
-    s = (f"{r['label']} #{r['run']}: {r['status']}; {r['lines']:,} lines in {r['wall_s']:.2f} s = "
-         f"{r['lines_per_s'] or 0:,} lines/s, {r['mb_per_s']} MB/s; CPU {r['cpu_s']:.2f} s = "
-         f"{r['cpu_us_per_line']:.3f} us/line; peak RSS {r['peak_rss_mb']:.0f} MiB; "
-         f"{r['record_requests']} requests, {r['records_per_request']} records/request")
+    name = f"{r['label']}{' (https)' if r.get('tls') else ''} #{r['run']}"
+    if r["status"] == "ok":
+        s = (f"{name}: ok; {r['lines']:,} lines in {r['wall_s']:.2f} s = {r['lines_per_s']:,} lines/s, "
+             f"{r['mb_per_s']} MB/s; CPU {r['cpu_s']:.2f} s = {r['cpu_us_per_line']:.3f} us/line; ")
+    else:
+        s = (f"{name}: {r['status']}; {r['records_accepted']:,} of {r['lines']:,} lines accepted in "
+             f"{r['wall_s']:.2f} s; CPU {r['cpu_s']:.2f} s; ")
+    s += (f"peak RSS {r['peak_rss_mb']:.0f} MiB; {r['record_requests']} requests, "
+          f"{r['records_per_request']} records/request")
     if r["fail_rate"]:
         s += f"; {r['records_failed_on_purpose']:,} records failed on purpose"
     if "exactly_once" in r:
@@ -574,13 +607,13 @@ def cmd_run(a):
 
 def cmd_idle(a):
     rundir = new_rundir("idle", a.label)
-    sink = Sink(rundir)
+    sink = Sink(rundir, tls=a.tls)
     empty = os.path.join(rundir, "empty.log")
     open(empty, "w").close()
     env = command_env(sink, rundir, empty)
     log = open(os.path.join(rundir, "command.log"), "wb")
     t0 = time.time()
-    cmd = Tree(expand(a.cmd, env), env, log)
+    cmd = Tree(expand(a.cmd, env), env, log, rundir)
     half = None
     while time.time() - t0 < a.secs and not cmd.poll():
         cmd.sample()
@@ -626,14 +659,14 @@ def cmd_summarize(a):
     runs = [r for r in rows if r.get("mode") == "run"]
     groups = {}
     for r in runs:
-        groups.setdefault((r["label"], r["fail_rate"], r["check"]), []).append(r)
+        groups.setdefault((r["label"], r["fail_rate"], r["check"], r.get("tls", False)), []).append(r)
     if groups:
         print("| label | runs ok | wall s min / med | lines/s med | MB/s med | CPU s med | CPU us/line min / med | "
               "peak RSS MiB med (range) | requests med | records/request | exactly once |")
         print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for (label, fail_rate, checked), rs in groups.items():
+    for (label, fail_rate, checked, tls), rs in groups.items():
         ok = [r for r in rs if r["status"] == "ok"]
-        name = label + (f" (fail {fail_rate})" if fail_rate else "")
+        name = label + (" (https)" if tls else "") + (f" (fail {fail_rate})" if fail_rate else "")
         eo = [r["exactly_once"] for r in rs if "exactly_once" in r]
         eo_s = "-" if not eo else "yes" if all(e["exactly_once"] for e in eo) else "; ".join(
             f"NO: {e['missing']} missing, {e['duplicates']} dup" for e in eo if not e["exactly_once"])
@@ -690,6 +723,7 @@ def main():
         p.add_argument("--cmd", required=True, help="the command (shell-split; ${VAR} replaced)")
         p.add_argument("--label", default="command")
         p.add_argument("--sink-threads", type=int, default=1, help="bench-sink worker threads (default 1)")
+        p.add_argument("--tls", action="store_true", help="send to the sink's HTTPS port")
         if name == "run":
             p.add_argument("--runs", type=int, default=3)
             p.add_argument("--lines", type=int, default=2_000_000)
@@ -701,6 +735,8 @@ def main():
                            help="with --check: seconds to wait for late duplicates (default 3)")
             p.add_argument("--timeout", type=float, default=600.0)
             p.add_argument("--keep-dump", action="store_true")
+            p.add_argument("--decode", choices=("raw", "json-string"), default="raw",
+                           help="how a record maps back to its line for --check (default raw)")
         else:
             p.add_argument("--secs", type=float, default=60.0)
     p = sub.add_parser("summarize")
@@ -709,13 +745,14 @@ def main():
     p = sub.add_parser("check", help="exactly-once check of a dump against an input")
     p.add_argument("--input", required=True)
     p.add_argument("--dump", required=True)
+    p.add_argument("--decode", choices=("raw", "json-string"), default="raw")
     a = ap.parse_args()
     a.session = os.environ.get("BENCH_SESSION") or time.strftime("%Y%m%d-%H%M%S")
     if a.what == "gen":
         print(gen(a.lines))
         return 0
     if a.what == "check":
-        r = check(a.input, a.dump)
+        r = check(a.input, a.dump, a.decode)
         print(json.dumps(r))
         return 0 if r["exactly_once"] else 1
     if a.what == "summarize":

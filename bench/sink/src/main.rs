@@ -9,6 +9,7 @@
 
 mod api;
 mod shards;
+mod tls;
 
 use std::convert::Infallible;
 use std::fs::{File, OpenOptions};
@@ -41,7 +42,10 @@ const USAGE: &str = "bench-sink: a local Kinesis Data Streams / Firehose endpoin
 usage: bench-sink [options]
   --host ADDR        address to listen on (default 127.0.0.1)
   --port N           port (default 4567; 0 picks a free one)
-  --port-file FILE   write {\"port\": N} there once listening
+  --port-file FILE   write {\"port\": N, \"tls_port\": M} there once listening
+  --tls-port N       also listen with HTTPS on port N (0 picks a free one), with a certificate
+                     for 127.0.0.1 and localhost signed by a CA made at start
+  --cert-out FILE    where to write that CA's certificate (PEM), for clients to trust
   --threads N        worker threads (default 1)
   --fail-rate F      answer that fraction of records ProvisionedThroughputExceededException
                      (Firehose: ServiceUnavailableException), drawn from a seeded sequence
@@ -61,6 +65,8 @@ pub struct Opts {
     pub host: IpAddr,
     pub port: u16,
     pub port_file: Option<PathBuf>,
+    pub tls_port: Option<u16>,
+    pub cert_out: Option<PathBuf>,
     pub threads: usize,
     pub fail_rate: f64,
     pub seed: u64,
@@ -76,6 +82,8 @@ impl Default for Opts {
             host: IpAddr::from([127, 0, 0, 1]),
             port: 4567,
             port_file: None,
+            tls_port: None,
+            cert_out: None,
             threads: 1,
             fail_rate: 0.0,
             seed: 1,
@@ -99,6 +107,8 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Opts, String> {
             "--host" => o.host = value(&flag, args.next())?,
             "--port" => o.port = value(&flag, args.next())?,
             "--port-file" => o.port_file = Some(value(&flag, args.next())?),
+            "--tls-port" => o.tls_port = Some(value(&flag, args.next())?),
+            "--cert-out" => o.cert_out = Some(value(&flag, args.next())?),
             "--threads" => o.threads = value::<usize>(&flag, args.next())?.max(1),
             "--fail-rate" => o.fail_rate = value(&flag, args.next())?,
             "--seed" => o.seed = value(&flag, args.next())?,
@@ -109,6 +119,9 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Opts, String> {
             "-h" | "--help" => return Err(String::new()),
             _ => return Err(format!("unknown option {flag}")),
         }
+    }
+    if o.tls_port.is_some() != o.cert_out.is_some() {
+        return Err("--tls-port and --cert-out go together".into());
     }
     if !(0.0..=1.0).contains(&o.fail_rate) {
         return Err("--fail-rate is a fraction between 0 and 1".into());
@@ -373,17 +386,65 @@ async fn serve(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Ful
     Ok(response)
 }
 
+/// Serves one connection, plain or TLS.
+async fn connection<S>(state: Arc<State>, io: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let stats = &state.stats;
+    stats.connections_total.fetch_add(1, Relaxed);
+    let _open = Gauge::up(&stats.connections, &stats.max_connections);
+    let service = service_fn(|req| serve(state.clone(), req));
+    // A client that goes away mid-request is its own business.
+    let _ = http1::Builder::new().serve_connection(TokioIo::new(io), service).await;
+}
+
+async fn accept(listener: &TcpListener) -> tokio::net::TcpStream {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let _ = stream.set_nodelay(true);
+                return stream;
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: wait a little rather than spin.
+                eprintln!("bench-sink: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
 async fn run(opts: Opts) -> io::Result<()> {
     let listener = TcpListener::bind((opts.host, opts.port)).await?;
     let port = listener.local_addr()?.port();
+    let tls = match opts.tls_port {
+        Some(tls_port) => {
+            let tls = tls::make().map_err(io::Error::other)?;
+            let listener = TcpListener::bind((opts.host, tls_port)).await?;
+            if let Some(path) = &opts.cert_out {
+                std::fs::write(path, &tls.ca_pem)?;
+            }
+            Some((listener, tls.acceptor))
+        }
+        None => None,
+    };
+    let tls_port = match &tls {
+        Some((l, _)) => Some(l.local_addr()?.port()),
+        None => None,
+    };
     let state = Arc::new(State::new(opts)?);
     if let Some(file) = &state.opts.port_file {
         let tmp = file.with_extension("tmp");
-        std::fs::write(&tmp, format!("{{\"port\": {port}}}\n"))?;
+        let ports = serde_json::json!({ "port": port, "tls_port": tls_port });
+        std::fs::write(&tmp, format!("{ports}\n"))?;
         std::fs::rename(&tmp, file)?;
     }
     if !state.opts.quiet {
         eprintln!("bench-sink: listening on http://{}:{port}", state.opts.host);
+        if let Some(p) = tls_port {
+            eprintln!("bench-sink: and on https://{}:{p}", state.opts.host);
+        }
     }
     if state.dump.is_some() {
         let state = state.clone();
@@ -410,26 +471,23 @@ async fn run(opts: Opts) -> io::Result<()> {
             std::process::exit(0);
         });
     }
-    loop {
-        let (stream, _) = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                // Out of file descriptors and the like: wait a little rather than spin.
-                eprintln!("bench-sink: accept: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
+    if let Some((listener, acceptor)) = tls {
         let state = state.clone();
         tokio::spawn(async move {
-            let stats = &state.stats;
-            stats.connections_total.fetch_add(1, Relaxed);
-            let _open = Gauge::up(&stats.connections, &stats.max_connections);
-            let service = service_fn(|req| serve(state.clone(), req));
-            // A client that goes away mid-request is its own business.
-            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            loop {
+                let stream = accept(&listener).await;
+                let (state, acceptor) = (state.clone(), acceptor.clone());
+                tokio::spawn(async move {
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        connection(state, stream).await;
+                    }
+                });
+            }
         });
+    }
+    loop {
+        let stream = accept(&listener).await;
+        tokio::spawn(connection(state.clone(), stream));
     }
 }
 
