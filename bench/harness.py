@@ -292,7 +292,7 @@ class Tree:
         argv = [tool_bin("bench-measure"), self.report, "--", *argv]
         self.proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self.pid = self.proc.pid
-        self.cpu = {}
+        self.cpu = 0.0
         self.hwm = {}
         self.rss = {}
         self.measured = None  # bench-measure's report, once the command has exited
@@ -300,20 +300,25 @@ class Tree:
     def sample(self):
         if self.measured:
             return
+        # The processes there now, each with its reaped children: a process that was sampled and
+        # has since been reaped is in its parent's figure (adding its last sample would count it
+        # twice).
+        cpu = 0.0
         for p in tree(self.pid):
             c = cpu_of(p)
             if c is not None:
-                self.cpu[p] = max(c, self.cpu.get(p, 0.0))
+                cpu += c
             if p != self.pid:  # not bench-measure's own memory
                 rss, hwm = mem_of(p)
                 self.rss[p] = rss
                 self.hwm[p] = max(hwm, self.hwm.get(p, 0))
+        self.cpu = max(self.cpu, cpu)
 
     def cpu_s(self):
         """CPU seconds of the tree: exact once it has exited, else the latest sample."""
         if self.measured:
             return self.measured["user_s"] + self.measured["system_s"]
-        return sum(self.cpu.values())
+        return self.cpu
 
     def peak_rss_kib(self):
         if self.measured:
@@ -333,7 +338,7 @@ class Tree:
                     self.measured = json.load(f)
             except (OSError, ValueError):
                 # bench-measure killed: what the samples saw.
-                self.measured = {"exit_code": self.proc.returncode, "user_s": sum(self.cpu.values()),
+                self.measured = {"exit_code": self.proc.returncode, "user_s": self.cpu,
                                  "system_s": 0.0, "max_rss_kib": sum(self.hwm.values())}
         return True
 
@@ -511,6 +516,8 @@ def one_run(a, input_file, lines, input_bytes, index):
             time.sleep(0.1)
     cmd.stop(grace=2.0)
     log.close()
+    # (A sample can only be below the exact figure at exit.)
+    cpu_done = min(cpu_done, cmd.cpu_s())
     last = sink.stop() or st
     wall = (last["last_record_epoch_ms"] / 1000 - t0) if status == "ok" else t_done - t0
     background = (busy1 - busy0) - cpu_done - sink_cpu - (own1 - own0)
@@ -651,6 +658,7 @@ def cmd_idle(a):
 def cmd_summarize(a):
     path = os.path.join(workdir(), "results.jsonl")
     rows = [json.loads(x) for x in open(path)] if os.path.exists(path) else []
+    rows = [r for r in rows if "label" in r and "mode" in r]  # not another harness's
     if not a.all:
         session = a.session_filter or (rows[-1].get("session") if rows else None)
         rows = [r for r in rows if r.get("session") == session]
