@@ -599,6 +599,7 @@ def record(r):
 
 
 def cmd_run(a):
+    tool_bin("bench-sink"), tool_bin("bench-measure")  # built now if missing, not while timed
     input_file = os.path.abspath(a.input) if a.input else gen(a.lines)
     with open(input_file, "rb") as f:
         lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
@@ -613,6 +614,7 @@ def cmd_run(a):
 
 
 def cmd_idle(a):
+    tool_bin("bench-sink"), tool_bin("bench-measure")
     rundir = new_rundir("idle", a.label)
     sink = Sink(rundir, tls=a.tls)
     empty = os.path.join(rundir, "empty.log")
