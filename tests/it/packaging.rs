@@ -55,6 +55,9 @@ fn deb_installs_and_rpm_holds_the_same() {
     assert!(version.starts_with("kinesis-agent "), "{version}");
     let user = stdout(Command::new("id").arg("kinesis-agent"));
     assert!(user.contains("(adm)"), "the service user reads logs through adm: {user}");
+    // HTTPS needs CA certificates, which minimal images lack (the agent cannot start without).
+    let depends = stdout(Command::new("dpkg-deb").args(["-f"]).arg(&deb).arg("Depends"));
+    assert!(depends.contains("ca-certificates"), "Depends: {depends}");
     let conffiles = stdout(Command::new("dpkg-query").args(["-W", "-f=${Conffiles}", "kinesis-agent"]));
     assert!(conffiles.contains("/etc/aws-kinesis/agent.json"), "agent.json is a conffile: {conffiles}");
     let meta = std::fs::metadata("/etc/aws-kinesis/agent.json").unwrap();
@@ -116,6 +119,8 @@ fn deb_installs_and_rpm_holds_the_same() {
     for needle in ["useradd -r", "usermod -a -G adm", "systemctl enable", "try-restart", "disable --now"] {
         assert!(scripts.contains(needle), "{needle:?} in the rpm scripts:\n{scripts}");
     }
+    let requires = stdout(Command::new("rpm").args(["-qp", "--requires"]).arg(&rpm));
+    assert!(requires.lines().any(|l| l.trim() == "ca-certificates"), "Requires:\n{requires}");
     // Installing over the Java agent's package fails with a clear conflict, not a file clash.
     let conflicts = stdout(Command::new("rpm").args(["-qp", "--conflicts"]).arg(&rpm));
     assert!(conflicts.contains("aws-kinesis-agent"), "{conflicts}");
