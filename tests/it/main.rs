@@ -36,4 +36,5 @@ mod rotation;
 mod startup_checks;
 mod status;
 mod systemd;
+mod systemd_boot;
 mod torture;

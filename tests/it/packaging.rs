@@ -5,7 +5,6 @@
 
 use crate::common;
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::*;
@@ -25,38 +24,6 @@ fn stdout(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&run(cmd).stdout).into_owned()
 }
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// Builds both packages once; returns (deb, rpm).
-/// The packages of the test build, as `version` (default: the crate's), copied into `keep`.
-fn packages_as(version: Option<&str>, keep: &Path) -> (PathBuf, PathBuf) {
-    let mut build = Command::new(repo_dir().join("packaging/build"));
-    build.arg("--dev").current_dir(repo_dir());
-    if let Some(v) = version {
-        build.env("PACKAGE_VERSION", v);
-    }
-    run(&mut build);
-    let dir = repo_dir().join("target/packages");
-    std::fs::create_dir_all(keep).unwrap();
-    let find = |ext: &str| {
-        let built = std::fs::read_dir(&dir)
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .find(|p| p.extension().is_some_and(|x| x == ext))
-            .unwrap_or_else(|| panic!("no .{ext} in {}", dir.display()));
-        let kept = keep.join(built.file_name().unwrap());
-        if kept != built {
-            std::fs::copy(&built, &kept).unwrap();
-        }
-        kept
-    };
-    (find("deb"), find("rpm"))
-}
-
 #[test]
 fn deb_installs_and_rpm_holds_the_same() {
     if !is_root() || Command::new("dpkg").arg("--version").output().is_err() {
@@ -64,8 +31,8 @@ fn deb_installs_and_rpm_holds_the_same() {
         return;
     }
     let kept = tempfile::tempdir().unwrap();
-    let (deb, rpm) = packages_as(None, &kept.path().join("now"));
-    let (deb2, rpm2) = packages_as(Some("0.99.0"), &kept.path().join("newer"));
+    let (deb, rpm) = build_packages(None, &kept.path().join("now"));
+    let (deb2, rpm2) = build_packages(Some("0.99.0"), &kept.path().join("newer"));
 
     // --- .deb, installed for real.
     let _ = Command::new("dpkg").args(["--purge", "kinesis-agent"]).output();
@@ -88,6 +55,9 @@ fn deb_installs_and_rpm_holds_the_same() {
     assert!(version.starts_with("kinesis-agent "), "{version}");
     let user = stdout(Command::new("id").arg("kinesis-agent"));
     assert!(user.contains("(adm)"), "the service user reads logs through adm: {user}");
+    // HTTPS needs CA certificates, which minimal images lack (the agent cannot start without).
+    let depends = stdout(Command::new("dpkg-deb").args(["-f"]).arg(&deb).arg("Depends"));
+    assert!(depends.contains("ca-certificates"), "Depends: {depends}");
     let conffiles = stdout(Command::new("dpkg-query").args(["-W", "-f=${Conffiles}", "kinesis-agent"]));
     assert!(conffiles.contains("/etc/aws-kinesis/agent.json"), "agent.json is a conffile: {conffiles}");
     let meta = std::fs::metadata("/etc/aws-kinesis/agent.json").unwrap();
@@ -149,6 +119,8 @@ fn deb_installs_and_rpm_holds_the_same() {
     for needle in ["useradd -r", "usermod -a -G adm", "systemctl enable", "try-restart", "disable --now"] {
         assert!(scripts.contains(needle), "{needle:?} in the rpm scripts:\n{scripts}");
     }
+    let requires = stdout(Command::new("rpm").args(["-qp", "--requires"]).arg(&rpm));
+    assert!(requires.lines().any(|l| l.trim() == "ca-certificates"), "Requires:\n{requires}");
     // Installing over the Java agent's package fails with a clear conflict, not a file clash.
     let conflicts = stdout(Command::new("rpm").args(["-qp", "--conflicts"]).arg(&rpm));
     assert!(conflicts.contains("aws-kinesis-agent"), "{conflicts}");

@@ -98,6 +98,10 @@
 //! - `check_numbers_exactly_once(range, &numbers) -> Result<(), String>`,
 //!   `assert_numbers_exactly_once(range, &numbers)`: report with compact missing ranges
 //!
+//! # Packages (`packages.rs`)
+//! - `build_packages(version, keep) -> (deb, rpm)`: `packaging/build --dev` (serialized: it
+//!   empties `target/packages/`), copies into `keep`; `build_deb(keep) -> deb`; `is_root()`
+//!
 //! # End-to-end workspace (`e2e.rs`)
 //! - `Workspace::new()`: temp dir with `logs/` (watched files), `home/` (agent HOME, cwd, logs),
 //!   `agent.json`, an empty `agent.d/`, `state/checkpoints.json`; `.file(name)`, `.pattern(glob)`,
@@ -122,6 +126,7 @@ pub mod e2e;
 pub mod fake;
 pub mod http;
 pub mod lines;
+pub mod packages;
 pub mod peers;
 
 pub use agent::*;
@@ -131,6 +136,7 @@ pub use e2e::*;
 pub use fake::*;
 pub use http::*;
 pub use lines::*;
+pub use packages::*;
 pub use peers::*;
 
 use std::path::PathBuf;
