@@ -52,6 +52,8 @@ pub enum AwsSetupError {
     NoRegion { service: &'static str, key: &'static str },
     #[error("`{key}` is set but `{other}` is not: static credentials need both")]
     HalfCredentials { key: &'static str, other: &'static str },
+    #[error("the CA bundle {0}")]
+    CaBundle(#[from] crate::service::trust::CaBundleError),
 }
 
 /// Time allowed for one PutMetricData attempt.
@@ -256,6 +258,15 @@ pub async fn build(cfg: &AgentConfig) -> Result<Clients, AwsSetupError> {
             return Err(AwsSetupError::HalfCredentials { key: "awsSecretAccessKey", other: "awsAccessKeyId" });
         }
         (None, None) => {}
+    }
+    if let Some(bundle) = crate::service::trust::configured().await? {
+        tracing::info!(
+            "HTTPS trusts only the {} certificate(s) of {} (from {})",
+            bundle.certificates,
+            bundle.path.display(),
+            bundle.from
+        );
+        loader = loader.http_client(crate::service::trust::https_client(&bundle));
     }
     if let Some(app) = aws.user_agent.as_deref().and_then(|ua| AppName::new(ua.to_string()).ok()) {
         loader = loader.app_name(app);

@@ -211,7 +211,11 @@ fn print_config(cfg: &AgentConfig) {
                     Some(n) => format!(", KPL aggregation up to {n} bytes"),
                     None => String::new(),
                 };
-                format!("kinesisStream {stream}, partitionKeyOption {}{kpl}", f.partition_key.describe())
+                let order = match f.ordering {
+                    config::KeyOrder::PerKey => ", order kept per key",
+                    config::KeyOrder::None => "",
+                };
+                format!("kinesisStream {stream}, partitionKeyOption {}{kpl}{order}", f.partition_key.describe())
             }
             Destination::Firehose { stream } => format!("deliveryStream {stream}"),
         };
@@ -262,6 +266,22 @@ fn print_config(cfg: &AgentConfig) {
 
 /// The URL a flow's requests go to: its endpoint, or the AWS one of its region (as far as the
 /// configuration says; the SDK's region chain is not consulted here).
+/// `--check-config`: which certificate authorities HTTPS trusts (AWS_CA_BUNDLE, `ca_bundle`).
+fn print_trust() -> Result<(), kinesis_agent::service::trust::CaBundleError> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+    let Ok(runtime) = runtime else { return Ok(()) };
+    match runtime.block_on(kinesis_agent::service::trust::configured())? {
+        Some(b) => println!(
+            "HTTPS trusts only the {} certificate(s) of {} (from {})",
+            b.certificates,
+            b.path.display(),
+            b.from
+        ),
+        None => println!("HTTPS trusts the system's certificate store"),
+    }
+    Ok(())
+}
+
 fn destination_url(cfg: &AgentConfig, f: &config::FlowConfig) -> String {
     let service = match f.destination {
         Destination::Kinesis { .. } => "kinesis",
@@ -401,6 +421,11 @@ fn main() -> ExitCode {
     }
     if cli.check_config {
         print_config(&cfg);
+        if let Err(e) = print_trust() {
+            eprintln!("error: the CA bundle {e}");
+            eprintln!("1 problem(s) in the configuration");
+            return ExitCode::from(EXIT_INCOMPLETE);
+        }
         if cli.check_destinations {
             return ExitCode::from(check_destinations(&cfg));
         }

@@ -5,6 +5,7 @@
 pub mod logfile;
 pub mod proxy;
 pub mod systemd;
+pub mod trust;
 
 use std::sync::Arc;
 

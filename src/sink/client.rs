@@ -129,6 +129,10 @@ where
         SdkError::DispatchFailure(d) if d.is_timeout() => {
             Failure { class: ErrorClass::Transient, code: "Timeout".into(), message: text }
         }
+        // The server's certificate is not trusted: a person must act (no retry fixes it).
+        SdkError::DispatchFailure(_) if untrusted_certificate(&text) => {
+            Failure { class: ErrorClass::Fatal, code: "CertificateNotTrusted".into(), message: text }
+        }
         // Refused: the request never left. Any other I/O error may have cut the answer to a
         // request the destination processed.
         SdkError::DispatchFailure(d) if d.is_io() && refused(&e) => {
@@ -155,6 +159,12 @@ where
         }
         _ => Failure { class: ErrorClass::Fatal, code: "RequestError".into(), message: text },
     }
+}
+
+/// Whether a connection failed because the server's certificate chain is not trusted (rustls:
+/// `invalid peer certificate: UnknownIssuer`, or no trust anchors at all).
+fn untrusted_certificate(text: &str) -> bool {
+    text.contains("invalid peer certificate") || text.contains("UnknownIssuer")
 }
 
 /// Whether the connection was refused (nothing was sent).

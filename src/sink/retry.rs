@@ -81,6 +81,11 @@ pub fn hint(code: &str) -> &'static str {
         "RequestExpired" => "the request's signing time is too far from the service's: check the clock",
         c if c.starts_with("KMS") => "the stream's KMS key cannot be used: check the key and its policy",
         "ValidationException" | "InvalidArgumentException" => "the request was refused as invalid",
+        "CertificateNotTrusted" => {
+            "the endpoint's TLS certificate is not trusted: behind a TLS-inspecting proxy, set AWS_CA_BUNDLE (or \
+             ca_bundle in the AWS profile) to its CA bundle; otherwise install the system's CA certificates \
+             (ca-certificates)"
+        }
         "CredentialsError" => {
             "no credentials could be obtained: check the credential chain (instance profile, environment, profile, assumeRoleARN)"
         }

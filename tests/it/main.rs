@@ -7,6 +7,7 @@ mod common;
 
 mod archives;
 mod bad_input;
+mod ca_bundle;
 mod cloudwatch;
 mod e2e_credentials;
 mod e2e_daemon;
