@@ -24,13 +24,15 @@ pub type EntryFailures = Vec<(usize, Failure)>;
 #[derive(Debug, Default)]
 pub struct PutResult {
     pub failures: EntryFailures,
+    /// The shard each entry was stored on, when asked for (empty otherwise).
     pub shards: Vec<Option<String>>,
 }
 
 impl SinkClient {
     /// Send `entries` in one request. `Ok` holds the entries that failed (empty: all accepted);
     /// `Err` means the request as a whole failed and nothing is known to have been accepted.
-    pub async fn put(&self, entries: &[Entry], rng: &mut SmallRng) -> Result<PutResult, Failure> {
+    /// `shards`: also say where each entry was stored (a string per record: only when needed).
+    pub async fn put(&self, entries: &[Entry], rng: &mut SmallRng, shards: bool) -> Result<PutResult, Failure> {
         match self {
             SinkClient::Kinesis { client, stream, key } => {
                 let sent = entries
@@ -57,7 +59,10 @@ impl SinkClient {
                             entries.len(),
                             resp.records().iter().map(|e| (e.error_code(), e.error_message())),
                         )?,
-                        shards: resp.records().iter().map(|e| e.shard_id().map(str::to_owned)).collect(),
+                        shards: match shards {
+                            true => resp.records().iter().map(|e| e.shard_id().map(str::to_owned)).collect(),
+                            false => Vec::new(),
+                        },
                     }),
                     Err(e) => Err(request_failure(e)),
                 }

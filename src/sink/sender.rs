@@ -295,7 +295,7 @@ impl FlowSender {
             };
             attempt += 1;
             FlowMetrics::add(&self.metrics.requests, 1);
-            let result = self.client.put(&records, rng).await;
+            let result = self.client.put(&records, rng, self.shards.is_some()).await;
             drop(slot);
             let failure = match result {
                 Ok(put) if put.failures.is_empty() => {
