@@ -12,8 +12,18 @@ use crate::record::key::{RecordKey, partition_key};
 /// A destination client bound to one stream.
 #[derive(Clone)]
 pub enum SinkClient {
-    Kinesis { client: aws_sdk_kinesis::Client, stream: String, key: PartitionKeyOption },
-    Firehose { client: aws_sdk_firehose::Client, stream: String },
+    Kinesis {
+        client: aws_sdk_kinesis::Client,
+        stream: String,
+        key: PartitionKeyOption,
+    },
+    Firehose {
+        client: aws_sdk_firehose::Client,
+        stream: String,
+    },
+    /// Unit tests of the batcher and the sender: an in-memory destination with faults.
+    #[cfg(test)]
+    Memory(std::sync::Arc<super::memory::MemorySink>),
 }
 
 /// The failed entries of a request that was answered: (index in the request, failure).
@@ -67,6 +77,8 @@ impl SinkClient {
                     Err(e) => Err(request_failure(e)),
                 }
             }
+            #[cfg(test)]
+            SinkClient::Memory(sink) => sink.put(entries).await,
             SinkClient::Firehose { client, stream } => {
                 let sent = entries
                     .iter()

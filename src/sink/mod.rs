@@ -8,6 +8,8 @@ pub mod batcher;
 pub mod budget;
 pub mod client;
 pub mod kpl;
+#[cfg(test)]
+pub mod memory;
 pub mod order;
 pub mod pace;
 pub mod retry;
