@@ -16,6 +16,7 @@ mod e2e_faults;
 mod e2e_once;
 mod ec2_metadata;
 mod fake_endpoint_smoke;
+mod fleet;
 mod identity;
 mod kpl;
 mod line_edges;

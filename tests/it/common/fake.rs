@@ -93,6 +93,9 @@ pub struct Faults {
     /// Records per second accepted (all streams together, a burst of one second); entries over
     /// it fail with `entry_fail_code` / `firehose_entry_fail_code`, as a shard at its limit does.
     pub rate_limit: Option<f64>,
+    /// Each shard's limits, as Kinesis sets them (records/s, bytes/s of data + key, a burst of
+    /// one second): entries over them fail with `ProvisionedThroughputExceededException`.
+    pub shard_limits: Option<(f64, f64)>,
     pub enforce_limits: bool,
     /// If set, other stream names get `ResourceNotFoundException`.
     pub known_streams: Option<Vec<String>>,
@@ -117,6 +120,7 @@ impl Default for Faults {
             response_delay_fraction: 0.0,
             response_delay: Duration::ZERO,
             rate_limit: None,
+            shard_limits: None,
             enforce_limits: true,
             known_streams: None,
             expired_keys: Vec::new(),
@@ -144,6 +148,8 @@ pub struct FakeRecord {
     pub shard_id: String,
     /// Kinesis: sequence number; Firehose: RecordId.
     pub sequence_number: String,
+    /// When it was accepted.
+    pub accepted_at: std::time::Instant,
 }
 
 /// One request as the fake saw it.
@@ -185,10 +191,32 @@ struct State {
     /// `rate_limit` bucket: records that may be accepted now, and when it was last filled.
     rate_tokens: f64,
     rate_filled: std::time::Instant,
+    /// `shard_limits` buckets by shard: (records, bytes) that may be accepted now, last filled.
+    shard_tokens: std::collections::HashMap<String, (f64, f64, std::time::Instant)>,
     created: f64,
 }
 
 impl State {
+    /// Whether an entry of `bytes` is over `shard`'s limits (else it is counted against them).
+    fn over_shard_limits(&mut self, shard: &str, bytes: usize) -> bool {
+        let Some((records, rate)) = self.faults.shard_limits else { return false };
+        let now = std::time::Instant::now();
+        // Empty at first: as if others had just used the shard (no free burst for the first
+        // producer).
+        let (r, b, filled) = self.shard_tokens.entry(shard.to_string()).or_insert((0.0, 0.0, now));
+        let dt = (now - *filled).as_secs_f64();
+        *r = (*r + records * dt).min(records);
+        *b = (*b + rate * dt).min(rate);
+        *filled = now;
+        if *r >= 1.0 && *b >= bytes as f64 {
+            *r -= 1.0;
+            *b -= bytes as f64;
+            false
+        } else {
+            true
+        }
+    }
+
     /// Whether one more entry is over `rate_limit`.
     fn over_rate(&mut self) -> bool {
         let Some(limit) = self.faults.rate_limit else { return false };
@@ -260,6 +288,7 @@ impl FakeKinesis {
                 received: 0,
                 rate_tokens: 0.0,
                 rate_filled: std::time::Instant::now(),
+                shard_tokens: Default::default(),
                 created: now_secs(),
             }),
             changed: tokio::sync::Notify::new(),
@@ -388,6 +417,13 @@ impl FakeKinesis {
         let mut st = self.shared.lock();
         st.rate_tokens = records_per_sec.unwrap_or(0.0);
         st.rate_filled = std::time::Instant::now();
+    }
+
+    /// Each shard accepts at most `records_per_sec` records and `bytes_per_sec` bytes (data and
+    /// key) a second, as a Kinesis shard does (1,000 and 1 MiB); `None`: no limit.
+    pub fn set_shard_limits(&self, limits: Option<(f64, f64)>) {
+        self.update_faults(|f| f.shard_limits = limits);
+        self.shared.lock().shard_tokens.clear();
     }
 
     /// Answers `fraction` of the requests only after `delay`, their records stored at once.
@@ -1061,7 +1097,8 @@ fn accept_kinesis(st: &mut State, stream: &str, e: Entry) -> Result<(String, Str
     };
     let shard = shard_for(st.shard_count, hash);
     let frac = st.faults.entry_fail_fraction;
-    if st.over_rate() || (frac > 0.0 && next_f64(&mut st.rng) < frac) {
+    let size = e.data.len() + e.key.len();
+    if st.over_rate() || st.over_shard_limits(&shard, size) || (frac > 0.0 && next_f64(&mut st.rng) < frac) {
         let code = st.faults.entry_fail_code.clone();
         let msg = fail_message(&code, &shard, stream);
         return Err((code, msg));
@@ -1076,6 +1113,7 @@ fn accept_kinesis(st: &mut State, stream: &str, e: Entry) -> Result<(String, Str
         data: e.data,
         shard_id: shard.clone(),
         sequence_number: seq.clone(),
+        accepted_at: std::time::Instant::now(),
     });
     Ok((shard, seq))
 }
@@ -1136,6 +1174,7 @@ fn firehose_put(st: &mut State, req: &Value, log: &mut RequestLog, batch: bool) 
             data: e.data,
             shard_id: String::new(),
             sequence_number: id.clone(),
+            accepted_at: std::time::Instant::now(),
         });
         results.push(json!({ "RecordId": id }));
     }
