@@ -534,4 +534,75 @@ mod tests {
         }
         assert_eq!(*order.lock().unwrap(), vec![0, 1, 2, 3, 4]);
     }
+
+    /// A fleet: `flows` senders with a backlog share one destination taking `capacity` records/s
+    /// (a token bucket of one second, empty at first), each sending 500-record requests as its
+    /// pace allows. Returns, over seconds 10 to 30: the share of the capacity used, the least
+    /// flow's share of a fair share, and throttled attempts per accepted record.
+    async fn fleet(flows: usize, capacity: f64) -> (f64, f64, f64) {
+        use std::sync::Arc;
+        let bucket = Arc::new(Mutex::new((0.0f64, Instant::now())));
+        let t0 = Instant::now();
+        let (from, to) = (Duration::from_secs(10), Duration::from_secs(30));
+        let mut tasks = Vec::new();
+        for i in 0..flows {
+            let bucket = bucket.clone();
+            tasks.push(tokio::spawn(async move {
+                // Staggered starts, as hosts start at different times.
+                tokio::time::sleep(Duration::from_millis(37 * i as u64)).await;
+                let p = Pacer::new();
+                let (mut accepted, mut throttled) = (0u64, 0u64);
+                while Instant::now() - t0 < to {
+                    p.acquire(500).await;
+                    tokio::time::sleep(Duration::from_millis(10 + (i as u64 * 7) % 13)).await;
+                    let ok = {
+                        let mut b = bucket.lock().unwrap();
+                        let now = Instant::now();
+                        b.0 = (b.0 + capacity * (now - b.1).as_secs_f64()).min(capacity);
+                        b.1 = now;
+                        let ok = b.0.floor().clamp(0.0, 500.0);
+                        b.0 -= ok;
+                        ok as u64
+                    };
+                    p.record(500, 500 - ok as usize, Some("ProvisionedThroughputExceededException"));
+                    if Instant::now() - t0 >= from {
+                        accepted += ok;
+                        throttled += 500 - ok;
+                    }
+                }
+                (accepted, throttled)
+            }));
+        }
+        let mut shares = Vec::new();
+        let mut rejected = 0;
+        for t in tasks {
+            let (a, r) = t.await.unwrap();
+            shares.push(a);
+            rejected += r;
+        }
+        let total: u64 = shares.iter().sum();
+        let secs = (to - from).as_secs_f64();
+        let fair = total as f64 / flows as f64;
+        let least = *shares.iter().min().unwrap() as f64;
+        (total as f64 / secs / capacity, least / fair, rejected as f64 / total.max(1) as f64)
+    }
+
+    /// Many agents into one stream: the stream stays busy. The shares and the throttled attempts
+    /// are printed, not asserted: the least flow gets 41-67 % of a fair share and 0.3-3.4
+    /// attempts are throttled per record accepted, because every flow is cut by the same
+    /// fraction and grows by the same factor (the shares stay as they were). An additive part in
+    /// the growth (tried: 50-200 records/s per second) did not even them out here.
+    #[tokio::test(start_paused = true)]
+    async fn a_fleet_keeps_the_stream_busy() {
+        for (flows, capacity) in [(16, 4_000.0), (4, 4_000.0), (64, 8_000.0)] {
+            let (busy, least, rejected) = fleet(flows, capacity).await;
+            assert!(busy >= 0.85, "{flows} flows kept the stream only {:.0} % busy", busy * 100.0);
+            eprintln!(
+                "fleet of {flows} on {capacity} records/s: {:.0} % busy, least share {:.0} % of fair, {rejected:.2} \
+                 throttled attempts per record accepted",
+                busy * 100.0,
+                least * 100.0
+            );
+        }
+    }
 }
