@@ -387,7 +387,7 @@ fn main() -> ExitCode {
         return ExitCode::from(status(&cli, args));
     }
     let dir = dropin_dir(&cli);
-    let mut cfg = match config::load(&cli.configuration, Some(&dir)) {
+    let cfg = match config::load(&cli.configuration, Some(&dir)) {
         Ok(c) => c,
         // A daemon without flows (a fresh install) waits for some instead of failing the unit.
         Err(errs) if !cli.once && !cli.check_config && errs.only_missing_flows() => {
@@ -415,10 +415,6 @@ fn main() -> ExitCode {
     // proxied), and registers what the log must never show.
     let secret = cfg.aws.secret_access_key.as_ref().map(|s| s.0.as_str());
     kinesis_agent::service::proxy::prepare(secret.as_slice());
-    cfg.give_up_after = cli.give_up_after;
-    if cli.once && !cli.no_progress {
-        cfg.progress = Some(kinesis_agent::progress::Display::detect(cli.progress_every));
-    }
     if cli.check_config {
         print_config(&cfg);
         if let Err(e) = print_trust() {
@@ -449,6 +445,11 @@ fn main() -> ExitCode {
         }
     };
     let mode = if cli.once { Mode::Once } else { Mode::Daemon };
+    let options = agent::RunOptions {
+        mode,
+        give_up_after: cli.give_up_after,
+        progress: (cli.once && !cli.no_progress).then(|| kinesis_agent::progress::Display::detect(cli.progress_every)),
+    };
     kinesis_agent::service::systemd::init();
     let code = runtime.block_on(async move {
         let shutdown = CancellationToken::new();
@@ -462,7 +463,7 @@ fn main() -> ExitCode {
             agent::Reload { signal: reload_signal, load: Box::new(move || config::load(&main, Some(&dir))) }
         });
         tracing::info!("kinesis-agent {} starting with {} flow(s)", env!("CARGO_PKG_VERSION"), cfg.flows.len());
-        let outcome = match agent::run(cfg, mode, shutdown, reload).await {
+        let outcome = match agent::run(cfg, options, shutdown, reload).await {
             Ok(o) => o,
             Err(e) => {
                 tracing::error!("{e}");

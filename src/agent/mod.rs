@@ -76,12 +76,24 @@ pub struct Reload {
     pub load: Box<dyn Fn() -> Result<AgentConfig, ConfigErrors> + Send + Sync>,
 }
 
+/// What the command line says about a run (not configuration keys).
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub mode: Mode,
+    /// `--give-up-after`: `--once` gives a flow up when its destination accepted nothing for
+    /// this long (retries included).
+    pub give_up_after: std::time::Duration,
+    /// `--once`: how progress is shown (`None`: not shown).
+    pub progress: Option<crate::progress::Display>,
+}
+
 pub async fn run(
     cfg: AgentConfig,
-    mode: Mode,
+    options: RunOptions,
     shutdown: CancellationToken,
     reload: Option<Reload>,
 ) -> Result<Outcome, RunError> {
+    let mode = options.mode;
     let (mut store, notes) = CheckpointStore::open(&cfg.checkpoint_file, cfg.checkpoint_ttl_days)?;
     store.set_flows(cfg.flows.iter().map(|f| f.id.as_str()));
     for n in notes {
@@ -111,7 +123,7 @@ pub async fn run(
     let watcher = if mode == Mode::Daemon { start_watcher(watches.clone()) } else { None };
     let mut flows = Flows {
         mode,
-        give_up_after: cfg.give_up_after,
+        give_up_after: options.give_up_after,
         store: Arc::new(Mutex::new(store)),
         tracker: tracker.clone(),
         // `maxInFlightBytes` of record data; requests being sent hold up to about three times
@@ -148,7 +160,7 @@ pub async fn run(
     }
     let status_stop = CancellationToken::new();
     let status = tokio::spawn(status_logger(flows.live.clone(), cfg.status_period, status_stop.clone()));
-    let progress = cfg
+    let progress = options
         .progress
         .filter(|_| mode == Mode::Once)
         .map(|d| tokio::spawn(crate::progress::show(flows.live.clone(), d, status_stop.clone())));

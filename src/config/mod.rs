@@ -25,8 +25,6 @@ pub const KINESIS_MAX_RECORD_BYTES: usize = 1024 * 1024;
 /// Default of `kplAggregationMaxBytes`: one PUT payload unit (25 KB), key included.
 pub const DEFAULT_KPL_AGGREGATION_BYTES: usize = 25_000;
 /// Default of `maxInFlightBytes`.
-/// `--once` gives a flow up after this long without an accepted record (`--give-up-after`).
-pub const DEFAULT_GIVE_UP_AFTER: Duration = Duration::from_secs(300);
 pub const DEFAULT_MAX_IN_FLIGHT_BYTES: usize = 64 * 1024 * 1024;
 /// Firehose limits.
 pub const FIREHOSE_MAX_RECORDS: usize = 500;
@@ -503,11 +501,6 @@ pub struct AgentConfig {
     pub log: LogSettings,
     /// `prometheus.port` / `prometheus.address` (new; off by default, loopback unless set).
     pub prometheus: Option<std::net::SocketAddr>,
-    /// `--once` gives a flow up when its destination accepted nothing for this long (the
-    /// `--give-up-after` option, not a configuration key; default 300 s).
-    pub give_up_after: Duration,
-    /// `--once`: how progress is shown (set from the command line; `None`: not shown).
-    pub progress: Option<crate::progress::Display>,
     /// `cloudwatch.*` (except the endpoint).
     pub cloudwatch: CloudWatchSettings,
     pub aws: AwsSettings,

@@ -56,6 +56,9 @@ pub struct FlowSender {
     pub ordered: bool,
 }
 
+/// `--give-up-after` unless set.
+pub const DEFAULT_GIVE_UP_AFTER: Duration = Duration::from_secs(300);
+
 /// The least a retry waits, whatever `retryInitialBackoffMillis` / `retryMaxBackoffMillis` say.
 const MIN_BACKOFF: Duration = Duration::from_millis(10);
 
@@ -75,7 +78,7 @@ impl FlowSender {
             tracker,
             metrics,
             once,
-            give_up_after: crate::config::DEFAULT_GIVE_UP_AFTER,
+            give_up_after: DEFAULT_GIVE_UP_AFTER,
             last_accepted: Mutex::new(tokio::time::Instant::now()),
             // Never 0 (the keys allow it): a retry loop without a pause would spin and hammer.
             initial_backoff: initial_backoff.max(MIN_BACKOFF),

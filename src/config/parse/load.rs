@@ -395,8 +395,6 @@ impl Loader {
             shutdown_timeout,
             max_sending_threads,
             max_in_flight_bytes,
-            give_up_after: crate::config::DEFAULT_GIVE_UP_AFTER,
-            progress: None,
             status_period,
             prometheus,
             cloudwatch,
