@@ -79,6 +79,7 @@ fn run_once(ws: &Workspace, what: &str) -> String {
 /// the throttling is summarised once per status period, never per request.
 #[test]
 fn throttled_entries_are_paced_and_summarised() {
+    let _timing = timed();
     // Enough for a run of a few seconds even on a fast machine (50,000 took 1.3 s, too short for
     // a slow-down to be declared at all): the pace is judged once a second.
     const LINES: u64 = 250_000;
@@ -450,6 +451,7 @@ fn sigterm_with_batches_in_flight_checkpoints_what_was_acknowledged() {
 /// printed.
 #[test]
 fn pacing_follows_a_rate_limited_stream_and_recovers() {
+    let _timing = timed();
     const LIMIT: f64 = 2_000.0;
     // 500 lines every 50 ms.
     const CHUNK: u64 = 500;

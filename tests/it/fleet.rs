@@ -33,6 +33,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 
 #[test]
 fn a_fleet_keeps_one_stream_busy_and_loses_nothing() {
+    let _alone = heavy();
     let fake = FakeKinesis::start_with_shards(SHARDS);
     fake.set_shard_limits(Some((PER_SHARD, 1024.0 * 1024.0)));
     let stream = unique_name("fleet");

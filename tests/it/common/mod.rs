@@ -98,6 +98,10 @@
 //! - `check_numbers_exactly_once(range, &numbers) -> Result<(), String>`,
 //!   `assert_numbers_exactly_once(range, &numbers)`: report with compact missing ranges
 //!
+//! # Load (`mod.rs`)
+//! - `heavy()`: held by a test that loads the machine (the fleet's 16 agents); `timed()`: held by
+//!   tests whose assertions depend on timing, so they never run beside a heavy one
+//!
 //! # Packages (`packages.rs`)
 //! - `build_packages(version, keep) -> (deb, rpm)`: `packaging/build --dev` (serialized: it
 //!   empties `target/packages/`), copies into `keep`; `build_deb(keep) -> deb`; `is_root()`
@@ -178,4 +182,17 @@ pub fn skip_without(what: &str) {
         panic!("{what} is missing, and scripts/test requires it (REQUIRE_TEST_TOOLS is set): install it");
     }
     eprintln!("skipped: {what} is missing");
+}
+
+/// The fleet test starts 16 agents at once, which starves the CPU of whatever runs beside it;
+/// tests whose assertions depend on timing (pacing rates) must not run then. `heavy` is held by
+/// the former, `timed` by the latter (those may run together).
+static LOAD: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+pub fn heavy() -> std::sync::RwLockWriteGuard<'static, ()> {
+    LOAD.write().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn timed() -> std::sync::RwLockReadGuard<'static, ()> {
+    LOAD.read().unwrap_or_else(|e| e.into_inner())
 }
