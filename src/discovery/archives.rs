@@ -60,10 +60,13 @@ impl Discovery {
             a.slot = Some(h.slot());
             self.tracker.release(h.slot());
         }
-        // Those clean scans no longer find are forgotten (their checkpoints stay), unless read.
+        // Those clean scans no longer find are forgotten (their checkpoints stay), unless read or
+        // with records in flight (one that comes back waits for its last checkpoint).
         let seen: HashSet<FileId> = found.iter().map(|f| f.id).collect();
-        st.archives
-            .retain(|id, a| a.reading.is_some() || decide::still_matched(seen.contains(id), clean, &mut a.absent));
+        st.archives.retain(|id, a| {
+            let busy = a.reading.is_some() || a.slot.is_some_and(|s| self.tracker.watermark(s).is_some());
+            decide::still_matched(seen.contains(id), clean, &mut a.absent) || busy
+        });
         let mut skipped = 0;
         for f in found {
             let stat = f.stat;

@@ -261,7 +261,9 @@ pub enum ArchiveDistrust {
 impl std::fmt::Display for ArchiveDistrust {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            ArchiveDistrust::Changed => "it was read to its end, but its bytes changed since",
+            ArchiveDistrust::Changed => {
+                "it was read to its end, but its bytes changed since (or another archive reuses the inode)"
+            }
             ArchiveDistrust::Head => "it no longer starts with the bytes it had (another archive reusing the inode)",
         })
     }

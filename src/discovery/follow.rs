@@ -158,8 +158,12 @@ impl Discovery {
             if first {
                 st.startup = self.truncated_while_stopped(&plain);
             }
-            self.update_archives(&archives, clean, &mut st, first);
             self.update(&plain, clean, &mut st, first);
+            let waiting = st.fd_waiting;
+            self.update_archives(&archives, clean, &mut st, first);
+            if st.fd_waiting != waiting {
+                self.say_fd_shortage(&mut st);
+            }
             let (archives_behind, archives_read) = self.archives_behind(&st, &archives);
             FlowMetrics::add(&self.metrics.bytes_behind, archives_behind);
             FlowMetrics::add(&self.metrics.files, archives_read);
