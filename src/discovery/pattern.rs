@@ -1,8 +1,8 @@
 //! File discovery: a flow's `filePattern` as a glob over whole paths (globs may appear in
 //! directories, `**` crosses them), walked from its literal base directory. Compressed files are
 //! skipped unless the pattern's file name asks for their suffix (`*.log.gz`: archives, each read
-//! once through its decoder, see `archives.rs`); symlinks are followed. Problems (unreadable directories) are returned, not logged, so
-//! the caller can report each once.
+//! once through its decoder, see `archives.rs`); symlinks are followed. Problems (unreadable
+//! directories) are returned, not logged, so the caller can report each once.
 
 use std::fs::{self, Metadata};
 use std::os::unix::fs::MetadataExt;
