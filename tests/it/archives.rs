@@ -61,7 +61,7 @@ fn daemon_config(ws: &Workspace, fake: &FakeKinesis, pattern: &str, extra: serde
 }
 
 /// `kinesis-agent status --json` in `ws`: the state of each checkpointed file, by path.
-fn status(ws: &Workspace) -> std::collections::HashMap<String, String> {
+fn states(ws: &Workspace) -> std::collections::HashMap<String, String> {
     let out = std::process::Command::new(agent_bin())
         .args(["status", "--json", "-c"])
         .arg(&ws.config)
@@ -113,6 +113,13 @@ fn once_reads_the_archives_the_pattern_names_and_never_sends_them_twice() {
     let (status, log, _) = ws.run_once(Duration::from_secs(120));
     assert_eq!(status.code(), Some(0), "{}", tail(&log, 4000));
     assert_numbers_exactly_once(0..4 * N, &parse_line_numbers(&fake.record_data()));
+    // Each finished archive's checkpoint is sealed: its compressed size, shown as shipped.
+    let states = states(&ws);
+    for name in ["app.log.1.gz", "app.log.2.zst", "app.log.3.xz", "app.log.4.bz2"] {
+        let path = ws.file(name);
+        assert_eq!(ws.checkpoint_of(&path), Some(file_len(&path)), "{name}");
+        assert_eq!(states.get(&path.display().to_string()).map(String::as_str), Some("shipped"), "{name}");
+    }
     let (status, log, _) = ws.run_once(Duration::from_secs(120));
     assert_eq!(status.code(), Some(0), "{}", tail(&log, 4000));
     assert_eq!(fake.record_count() as u64, 4 * N, "a finished archive was sent again:\n{}", tail(&log, 4000));
@@ -225,7 +232,7 @@ fn the_daemon_reads_an_archive_once_it_has_settled_and_never_again() {
     // Sealed: the checkpoint is the archive's compressed size, as for a plain file fully sent.
     let len = file_len(&archive);
     assert_eq!(ws.wait_checkpoint(&archive, len, Duration::from_secs(10)), Some(len), "{}", agent.log());
-    assert_eq!(status(&ws).get(&archive.display().to_string()).map(String::as_str), Some("shipped"));
+    assert_eq!(states(&ws).get(&archive.display().to_string()).map(String::as_str), Some("shipped"));
     let log = agent.log();
     assert!(!log.contains("corrupt or truncated") && !log.contains("ERROR"), "{log}");
     assert_eq!(log.matches("reading the gzip archive").count(), 1, "{log}");
@@ -334,7 +341,7 @@ fn a_damaged_archive_is_one_error_and_the_daemon_goes_on() {
     wait_records(&fake, &agent, N as usize + 500, Duration::from_secs(30));
     std::thread::sleep(Duration::from_millis(1000));
     assert_numbers_exactly_once(0..N + 500, &parse_line_numbers(&fake.record_data()));
-    let states = status(&ws);
+    let states = states(&ws);
     assert_ne!(states.get(&bad.display().to_string()).map(String::as_str), Some("shipped"), "{states:?}");
     agent.sigterm();
     agent.wait_exit(Duration::from_secs(30));
