@@ -8,7 +8,8 @@
 
 use std::time::{Duration, Instant};
 
-use crate::tail::identity::{Content, START_BYTES, Sample};
+pub use crate::tail::archive::{End as ArchiveEnd, Stat};
+use crate::tail::identity::{Content, Mark, START_BYTES, Sample, checkpoint_trust};
 
 /// A new file is taken for a copy of a file seen truncated at most this long before.
 pub const COPY_WINDOW: Duration = Duration::from_secs(60);
@@ -157,6 +158,143 @@ pub fn still_matched(found: bool, clean: bool, absent: &mut u32) -> bool {
 }
 
 pub use crate::checkpoint::expired;
+
+/// An archive is read once its size and modification time have stayed the same this long at
+/// least (the daemon waits `rotateWaitMillis`, and never less than this; `--once` does not wait).
+pub const ARCHIVE_SETTLE_MIN: Duration = Duration::from_secs(1);
+
+/// How long an archive must stay unchanged before the daemon reads it.
+pub fn archive_settle(rotate_wait: Duration) -> Duration {
+    rotate_wait.max(ARCHIVE_SETTLE_MIN)
+}
+
+/// Where an archive stands between scans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchivePhase {
+    /// Not read yet: it has had its `stat` since `since`.
+    Settling { since: Instant },
+    /// Its tailer reads it.
+    Reading,
+    /// Read to its end while it had its `stat` (or proven so by its checkpoint, or recorded as
+    /// done by `initialPosition`): not read again while it keeps it.
+    Done,
+    /// Settled, then failed to decode (corrupt or truncated; said once): read again only when
+    /// its `stat` changes.
+    Failed,
+}
+
+/// What discovery knows of one archive.
+#[derive(Debug, Clone, Copy)]
+pub struct ArchiveTrack {
+    pub stat: Stat,
+    pub phase: ArchivePhase,
+}
+
+impl ArchiveTrack {
+    /// An archive first seen at `now`.
+    pub fn new(now: Instant, stat: Stat) -> ArchiveTrack {
+        ArchiveTrack { stat, phase: ArchivePhase::Settling { since: now } }
+    }
+
+    /// A scan saw the archive with `stat` at `now`. Returns whether it is ready to be read: it
+    /// has kept its size and time for `settle` (a half-written archive, whose size still changes,
+    /// is never read, so never taken for a truncated one). One done or failed is ready again
+    /// only after it changed and settled again.
+    pub fn scan(&mut self, now: Instant, stat: Stat, settle: Duration) -> bool {
+        match self.phase {
+            ArchivePhase::Reading => false,
+            ArchivePhase::Done | ArchivePhase::Failed if stat == self.stat => false,
+            ArchivePhase::Settling { since } if stat == self.stat => now.saturating_duration_since(since) >= settle,
+            _ => {
+                *self = ArchiveTrack::new(now, stat);
+                settle.is_zero()
+            }
+        }
+    }
+
+    /// Its tailer ended at `now`. One that changed while read settles again (and is read on
+    /// from its checkpoint).
+    pub fn ended(&mut self, now: Instant, end: ArchiveEnd) {
+        self.phase = match end {
+            ArchiveEnd::Complete => ArchivePhase::Done,
+            ArchiveEnd::Damaged => ArchivePhase::Failed,
+            ArchiveEnd::Changed => ArchivePhase::Settling { since: now },
+        };
+    }
+
+    /// When it will be ready if it stays unchanged (for the next scan's timing).
+    pub fn ready_at(&self, settle: Duration) -> Option<Instant> {
+        match self.phase {
+            ArchivePhase::Settling { since } => Some(since + settle),
+            _ => None,
+        }
+    }
+}
+
+/// Where reading an archive starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveStart {
+    /// Its checkpoint is sealed and the archive holds exactly the bytes sealed (the same size,
+    /// first bytes and last bytes, under the same device and inode): every byte of it was
+    /// delivered. Nothing is read.
+    Finished,
+    /// Present at the first start of a daemon flow with `initialPosition` END_OF_FILE, without a
+    /// checkpoint: existing content, recorded as done (sealed) without being read.
+    Skip,
+    /// Decode it, skipping the first `offset` decompressed bytes (acknowledged before).
+    /// `distrust`: a checkpoint that could not be trusted, why (it is read from its start, and
+    /// what it held counts as possible duplicates).
+    Read { offset: u64, distrust: Option<ArchiveDistrust> },
+}
+
+/// Why an archive's checkpoint is not trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArchiveDistrust {
+    /// Sealed, but the archive's bytes are no longer those sealed (it changed after it was read
+    /// to its end, or another archive reuses the inode).
+    Changed,
+    /// Not sealed, and the archive does not start with the bytes it had (or the checkpoint has
+    /// no fingerprint to prove it).
+    Head,
+}
+
+impl std::fmt::Display for ArchiveDistrust {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ArchiveDistrust::Changed => {
+                "it was read to its end, but its bytes changed since (or another archive reuses the inode)"
+            }
+            ArchiveDistrust::Head => "it no longer starts with the bytes it had (another archive reusing the inode)",
+        })
+    }
+}
+
+/// Where reading an archive starts, given its checkpoint (`None`: it has none) and what the file
+/// holds now. An archive's checkpoint is either in progress, the decompressed offset acknowledged
+/// and no marker (the bytes before a decompressed offset are not the file's), or sealed once read
+/// to its end: its compressed size and the marker of its last bytes, as a plain file fully
+/// delivered. Skipping bytes needs proof: the same first bytes to resume (decoding then shows the
+/// archive holds at least that much, see `Archive::open`), the exact sealed bytes to skip it all.
+/// `initial_skip`: the first start of a daemon flow with END_OF_FILE.
+pub fn archive_start(checkpoint: Option<&Mark>, file: &impl Content, initial_skip: bool) -> ArchiveStart {
+    let Some(mark) = checkpoint else {
+        return if initial_skip { ArchiveStart::Skip } else { ArchiveStart::Read { offset: 0, distrust: None } };
+    };
+    if mark.marker.is_some() {
+        let same = mark.head.is_some() && file.size() == mark.offset && checkpoint_trust(mark, file).is_ok();
+        return if same {
+            ArchiveStart::Finished
+        } else {
+            ArchiveStart::Read { offset: 0, distrust: Some(ArchiveDistrust::Changed) }
+        };
+    }
+    let head = Mark { offset: 0, head: mark.head, marker: None };
+    if mark.head.is_some() && checkpoint_trust(&head, file).is_ok() {
+        ArchiveStart::Read { offset: mark.offset, distrust: None }
+    } else {
+        ArchiveStart::Read { offset: 0, distrust: Some(ArchiveDistrust::Head) }
+    }
+}
 
 #[cfg(test)]
 mod tests {
@@ -309,6 +447,76 @@ mod tests {
         let mut changed = content.clone();
         changed[at as usize - 1] = b'!';
         assert!(rewritten(&Mem(changed), &mark));
+    }
+
+    #[test]
+    fn an_archive_is_ready_once_unchanged_for_the_settle_time_and_then_only_when_it_changes() {
+        let t0 = Instant::now();
+        let s = |t: u64| t0 + Duration::from_millis(t);
+        let settle = archive_settle(Duration::from_millis(5000));
+        let at = |size, mtime| Stat { size, mtime };
+        let mut a = ArchiveTrack::new(s(0), at(10, 1));
+        assert!(!a.scan(s(4000), at(10, 1), settle));
+        // Written again 4 s in: it settles from then on.
+        assert!(!a.scan(s(4500), at(20, 2), settle));
+        assert!(!a.scan(s(9000), at(20, 2), settle));
+        assert_eq!(a.ready_at(settle), Some(s(9500)));
+        assert!(a.scan(s(9500), at(20, 2), settle));
+        a.phase = ArchivePhase::Reading;
+        assert!(!a.scan(s(20_000), at(30, 3), settle), "a change while read is the tailer's to see");
+        a.ended(s(20_000), ArchiveEnd::Complete);
+        assert!(!a.scan(s(60_000), at(20, 2), settle), "done: never read again while unchanged");
+        assert_eq!(a.ready_at(settle), None);
+        // It changed after it was read: read again once it settles.
+        assert!(!a.scan(s(61_000), at(40, 4), settle));
+        assert!(a.scan(s(66_000), at(40, 4), settle));
+        a.phase = ArchivePhase::Reading;
+        a.ended(s(66_000), ArchiveEnd::Damaged);
+        assert!(!a.scan(s(600_000), at(40, 4), settle), "a damaged archive is not retried in a loop");
+        assert!(!a.scan(s(600_000), at(40, 5), settle), "... only once it changed and settled");
+        assert!(a.scan(s(605_000), at(40, 5), settle));
+        a.phase = ArchivePhase::Reading;
+        a.ended(s(606_000), ArchiveEnd::Changed);
+        assert!(!a.scan(s(607_000), at(40, 5), settle));
+        assert!(a.scan(s(611_000), at(40, 5), settle));
+        // --once does not wait; the daemon waits 1 s at least.
+        assert!(ArchiveTrack::new(s(0), at(1, 1)).scan(s(0), at(1, 1), Duration::ZERO));
+        assert_eq!(archive_settle(Duration::ZERO), ARCHIVE_SETTLE_MIN);
+    }
+
+    #[test]
+    fn an_archive_is_skipped_only_on_proof_and_resumed_only_on_its_first_bytes() {
+        let archive: Vec<u8> = (0..3000u32).flat_map(|i| (i * 7919).to_le_bytes()).collect();
+        let file = Mem(archive.clone());
+        let size = archive.len() as u64;
+        let head = Some(head(&archive));
+        let seal = |b: &[u8]| Mark {
+            offset: b.len() as u64,
+            head: Some(Sample::of(&b[..b.len().min(1024)])),
+            marker: Some(Sample::of(&b[b.len() - 64..])),
+        };
+        let read = |offset, distrust| ArchiveStart::Read { offset, distrust };
+        // No checkpoint: read from the start, or recorded as done at a first start with END_OF_FILE.
+        assert_eq!(archive_start(None, &file, false), read(0, None));
+        assert_eq!(archive_start(None, &file, true), ArchiveStart::Skip);
+        // Sealed, and it holds exactly those bytes: done.
+        assert_eq!(archive_start(Some(&seal(&archive)), &file, true), ArchiveStart::Finished);
+        // Sealed, but it grew (another member appended), or its last bytes changed: from the start.
+        let changed = read(0, Some(ArchiveDistrust::Changed));
+        assert_eq!(archive_start(Some(&seal(&archive[..8000])), &file, false), changed);
+        let mut other = archive.clone();
+        other[size as usize - 3] ^= 1;
+        assert_eq!(archive_start(Some(&seal(&archive)), &Mem(other), false), changed);
+        assert_eq!(archive_start(Some(&Mark { head: None, ..seal(&archive) }), &file, false), changed);
+        // In progress: resumed at its decompressed offset (past its compressed size) on the proof
+        // of its first bytes; without them (another archive, or no fingerprint) from the start.
+        let progress = Mark { offset: 50_000, head, marker: None };
+        assert_eq!(archive_start(Some(&progress), &file, false), read(50_000, None));
+        let mut other = archive.clone();
+        other[5] ^= 1;
+        let head_differs = read(0, Some(ArchiveDistrust::Head));
+        assert_eq!(archive_start(Some(&progress), &Mem(other), false), head_differs);
+        assert_eq!(archive_start(Some(&Mark { head: None, ..progress }), &file, false), head_differs);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! One flow's discovery loop: scan, decide where each new file starts (its checkpoint, the
 //! initial position, or, for a copy proven by `decide::copy_verdict`, where its original was
 //! acknowledged), start a tailer per file, and tell tailers whether their file still matches.
+//! Compressed files the pattern names go to `archives.rs`.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -99,8 +100,10 @@ pub(super) struct State {
     /// said.
     pub(super) fd_waiting: usize,
     pub(super) fd_warned: bool,
-    /// Said that the daemon skips the compressed files the pattern names.
-    pub(super) archives_warned: bool,
+    /// Compressed files the pattern names (`archives.rs`), and whether the daemon said how it
+    /// reads them.
+    pub(super) archives: HashMap<FileId, super::archives::Archived>,
+    pub(super) archives_said: bool,
 }
 
 impl Discovery {
@@ -124,20 +127,7 @@ impl Discovery {
                 (f, problems)
             })
             .await;
-            let Ok((mut found, problems)) = scanned else { return };
-            if !self.once && self.watch.pattern.wants_archives() {
-                let before = found.len();
-                found.retain(|f| !self.watch.pattern.names_archive(&f.path));
-                if found.len() < before && !st.archives_warned {
-                    st.archives_warned = true;
-                    tracing::warn!(
-                        "flows[{}]: {} matches compressed files: they are read by `kinesis-agent --once` (a \
-                         backfill), not by the daemon, which skips them",
-                        self.flow.index,
-                        self.flow.file_pattern
-                    );
-                }
-            }
+            let Ok((found, problems)) = scanned else { return };
             let clean = problems.is_empty();
             self.report_problems(problems, &mut st);
             if found.is_empty() && !warned_empty && clean {
@@ -157,16 +147,42 @@ impl Discovery {
             }
             // Files found are there, whatever else failed; only a clean scan shows which are gone.
             self.store.lock().unwrap().saw(&self.flow.id, found.iter().map(|f| f.id), clean);
+            // Archives (the compressed files the pattern names) are read apart; a file followed
+            // as a plain one stays so whatever its name.
+            let (archives, plain): (Vec<Found>, Vec<Found>) = found.iter().cloned().partition(|f| {
+                st.archives.contains_key(&f.id)
+                    || (self.watch.pattern.names_archive(&f.path)
+                        && !st.tailers.contains_key(&f.id)
+                        && !st.pending.contains_key(&f.id))
+            });
             if first {
-                st.startup = self.truncated_while_stopped(&found);
+                st.startup = self.truncated_while_stopped(&plain);
             }
-            self.update(&found, clean, &mut st, first);
-            self.check_stalls(&found, &st.tailers, &mut st.stalls);
+            self.update(&plain, clean, &mut st, first);
+            let waiting = st.fd_waiting;
+            self.update_archives(&archives, clean, &mut st, first);
+            if st.fd_waiting != waiting {
+                self.say_fd_shortage(&mut st);
+            }
+            let (archives_behind, archives_read) = self.archives_behind(&st, &archives);
+            FlowMetrics::add(&self.metrics.bytes_behind, archives_behind);
+            FlowMetrics::add(&self.metrics.files, archives_read);
+            if st.archives.values().any(|a| a.reading.is_some()) {
+                let mut all = st.tailers.clone();
+                all.extend(st.archives.values().filter_map(|a| a.reading.clone().map(|h| (h.id, h))));
+                self.check_stalls(&found, &all, &mut st.stalls);
+            } else {
+                self.check_stalls(&found, &st.tailers, &mut st.stalls);
+            }
             first = false;
             if self.once {
                 return; // Dropping `tx` here: the batcher ends when the tailers do.
             }
-            let wait = if st.pending.is_empty() && st.fd_waiting == 0 { rescan } else { rescan.min(RESCAN_PENDING) };
+            let mut wait =
+                if st.pending.is_empty() && st.fd_waiting == 0 { rescan } else { rescan.min(RESCAN_PENDING) };
+            if let Some(ready) = self.next_archive_ready(&st) {
+                wait = wait.min(ready);
+            }
             tokio::select! {
                 _ = self.watch.rescan.notified() => {
                     // Let a burst of events settle into one scan.
@@ -180,10 +196,12 @@ impl Discovery {
         // tracking the files when what was read is acknowledged; their checkpoints stay, for
         // a flow added again later.
         let deadline = Instant::now() + Duration::from_secs(5);
-        while st.tailers.values().any(|h| !h.done.load(Ordering::Relaxed)) && Instant::now() < deadline {
+        let reading: Vec<Arc<TailHandle>> = st.archives.values().filter_map(|a| a.reading.clone()).collect();
+        let tailers = || st.tailers.values().chain(&reading);
+        while tailers().any(|h| !h.done.load(Ordering::Relaxed)) && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        for h in st.tailers.values() {
+        for h in tailers() {
             self.tracker.release(h.slot());
         }
         self.files.set_waiting(self.flow.index, 0);
@@ -334,7 +352,7 @@ impl Discovery {
         let slot = self.tracker.register_file(self.settings.flow_id.clone(), path.to_path_buf(), id, offset, marker);
         let h = Arc::new(TailHandle::new(id, path.to_path_buf(), offset, marker, slot));
         st.tailers.insert(id, h.clone());
-        tokio::spawn(self.tailer(file, h, offset).run());
+        tokio::spawn(self.tailer(file, h, offset, None).run());
     }
 
     /// Open again a file whose tailer closed it, and go on where it stopped if the file still
@@ -357,7 +375,7 @@ impl Discovery {
         };
         let h2 = Arc::new(TailHandle::new(f.id, f.path.clone(), offset, marker, slot));
         st.tailers.insert(f.id, h2.clone());
-        tokio::spawn(self.tailer((file, permit), h2, offset).run());
+        tokio::spawn(self.tailer((file, permit), h2, offset, None).run());
     }
 
     /// The open-file budget is spent and files wait: close files read to their end and
@@ -398,7 +416,7 @@ impl Discovery {
     /// Open a matched file with a share of the open-file budget. Without one (or with the
     /// system out of descriptors) the file waits for the next scan; another failure is reported
     /// once per path (and retried at the next scan).
-    fn open(&self, path: &Path, st: &mut State) -> Option<(File, Permit)> {
+    pub(super) fn open(&self, path: &Path, st: &mut State) -> Option<(File, Permit)> {
         let Some(permit) = self.files.take() else {
             st.fd_waiting += 1;
             return None;
@@ -429,10 +447,16 @@ impl Discovery {
         }
     }
 
-    fn tailer(&self, (file, permit): (File, Permit), handle: Arc<TailHandle>, offset: u64) -> Tailer {
-        let path = handle.path.lock().unwrap().clone();
+    /// The tailer of a file (`archive`: a compressed file, read through its decoder).
+    pub(super) fn tailer(
+        &self,
+        (file, permit): (File, Permit),
+        handle: Arc<TailHandle>,
+        offset: u64,
+        archive: Option<crate::tail::archive::Kind>,
+    ) -> Tailer {
         Tailer {
-            archive: self.archive_kind(&path),
+            archive,
             settings: self.settings.clone(),
             file,
             permit: Some(permit),
@@ -543,19 +567,10 @@ impl Discovery {
         }
     }
 
-    /// A compressed file `--once` reads through its decoder (`None`: read as it is).
-    fn archive_kind(&self, path: &Path) -> Option<crate::tail::archive::Kind> {
-        (self.once && self.watch.pattern.names_archive(path)).then(|| crate::tail::archive::Kind::of(path)).flatten()
-    }
-
     fn start_offset(&self, f: &Found, file: &File, first: bool) -> Option<(u64, Option<Sample>)> {
         let store = self.store.lock().unwrap();
         if let Some(e) = store.get(&self.flow.id, f.id) {
-            // An archive's offset is in decompressed bytes, past its (compressed) size, and has
-            // no marker: its first bytes, compressed, are its identity (an archive never changes;
-            // another one at this inode starts otherwise: its header holds its name and time).
-            let archive = self.archive_kind(&f.path).is_some();
-            let mark = Mark { offset: if archive { 0 } else { e.offset }, head: e.head, marker: e.marker };
+            let mark = Mark { offset: e.offset, head: e.head, marker: e.marker };
             let content = OpenFile { file, size: f.size };
             return match identity::checkpoint_trust(&mark, &content) {
                 Ok(()) => Some((e.offset, e.marker)),

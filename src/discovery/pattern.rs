@@ -1,8 +1,8 @@
 //! File discovery: a flow's `filePattern` as a glob over whole paths (globs may appear in
 //! directories, `**` crosses them), walked from its literal base directory. Compressed files are
-//! skipped unless the pattern's file name asks for their suffix (`*.log.gz`: a backfill, read by
-//! `--once`); symlinks are followed. Problems (unreadable directories) are returned, not logged, so
-//! the caller can report each once.
+//! skipped unless the pattern's file name asks for their suffix (`*.log.gz`: archives, each read
+//! once through its decoder, see `archives.rs`); symlinks are followed. Problems (unreadable
+//! directories) are returned, not logged, so the caller can report each once.
 
 use std::fs::{self, Metadata};
 use std::os::unix::fs::MetadataExt;
@@ -12,7 +12,8 @@ use globset::{GlobBuilder, GlobMatcher};
 
 use crate::ack::FileId;
 
-/// Names ending with these (any case) are rotated archives, never tailed.
+/// Names ending with these (any case) are rotated archives, never tailed (read once, through a
+/// decoder, when the pattern names their suffix).
 pub const COMPRESSED_SUFFIXES: &[&str] = &[".gz", ".bz2", ".zip", ".xz", ".zst"];
 /// `**` walks at most this deep, so a symlink loop cannot hang a scan.
 const MAX_DEPTH: usize = 32;
@@ -37,6 +38,8 @@ pub struct Found {
     pub path: PathBuf,
     pub id: FileId,
     pub size: u64,
+    /// Its size and modification time (whether an archive has stopped changing).
+    pub stat: crate::tail::archive::Stat,
 }
 
 fn has_glob(s: &str) -> bool {
@@ -161,7 +164,8 @@ impl Pattern {
                     self.walk(&path, depth + 1, limit, out, problems);
                 }
             } else if meta.is_file() && self.matches(&path) {
-                out.push(Found { id: FileId { dev: meta.dev(), ino: meta.ino() }, size: meta.len(), path });
+                let (id, stat) = (FileId { dev: meta.dev(), ino: meta.ino() }, crate::tail::archive::Stat::of(&meta));
+                out.push(Found { id, size: meta.len(), stat, path });
             }
         }
     }

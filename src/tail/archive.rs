@@ -4,7 +4,7 @@
 //! kept for progress and for naming where a corrupt archive fails.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,9 +37,41 @@ impl Kind {
     }
 }
 
-/// Counts the compressed bytes the decoder has taken.
+/// An archive's size and modification time: the daemon reads an archive once these have stayed
+/// the same for a while (a half-written archive would read as truncated), and reads it again only
+/// when they change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    pub size: u64,
+    /// Nanoseconds since the epoch.
+    pub mtime: i128,
+}
+
+impl Stat {
+    pub fn of(meta: &std::fs::Metadata) -> Stat {
+        use std::os::unix::fs::MetadataExt;
+        Stat { size: meta.len(), mtime: i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()) }
+    }
+}
+
+/// How the reading of an archive ended (the tailer says; discovery decides what comes next).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// Decoded to its end while it kept the size and time it had when opened: its checkpoint is
+    /// sealed (see `Tailer::seal`), and it is not read again while it stays so.
+    Complete,
+    /// It changed while being read (size or time): what decoded was sent; it is read again,
+    /// from its checkpoint, once it settles.
+    Changed,
+    /// It failed to decode while unchanged: corrupt or truncated. Said once; read again only if
+    /// it changes.
+    Damaged,
+}
+
+/// Counts the compressed bytes the decoder has consumed (not what the buffer read ahead): where a
+/// damaged archive fails, and the progress.
 struct Counting {
-    inner: File,
+    inner: BufReader<File>,
     taken: Arc<AtomicU64>,
 }
 
@@ -48,6 +80,17 @@ impl Read for Counting {
         let n = self.inner.read(buf)?;
         self.taken.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
+    }
+}
+
+impl BufRead for Counting {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.inner.consume(n);
+        self.taken.fetch_add(n as u64, Ordering::Relaxed);
     }
 }
 
@@ -73,7 +116,7 @@ impl Archive {
     /// (they were delivered: a stream cannot be entered in the middle).
     pub fn open(file: File, kind: Kind, offset: u64) -> Result<Archive, OpenError> {
         let taken = Arc::new(AtomicU64::new(0));
-        let input = BufReader::with_capacity(64 * 1024, Counting { inner: file, taken: taken.clone() });
+        let input = Counting { inner: BufReader::with_capacity(64 * 1024, file), taken: taken.clone() };
         let decoder: Box<dyn Read + Send> = match kind {
             // Several members (`cat a.gz b.gz`, pigz) are one stream, as gzip -d reads them.
             Kind::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
@@ -100,7 +143,7 @@ impl Archive {
         }
     }
 
-    /// Compressed bytes taken so far.
+    /// Compressed bytes the decoder consumed so far.
     pub fn compressed_pos(&self) -> u64 {
         self.taken.load(Ordering::Relaxed)
     }
@@ -193,6 +236,22 @@ mod tests {
             };
             assert!(err.is_some(), "{kind:?}: a truncated archive reads as complete");
             assert!(data.starts_with(&out), "{kind:?}: what decoded is not the start of the data");
+            // Where it fails is where the data ends, not where the buffer read ahead to.
+            assert!(a.compressed_pos() <= cut.len() as u64, "{kind:?}: {} past the end", a.compressed_pos());
+            // A valid archive followed by garbage fails about where the garbage starts.
+            let mut bad = packed.clone();
+            bad.extend_from_slice(&[0x55; 4096]);
+            let mut a = Archive::open(file_with(&bad), kind, 0).unwrap();
+            let err = loop {
+                match a.read(&mut buf) {
+                    Ok(0) => break None,
+                    Ok(_) => {}
+                    Err(e) => break Some(e),
+                }
+            };
+            assert!(err.is_some(), "{kind:?}: garbage after the archive reads as its end");
+            let at = a.compressed_pos();
+            assert!(at >= packed.len() as u64 && at <= bad.len() as u64, "{kind:?}: fails at {at} of {}", bad.len());
         }
     }
 }

@@ -1,9 +1,9 @@
 //! What a tailer does besides reading and following its file: converting records with the
-//! flow's processing options, and entering a compressed archive at its offset.
+//! flow's processing options, and entering, ending and sealing a compressed archive.
 
 use bytes::Bytes;
 
-use super::{Tailer, archive};
+use super::{Tailer, archive, identity};
 use crate::metrics::FlowMetrics;
 use crate::record::Record;
 use crate::record::process::{Applied, Processor};
@@ -86,5 +86,77 @@ impl Tailer {
             }
             Err(archive::OpenError::Io(e)) => failed(&e),
         }
+    }
+
+    /// The marker of the bytes before `offset`, for a chunk's checkpoint. An archive's offsets
+    /// are decompressed bytes: the file's bytes there are not theirs, so none (a marker in an
+    /// archive's checkpoint is its seal, see `end_archive`).
+    pub(super) fn marker_at(&self, offset: u64) -> Option<identity::Sample> {
+        if self.archive.is_some() { None } else { identity::marker(&self.file, offset) }
+    }
+
+    pub(super) fn ended(&self, end: archive::End) {
+        *self.handle.archive_end.lock().unwrap() = Some(end);
+    }
+
+    /// Whether an archive still has the size and time it had when opened (`opened`).
+    pub(super) fn archive_unchanged(&self, opened: Option<archive::Stat>) -> bool {
+        opened.is_some() && self.file.metadata().ok().map(|m| archive::Stat::of(&m)) == opened
+    }
+
+    /// An archive failed to decode at decompressed byte `decoded`. In the daemon, one that changed
+    /// since it was opened was still being written (or was replaced): not an error; it is read
+    /// again from its checkpoint once it settles. Otherwise it is damaged: one error naming the
+    /// file and about where (`--once` then exits non-zero). Returns whether it is damaged (what
+    /// decoded before is then sent, its last record finished).
+    pub(super) fn archive_failed(
+        &self,
+        a: &archive::Archive,
+        decoded: u64,
+        e: &std::io::Error,
+        opened: Option<archive::Stat>,
+    ) -> bool {
+        if !self.settings.once && !self.archive_unchanged(opened) {
+            tracing::info!(
+                "{}: the {} data ends early at about compressed byte {} ({e}), but the file changed while \
+                 it was read: it is still being written; it is read on from byte {} once it has settled",
+                self.path().display(),
+                a.kind().name(),
+                a.compressed_pos(),
+                self.handle.committed.load(std::sync::atomic::Ordering::Relaxed)
+            );
+            self.ended(archive::End::Changed);
+            return false;
+        }
+        tracing::error!(
+            "{}: the {} data is corrupt or truncated at about compressed byte {} ({e}); the {decoded} \
+             bytes decoded before it were read, the rest cannot be",
+            self.path().display(),
+            a.kind().name(),
+            a.compressed_pos()
+        );
+        FlowMetrics::add(&self.metrics.unreadable, 1);
+        self.ended(archive::End::Damaged);
+        true
+    }
+
+    /// An archive decoded to its end. `unchanged`: it kept its size and time since it was opened,
+    /// so what was decoded is all of it: its checkpoint is sealed, with one more (empty) chunk
+    /// ending at its compressed size and the marker of its last compressed bytes. Once everything
+    /// before is acknowledged the checkpoint reads, like a plain file's, "every byte of this file
+    /// delivered" (`kinesis-agent status`: shipped), and an archive holding exactly those bytes
+    /// is never read again. One that changed keeps its decompressed checkpoint, to be read on from.
+    pub(super) fn end_archive(&self, slot: u64, opened: Option<archive::Stat>, unchanged: bool) {
+        if !unchanged {
+            tracing::debug!("{} changed while it was read: read on once it settles", self.path().display());
+            self.ended(archive::End::Changed);
+            return;
+        }
+        if let Some(size) = opened.map(|o| o.size)
+            && let Some(marker) = identity::marker(&self.file, size)
+        {
+            self.tracker.add_chunk(slot, size, 0, Some(marker));
+        }
+        self.ended(archive::End::Complete);
     }
 }

@@ -94,6 +94,9 @@ pub struct TailHandle {
     /// The tailer's open descriptor while it runs (-1 otherwise): where a file rotated out of
     /// the pattern's reach now lives is read from `/proc/self/fd`.
     pub fd: std::sync::atomic::AtomicI32,
+    /// How the reading of an archive ended (`None`: not an archive, still reading, or stopped by
+    /// a shutdown).
+    pub archive_end: Mutex<Option<archive::End>>,
 }
 
 /// What a file held when it was truncated in place: a copy of it that appears (logrotate
@@ -146,6 +149,7 @@ impl TailHandle {
             quiet_since: Mutex::new(None),
             close_now: AtomicBool::new(false),
             fd: std::sync::atomic::AtomicI32::new(-1),
+            archive_end: Mutex::new(None),
         }
     }
 }
@@ -186,7 +190,7 @@ pub struct Tailer {
     pub shutdown: CancellationToken,
     /// The file's share of the open-file budget, given back when the tailer ends.
     pub permit: Option<budget::Permit>,
-    /// A compressed file read through its decoder (`--once`); offsets are then decompressed bytes.
+    /// A compressed file read through its decoder; offsets are then decompressed bytes.
     pub archive: Option<archive::Kind>,
 }
 
@@ -235,6 +239,8 @@ impl Tailer {
             .clone()
             .map(|re| MultiLine::new(re, self.settings.record_limit, self.settings.terminator.clone()));
         let mut read_pos = self.offset;
+        // An archive's size and time when opened: one that changes while read was not settled.
+        let opened = self.archive.and(self.file.metadata().ok()).map(|m| archive::Stat::of(&m));
         let mut archive = match self.archive {
             None => None,
             Some(kind) => match self.open_archive(kind) {
@@ -249,7 +255,10 @@ impl Tailer {
                     }
                     Some(a)
                 }
-                None => return,
+                None => {
+                    self.ended(archive::End::Damaged);
+                    return;
+                }
             },
         };
         let mut archive_counted = 0u64;
@@ -297,8 +306,9 @@ impl Tailer {
                     },
                     _ = self.shutdown.cancelled() => break,
                 }
-                // Held back: the file may have been truncated or rewritten meanwhile.
-                if waiting.elapsed() >= HELD_BACK && !self.settings.once {
+                // Held back: the file may have been truncated or rewritten meanwhile (an
+                // archive's offsets are not the file's: its tailer does not check).
+                if waiting.elapsed() >= HELD_BACK && !self.settings.once && archive.is_none() {
                     head_checked = Instant::now();
                     rewritten = self.handle.truncation_seen_for(slot) || self.rewritten();
                 }
@@ -321,18 +331,12 @@ impl Tailer {
                     n
                 }
                 Err(e) if archive.is_some() => {
-                    // Corrupt or truncated: what decoded before is sent; the run fails.
-                    let a = archive.as_ref().expect("checked");
-                    tracing::error!(
-                        "{}: the {} data is corrupt or truncated at about compressed byte {} ({e}); the \
-                         {read_pos} bytes decoded before it were read, the rest cannot be",
-                        self.path().display(),
-                        a.kind().name(),
-                        a.compressed_pos()
-                    );
-                    FlowMetrics::add(&self.metrics.unreadable, 1);
                     drop(room);
-                    self.finish_record(slot, &mut multi).await;
+                    // Corrupt or truncated: what decoded before is sent. Unless it was still
+                    // being written: then it is read again once settled.
+                    if self.archive_failed(archive.as_ref().expect("checked"), read_pos, &e, opened) {
+                        self.finish_record(slot, &mut multi).await;
+                    }
                     break;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -402,7 +406,7 @@ impl Tailer {
                         Some(within) if within >= identity::MARKER_BYTES => {
                             Some(identity::Sample::of(&data[within - identity::MARKER_BYTES..within]))
                         }
-                        _ => identity::marker(&self.file, end),
+                        _ => self.marker_at(end),
                     };
                     if let Next::Stop = self.send_chunk(slot, end, marker, records, room).await {
                         break;
@@ -414,8 +418,13 @@ impl Tailer {
             // End of file.
             drop(room);
             if archive.is_some() {
-                // An archive is complete: its unterminated last line is a record too.
-                self.send_partial(slot, &mut splitter, &mut multi, read_pos).await;
+                // An archive is complete: its unterminated last line is a record too (unless it
+                // changed while read: the daemon then reads it again once it settles).
+                let unchanged = self.archive_unchanged(opened);
+                if unchanged || self.settings.once {
+                    self.send_partial(slot, &mut splitter, &mut multi, read_pos).await;
+                }
+                self.end_archive(slot, opened, unchanged);
                 break;
             }
             if self.settings.once {
@@ -565,7 +574,7 @@ impl Tailer {
                 }
                 None => {
                     let records = vec![Record { data, origin: Origin { file: slot, chunk: 0 }, key: None }];
-                    let marker = identity::marker(&self.file, read_pos);
+                    let marker = self.marker_at(read_pos);
                     let _ = self.send_chunk(slot, read_pos, marker, records, None).await;
                 }
             }
@@ -589,7 +598,7 @@ impl Tailer {
         if built.records.is_empty() {
             return Next::Continue;
         }
-        let marker = identity::marker(&self.file, built.end);
+        let marker = self.marker_at(built.end);
         self.send_chunk(built.slot, built.end, marker, built.records, None).await
     }
 
