@@ -2,6 +2,8 @@
 //! types, coercions and defaults, then validated into the structs below. `parse/` owns the key
 //! table and the raw JSON handling; everything else in the agent only sees these validated types.
 
+pub mod compile;
+pub mod json_path;
 mod parse;
 #[cfg(test)]
 mod readme_check;

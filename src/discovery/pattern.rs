@@ -8,7 +8,7 @@ use std::fs::{self, Metadata};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
-use globset::{GlobBuilder, GlobMatcher};
+use globset::GlobMatcher;
 
 use crate::ack::FileId;
 
@@ -49,8 +49,7 @@ fn has_glob(s: &str) -> bool {
 impl Pattern {
     /// `pattern` must be absolute (the configuration makes it so).
     pub fn new(pattern: &str) -> Result<Pattern, globset::Error> {
-        let matcher =
-            GlobBuilder::new(pattern).literal_separator(true).backslash_escape(true).build()?.compile_matcher();
+        let matcher = crate::config::compile::file_glob(pattern)?.compile_matcher();
         let mut base = PathBuf::new();
         let mut rest = 0;
         let mut globbing = false;

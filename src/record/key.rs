@@ -14,8 +14,8 @@ use crate::record::Record;
 pub const RANDOM_KEY_LEN: usize = 16;
 /// Length of a DETERMINISTIC key: hex MD5.
 pub const DETERMINISTIC_KEY_LEN: usize = 32;
-/// Most characters in a partition key (Kinesis counts Unicode characters).
-pub const MAX_KEY_CHARS: usize = 256;
+pub use crate::config::compile::{MAX_KEY_CHARS, clamp_key, key_regex};
+pub use crate::config::json_path::JsonPath;
 /// Most bytes a partition key can take (256 characters of up to 4 UTF-8 bytes).
 pub const MAX_KEY_BYTES: usize = 4 * MAX_KEY_CHARS;
 
@@ -74,98 +74,6 @@ pub fn partition_key(opt: &PartitionKeyOption, data: &[u8], rng: &mut impl Rng) 
     }
 }
 
-/// `key` cut to `MAX_KEY_CHARS` characters (never inside a character); `None` when empty.
-pub fn clamp_key(key: &str) -> Option<&str> {
-    if key.is_empty() {
-        return None;
-    }
-    match key.char_indices().nth(MAX_KEY_CHARS) {
-        Some((cut, _)) => Some(&key[..cut]),
-        None => Some(key),
-    }
-}
-
-/// One step of a JSON path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Step {
-    Name(String),
-    Index(usize),
-}
-
-/// A JSON path: `$.request.host`, `user.id`, `$.items[0].id`, `$['a.b']`, `["x"]` (the leading
-/// `$` is optional).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JsonPath(Vec<Step>);
-
-impl JsonPath {
-    pub fn parse(text: &str) -> Result<JsonPath, String> {
-        let trimmed = text.trim();
-        let rest = if let Some(r) = trimmed.strip_prefix('$') {
-            r.to_owned()
-        } else if trimmed.starts_with('.') {
-            return Err(format!("JSON path {text:?} starts with `.`: write \"$.name\" or \"name\""));
-        } else if trimmed.starts_with('[') {
-            trimmed.to_owned()
-        } else {
-            // A bare first name: `user.id`.
-            format!(".{trimmed}")
-        };
-        let mut steps = Vec::new();
-        Self::steps(text, &rest, &mut steps)?;
-        if steps.is_empty() {
-            return Err(format!("JSON path {text:?} names no field: write e.g. \"$.request.host\""));
-        }
-        Ok(JsonPath(steps))
-    }
-
-    fn steps(text: &str, mut rest: &str, steps: &mut Vec<Step>) -> Result<(), String> {
-        while !rest.is_empty() {
-            if let Some(r) = rest.strip_prefix('.') {
-                let end = r.find(['.', '[']).unwrap_or(r.len());
-                let name = &r[..end];
-                if name.is_empty() {
-                    return Err(format!("JSON path {text:?} has an empty field name (`..` or a trailing `.`)"));
-                }
-                steps.push(Step::Name(name.to_owned()));
-                rest = &r[end..];
-            } else if let Some(r) = rest.strip_prefix('[') {
-                let Some(close) = r.find(']') else {
-                    return Err(format!("JSON path {text:?} has a `[` without its `]`"));
-                };
-                let inner = r[..close].trim();
-                let quoted = inner
-                    .strip_prefix('\'')
-                    .and_then(|s| s.strip_suffix('\''))
-                    .or_else(|| inner.strip_prefix('"').and_then(|s| s.strip_suffix('"')));
-                if let Some(name) = quoted {
-                    steps.push(Step::Name(name.to_owned()));
-                } else if let Ok(i) = inner.parse::<usize>() {
-                    steps.push(Step::Index(i));
-                } else {
-                    return Err(format!(
-                        "JSON path {text:?}: `[{inner}]` must be an array index such as [0] or a quoted name such as ['a.b']"
-                    ));
-                }
-                rest = &r[close + 1..];
-            } else {
-                return Err(format!("JSON path {text:?}: expected `.` or `[` before {rest:?}"));
-            }
-        }
-        Ok(())
-    }
-
-    /// The value at this path in `v`.
-    fn get<'a>(&self, mut v: &'a serde_json::Value) -> Option<&'a serde_json::Value> {
-        for step in &self.0 {
-            v = match step {
-                Step::Name(n) => v.as_object()?.get(n)?,
-                Step::Index(i) => v.as_array()?.get(*i)?,
-            };
-        }
-        Some(v)
-    }
-}
-
 /// A JSON value as key text: strings as they are, numbers and booleans as written; anything
 /// else (null, objects, arrays) has no key text.
 fn value_text(v: &serde_json::Value) -> Option<String> {
@@ -218,34 +126,6 @@ impl std::fmt::Debug for KeyDeriver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("KeyDeriver")
     }
-}
-
-/// The regex of a `{"regex": ...}` key, checked: it compiles and has the group.
-pub fn key_regex(pattern: &str, group: &CaptureGroup) -> Result<regex::bytes::Regex, String> {
-    let re = regex::bytes::RegexBuilder::new(pattern)
-        .size_limit(1 << 20)
-        .build()
-        .map_err(|e| format!("`regex` is not a valid regular expression: {e}"))?;
-    let groups = re.captures_len() - 1;
-    match group {
-        CaptureGroup::Index(0) => {}
-        CaptureGroup::Index(i) if *i > groups => {
-            return Err(if groups == 0 {
-                format!(
-                    "`regex` {pattern:?} has no capture group: put the part that makes the key in parentheses, e.g. \"user=(\\\\w+)\""
-                )
-            } else {
-                format!("`group` {i} does not exist: `regex` {pattern:?} has {groups} capture group(s)")
-            });
-        }
-        CaptureGroup::Index(_) => {}
-        CaptureGroup::Name(n) => {
-            if !re.capture_names().flatten().any(|c| c == n) {
-                return Err(format!("`group` {n:?} is not a named group of `regex` {pattern:?} (write (?P<{n}>...))"));
-            }
-        }
-    }
-    Ok(re)
 }
 
 impl KeyDeriver {

@@ -103,38 +103,9 @@ impl Write for &RotatingFile {
     }
 }
 
-/// `log.maxFileSize` as log4j wrote it: `10MB`, `512KB`, `1GB`, or plain bytes.
-pub fn parse_size(text: &str) -> Option<u64> {
-    let t = text.trim().to_ascii_uppercase();
-    let (digits, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => t.split_at(i),
-        None => (t.as_str(), ""),
-    };
-    let n: u64 = digits.parse().ok()?;
-    let mult = match unit.trim() {
-        "" | "B" => 1,
-        "KB" | "K" | "KIB" => 1 << 10,
-        "MB" | "M" | "MIB" => 1 << 20,
-        "GB" | "G" | "GIB" => 1 << 30,
-        _ => return None,
-    };
-    n.checked_mul(mult).filter(|&b| b > 0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_as_log4j_wrote_them() {
-        assert_eq!(parse_size("10MB"), Some(10 << 20));
-        assert_eq!(parse_size("512kb"), Some(512 << 10));
-        assert_eq!(parse_size("1 GB"), Some(1 << 30));
-        assert_eq!(parse_size("4096"), Some(4096));
-        assert_eq!(parse_size("10XB"), None);
-        assert_eq!(parse_size("0"), None);
-        assert_eq!(parse_size(""), None);
-    }
 
     #[test]
     fn rotates_by_size_and_keeps_the_backups() {

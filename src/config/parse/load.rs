@@ -431,7 +431,7 @@ impl Loader {
                     Value::Number(n) => n.to_string(),
                     _ => parse_str(k, v)?,
                 };
-                crate::service::logfile::parse_size(&text)
+                crate::config::compile::parse_size(&text)
                     .ok_or_else(|| format!("must be a size such as 10MB, 512KB or 1048576, found {text:?}"))
             })
             .unwrap_or(10 << 20);

@@ -66,7 +66,7 @@ pub(super) fn parse_partition_key(v: &Value) -> Result<PartitionKeyOption, (Opti
     let source = match sources[0] {
         "field" => {
             let path = string("field")?.unwrap_or_default();
-            crate::record::key::JsonPath::parse(&path).map_err(|e| (Some("field"), e))?;
+            crate::config::json_path::JsonPath::parse(&path).map_err(|e| (Some("field"), e))?;
             KeySource::Field(path)
         }
         "regex" => {
@@ -85,7 +85,7 @@ pub(super) fn parse_partition_key(v: &Value) -> Result<PartitionKeyOption, (Opti
                     return Err((Some("group"), format!("must be a group number or name, found {}", kind(other))));
                 }
             };
-            crate::record::key::key_regex(&pattern, &group).map_err(|e| {
+            crate::config::compile::key_regex(&pattern, &group).map_err(|e| {
                 let sub = if e.starts_with("`group`") { "group" } else { "regex" };
                 (Some(sub), e)
             })?;
@@ -93,7 +93,7 @@ pub(super) fn parse_partition_key(v: &Value) -> Result<PartitionKeyOption, (Opti
         }
         _ => {
             let constant = string("constant")?.unwrap_or_default();
-            if crate::record::key::clamp_key(&constant).is_none() {
+            if crate::config::compile::clamp_key(&constant).is_none() {
                 return Err((Some("constant"), "is empty: a partition key needs 1 to 256 characters".to_owned()));
             }
             KeySource::Constant(constant)
@@ -108,7 +108,7 @@ pub(super) fn parse_partition_key(v: &Value) -> Result<PartitionKeyOption, (Opti
     };
     let explicit_hash_key_field = string("explicitHashKeyField")?;
     if let Some(p) = &explicit_hash_key_field {
-        crate::record::key::JsonPath::parse(p).map_err(|e| (Some("explicitHashKeyField"), e))?;
+        crate::config::json_path::JsonPath::parse(p).map_err(|e| (Some("explicitHashKeyField"), e))?;
     }
     Ok(PartitionKeyOption::Derived(DerivedKey { source, fallback, explicit_hash_key_field }))
 }

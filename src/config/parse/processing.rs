@@ -304,7 +304,7 @@ impl Loader {
                         return None;
                     }
                 };
-                match crate::record::process::log::compile_match_pattern(&text) {
+                match crate::config::compile::match_pattern(&text) {
                     Ok(re) => Some((text, re.captures_len() - 1)),
                     Err(e) => {
                         let message = format!(
@@ -347,7 +347,7 @@ impl Loader {
                 _ => {}
             },
             (None, Some(f)) => {
-                let defaults = crate::record::process::log::default_fields(f);
+                let defaults = crate::config::compile::default_fields(f);
                 if let Some(given) = &fields
                     && given.len() != defaults.len()
                 {

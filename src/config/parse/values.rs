@@ -74,7 +74,7 @@ pub(super) fn parse_pattern(key: &str, v: &Value) -> Result<String, String> {
         ));
     }
     // The same compilation discovery does, so `--check-config` catches what a start would.
-    if let Err(e) = crate::discovery::Pattern::new(&pattern) {
+    if let Err(e) = crate::config::compile::file_glob(&pattern) {
         return Err(format!("{} is not a valid glob: {}", shown(key, v), e.kind()));
     }
     Ok(pattern)

@@ -8,6 +8,7 @@
 use regex::Regex;
 
 use super::json::{Field, Object};
+use crate::config::compile::default_fields;
 use crate::config::{JsonFormat, LogFormat};
 
 const INT: &str = r"[+-]?[0-9]+";
@@ -30,23 +31,6 @@ const TIME: &str = r"(?:2[0123]|[01]?[0-9]):[0-5][0-9]:(?:[0-5]?[0-9]|60)(?:[:.,
 const RFC3339: &str = r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:Z|[-+][0-9]{2}:[0-9]{2})";
 /// Java's `.`: not a line terminator.
 const ANYCHAR: &str = r"[^\n\r\x{85}\x{2028}\x{2029}]";
-/// Names the Java agent gives each format's groups.
-const COMMON_FIELDS: [&str; 7] = ["host", "ident", "authuser", "datetime", "request", "response", "bytes"];
-const COMBINED_FIELDS: [&str; 9] =
-    ["host", "ident", "authuser", "datetime", "request", "response", "bytes", "referer", "agent"];
-const ERROR_FIELDS: [&str; 7] = ["timestamp", "module", "severity", "processid", "threadid", "client", "message"];
-const SYSLOG_FIELDS: [&str; 5] = ["timestamp", "hostname", "program", "processid", "message"];
-
-/// The default field names of a format.
-pub fn default_fields(format: LogFormat) -> &'static [&'static str] {
-    match format {
-        LogFormat::CommonApacheLog => &COMMON_FIELDS,
-        LogFormat::CombinedApacheLog => &COMBINED_FIELDS,
-        LogFormat::ApacheErrorLog => &ERROR_FIELDS,
-        LogFormat::Syslog | LogFormat::Rfc3339Syslog => &SYSLOG_FIELDS,
-    }
-}
-
 fn format_pattern(format: LogFormat) -> String {
     let iporhost = format!("(?:{HOSTNAME}|{IP}|{IPV6})");
     let common = format!(
@@ -65,12 +49,6 @@ fn format_pattern(format: LogFormat) -> String {
         LogFormat::Rfc3339Syslog => format!(r"({RFC3339}) {syslog_tail}"),
     };
     format!(r"\A(?:{body})\z")
-}
-
-/// A user's `matchPattern`, matched against the whole record (as Java's `matches()`). CRLF mode:
-/// `.` does not match `\r`, as in Java.
-pub fn compile_match_pattern(pattern: &str) -> Result<Regex, regex::Error> {
-    regex::RegexBuilder::new(&format!(r"\A(?:{pattern})\z")).crlf(true).build()
 }
 
 #[derive(Debug)]
@@ -93,7 +71,7 @@ impl LogParser {
         json: JsonFormat,
     ) -> Result<LogParser, String> {
         let re = match (match_pattern, format) {
-            (Some(p), _) => compile_match_pattern(p).map_err(|e| e.to_string())?,
+            (Some(p), _) => crate::config::compile::match_pattern(p).map_err(|e| e.to_string())?,
             (None, Some(f)) => Regex::new(&format_pattern(f)).expect("built-in log pattern"),
             (None, None) => return Err("LOGTOJSON needs `logFormat` or `matchPattern`".into()),
         };

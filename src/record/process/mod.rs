@@ -186,6 +186,7 @@ mod tests {
     use super::*;
     use crate::config::LogFormat;
     use proptest::prelude::*;
+    use serde_json::Value;
 
     /// ADDSOURCEMETADATA adds where and when a record was read: as fields of a JSON object, or
     /// around any record with WRAP; a record that is not an object is a conversion error.
@@ -361,6 +362,45 @@ mod tests {
             if let Some(out) = p.apply(line.as_bytes()) {
                 let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
                 prop_assert_eq!(v.as_object().unwrap().len(), 7);
+            }
+        }
+    }
+
+    proptest! {
+        /// Any value in any option key gives a configuration or errors, never a panic, and a
+        /// configuration that loads always builds its converter chain.
+        #[test]
+        fn processing_option_values_never_panic(
+            name in proptest::sample::select(vec!["SINGLELINE", "CSVTOJSON", "LOGTOJSON", "ADDMETADATA", "ADDEC2METADATA", "ADDBRACKETS", "USINGPLUGGIN", "x"]),
+            values in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec!["parseOptions", "customFieldNames", "delimiter", "csvMode", "jsonFormat", "logFormat", "matchPattern", "metadata", "timestamp", "other"]),
+                    proptest::prop_oneof![
+                        proptest::strategy::Just(serde_json::json!(null)),
+                        proptest::strategy::Just(serde_json::json!(true)),
+                        proptest::strategy::Just(serde_json::json!(["a", "b"])),
+                        proptest::strategy::Just(serde_json::json!(["NO_TRIM"])),
+                        proptest::strategy::Just(serde_json::json!([])),
+                        proptest::strategy::Just(serde_json::json!({"k": 1.5})),
+                        "[ -~]{0,8}".prop_map(Value::String),
+                        proptest::sample::select(vec!["SYSLOG", "RFC4180", "PRETTYPRINT", "(a)(b)", "\\t", "|", "("]).prop_map(|s| Value::String(s.into())),
+                        proptest::num::i64::ANY.prop_map(|n| serde_json::json!(n)),
+                    ],
+                ),
+                0..5,
+            ),
+        ) {
+            let mut option = serde_json::Map::new();
+            option.insert("optionName".into(), Value::String(name.into()));
+            for (k, v) in values {
+                option.insert(k.into(), v);
+            }
+            let text = format!(
+                r#"{{"flows": [{{"filePattern": "/var/log/app.log", "kinesisStream": "s", "dataProcessingOptions": [{}]}}]}}"#,
+                Value::Object(option)
+            );
+            if let Ok(config) = crate::config::load_str(std::path::Path::new("/etc/aws-kinesis/agent.json"), &text) {
+                Processor::new(&config.flows[0].data_processing_options).unwrap();
             }
         }
     }
