@@ -163,7 +163,7 @@ impl Discovery {
         let h = Arc::new(TailHandle::new(f.id, f.path.clone(), offset, None, slot));
         // Its progress is in compressed bytes, from the start whatever the offset.
         h.read_offset.store(0, Ordering::Relaxed);
-        tokio::spawn(self.tailer((file, permit), h.clone(), offset, Some(kind)).run());
+        st.tasks.spawn(self.tailer((file, permit), h.clone(), offset, Some(kind)).run());
         let a = st.archives.get_mut(&f.id).expect("tracked");
         a.track.phase = ArchivePhase::Reading;
         a.reading = Some(h);

@@ -104,6 +104,8 @@ pub(super) struct State {
     /// reads them.
     pub(super) archives: HashMap<FileId, super::archives::Archived>,
     pub(super) archives_said: bool,
+    /// The tailer tasks, waited for when the flow stops.
+    pub(super) tasks: tokio_util::task::TaskTracker,
 }
 
 impl Discovery {
@@ -195,13 +197,10 @@ impl Discovery {
         // Stopped (shutdown, or a reload removed the flow): once the tailers are done, stop
         // tracking the files when what was read is acknowledged; their checkpoints stay, for
         // a flow added again later.
-        let deadline = Instant::now() + Duration::from_secs(5);
+        st.tasks.close();
+        let _ = tokio::time::timeout(Duration::from_secs(5), st.tasks.wait()).await;
         let reading: Vec<Arc<TailHandle>> = st.archives.values().filter_map(|a| a.reading.clone()).collect();
-        let tailers = || st.tailers.values().chain(&reading);
-        while tailers().any(|h| !h.done.load(Ordering::Relaxed)) && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        for h in tailers() {
+        for h in st.tailers.values().chain(&reading) {
             self.tracker.release(h.slot());
         }
         self.files.set_waiting(self.flow.index, 0);
@@ -352,7 +351,7 @@ impl Discovery {
         let slot = self.tracker.register_file(self.settings.flow_id.clone(), path.to_path_buf(), id, offset, marker);
         let h = Arc::new(TailHandle::new(id, path.to_path_buf(), offset, marker, slot));
         st.tailers.insert(id, h.clone());
-        tokio::spawn(self.tailer(file, h, offset, None).run());
+        st.tasks.spawn(self.tailer(file, h, offset, None).run());
     }
 
     /// Open again a file whose tailer closed it, and go on where it stopped if the file still
@@ -375,7 +374,7 @@ impl Discovery {
         };
         let h2 = Arc::new(TailHandle::new(f.id, f.path.clone(), offset, marker, slot));
         st.tailers.insert(f.id, h2.clone());
-        tokio::spawn(self.tailer((file, permit), h2, offset, None).run());
+        st.tasks.spawn(self.tailer((file, permit), h2, offset, None).run());
     }
 
     /// The open-file budget is spent and files wait: close files read to their end and
