@@ -76,6 +76,20 @@ fn states(ws: &Workspace) -> std::collections::HashMap<String, String> {
     files.map(|f| (f["path"].as_str().unwrap().to_owned(), f["state"].as_str().unwrap().to_owned())).collect()
 }
 
+/// What the fake holds once it stopped growing for 300 ms (requests it held when the agent was
+/// killed are stored late).
+fn quiet_count(fake: &FakeKinesis) -> u64 {
+    let mut before = fake.record_count() as u64;
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = fake.record_count() as u64;
+        if now == before {
+            return now;
+        }
+        before = now;
+    }
+}
+
 /// Waits until the fake holds `n` records; panics with the agent's log otherwise.
 fn wait_records(fake: &FakeKinesis, agent: &AgentProcess, n: usize, timeout: Duration) {
     let got = fake.wait_for_count(n, timeout);
@@ -146,15 +160,7 @@ fn an_interrupted_backfill_resumes_from_its_checkpoint() {
     agent.sigkill();
     agent.wait_exit(Duration::from_secs(10));
     // Requests the fake was holding (its 20 ms delay) are stored after the kill: wait for them.
-    let mut before = fake.record_count() as u64;
-    loop {
-        std::thread::sleep(Duration::from_millis(300));
-        let now = fake.record_count() as u64;
-        if now == before {
-            break;
-        }
-        before = now;
-    }
+    let before = quiet_count(&fake);
     assert!(before < N, "it finished before the kill");
     // Lines below the checkpoint (a decompressed offset) were acknowledged.
     let line_len = text(0..1).len() as u64;
@@ -269,15 +275,7 @@ fn a_daemon_killed_mid_archive_resumes_it() {
     wait_records(&fake, &agent, N as usize / 4, Duration::from_secs(90));
     agent.sigkill();
     agent.wait_exit(Duration::from_secs(10));
-    let mut before = fake.record_count() as u64;
-    loop {
-        std::thread::sleep(Duration::from_millis(300));
-        let now = fake.record_count() as u64;
-        if now == before {
-            break;
-        }
-        before = now;
-    }
+    let before = quiet_count(&fake);
     assert!(before < N, "it finished before the kill");
     let line_len = text(0..1).len() as u64;
     let checkpointed = ws.checkpoint_of(&archive).unwrap_or(0) / line_len;
