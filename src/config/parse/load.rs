@@ -2,7 +2,6 @@
 //! the Java agent's coercions, and collects every problem of a load (with file and location).
 
 use super::*;
-use crate::config::KeyOrder;
 
 pub(crate) fn load(main: &Path, dropin_dir: Option<&Path>) -> Result<AgentConfig, ConfigErrors> {
     let mut loader = Loader::default();
@@ -657,31 +656,6 @@ impl Loader {
             data_processing_options,
             aws,
         })
-    }
-
-    /// `ordering` (new): `PER_KEY` by default for keys derived from the records, which mean
-    /// something; `NONE` for RANDOM and DETERMINISTIC keys, and refused with them.
-    fn ordering(&mut self, s: &Section, firehose: bool, key: &PartitionKeyOption) -> KeyOrder {
-        let derived = matches!(key, PartitionKeyOption::Derived(_));
-        if firehose {
-            if s.has("ordering") {
-                self.key_error(s, "ordering", "applies to `kinesisStream` flows only: Firehose has no partition keys");
-            }
-            return KeyOrder::None;
-        }
-        let choices = [("PER_KEY", KeyOrder::PerKey), ("NONE", KeyOrder::None)];
-        match self.get(s, "ordering", |k, v| parse_choice(k, v, &choices)) {
-            Some(KeyOrder::PerKey) if !derived => {
-                let message = "`PER_KEY` needs a partition key taken from the records (`partitionKeyOption` \
-                               {\"field\": ...}, {\"regex\": ...} or {\"constant\": ...}): RANDOM and \
-                               DETERMINISTIC keys carry no meaning to keep an order for";
-                self.key_error(s, "ordering", message);
-                KeyOrder::None
-            }
-            Some(o) => o,
-            None if derived => KeyOrder::PerKey,
-            None => KeyOrder::None,
-        }
     }
 
     /// Makes a relative pattern absolute against the working directory.

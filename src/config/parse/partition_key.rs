@@ -2,6 +2,7 @@
 //! record.
 
 use super::*;
+use crate::config::KeyOrder;
 
 /// `partitionKeyOption`: `"RANDOM"`, `"DETERMINISTIC"` or an object (see `DerivedKey`). An
 /// error names the sub-key it is about, if any.
@@ -111,6 +112,33 @@ pub(super) fn parse_partition_key(v: &Value) -> Result<PartitionKeyOption, (Opti
         crate::config::json_path::JsonPath::parse(p).map_err(|e| (Some("explicitHashKeyField"), e))?;
     }
     Ok(PartitionKeyOption::Derived(DerivedKey { source, fallback, explicit_hash_key_field }))
+}
+
+impl Loader {
+    /// `ordering` (new): `PER_KEY` by default for keys derived from the records, which mean
+    /// something; `NONE` for RANDOM and DETERMINISTIC keys, and refused with them.
+    pub(super) fn ordering(&mut self, s: &Section, firehose: bool, key: &PartitionKeyOption) -> KeyOrder {
+        let derived = matches!(key, PartitionKeyOption::Derived(_));
+        if firehose {
+            if s.has("ordering") {
+                self.key_error(s, "ordering", "applies to `kinesisStream` flows only: Firehose has no partition keys");
+            }
+            return KeyOrder::None;
+        }
+        let choices = [("PER_KEY", KeyOrder::PerKey), ("NONE", KeyOrder::None)];
+        match self.get(s, "ordering", |k, v| parse_choice(k, v, &choices)) {
+            Some(KeyOrder::PerKey) if !derived => {
+                let message = "`PER_KEY` needs a partition key taken from the records (`partitionKeyOption` \
+                               {\"field\": ...}, {\"regex\": ...} or {\"constant\": ...}): RANDOM and \
+                               DETERMINISTIC keys carry no meaning to keep an order for";
+                self.key_error(s, "ordering", message);
+                KeyOrder::None
+            }
+            Some(o) => o,
+            None if derived => KeyOrder::PerKey,
+            None => KeyOrder::None,
+        }
+    }
 }
 
 #[cfg(test)]
