@@ -32,10 +32,14 @@ pub enum State {
     Unverified,
     /// It could not be examined (permissions, I/O error).
     Unreadable,
+    /// A compressed file (the pattern names it) whose checkpoint is a decompressed offset, short
+    /// of its sealed end: being read, read part way when the agent stopped (it is read on), or
+    /// damaged (the agent's log says where).
+    Partial,
 }
 
 impl State {
-    pub const ALL: [State; 7] = [
+    pub const ALL: [State; 8] = [
         State::Shipped,
         State::Behind,
         State::Truncated,
@@ -43,6 +47,7 @@ impl State {
         State::Gone,
         State::Unverified,
         State::Unreadable,
+        State::Partial,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -54,6 +59,7 @@ impl State {
             State::Gone => "gone",
             State::Unverified => "unverified",
             State::Unreadable => "unreadable",
+            State::Partial => "partial",
         }
     }
 }
@@ -70,6 +76,8 @@ pub enum Seen {
     /// Its (device, inode), `size` bytes long, and whether its content still matches the
     /// checkpoint's fingerprints.
     Same { size: u64, trust: Result<(), Distrust> },
+    /// The same compressed file (its first bytes), read part way: `size` compressed bytes.
+    Partial { size: u64 },
 }
 
 /// The state of checkpoint `mark` given what was found, and why when that needs saying.
@@ -78,6 +86,14 @@ pub fn decide(mark: &Mark, seen: &Seen) -> (State, Option<String>) {
         Seen::Missing => (State::Gone, None),
         Seen::Other => (State::Replaced, Some("another file is at this path".to_owned())),
         Seen::Error(why) => (State::Unreadable, Some(why.clone())),
+        Seen::Partial { .. } => (
+            State::Partial,
+            Some(format!(
+                "decompressed byte {} acknowledged, not read to its end yet: being read, read on at the next start, \
+                 or damaged (see the agent's log)",
+                mark.offset
+            )),
+        ),
         Seen::Same { trust: Err(why @ Distrust::Shorter { .. }), .. } => (State::Truncated, Some(why.to_string())),
         Seen::Same { trust: Err(why), .. } => (State::Replaced, Some(why.to_string())),
         // Older agents wrote no fingerprints: an inode alone may have been reused by a new file.
@@ -136,6 +152,16 @@ fn examine(path: &Path, e: &Entry) -> Seen {
         return Seen::Other;
     }
     let content = OpenFile { file: &file, size: meta.len() };
+    if crate::tail::archive::Kind::of(path).is_some() && e.offset > 0 && e.marker.is_none() {
+        // An archive read part way: its offset counts decompressed bytes, so only its first bytes
+        // can prove it the same file.
+        let head_only = Mark { offset: 0, head: e.head, marker: None };
+        return match identity::checkpoint_trust(&head_only, &content) {
+            Ok(()) if e.head.is_some() => Seen::Partial { size: content.size },
+            Ok(()) => Seen::Same { size: content.size, trust: Ok(()) },
+            Err(why) => Seen::Same { size: content.size, trust: Err(why) },
+        };
+    }
     let mark = Mark { offset: e.offset, head: e.head, marker: e.marker };
     Seen::Same { size: content.size, trust: identity::checkpoint_trust(&mark, &content) }
 }
@@ -176,7 +202,7 @@ fn status_of(e: &Entry, dirs: &mut Directories) -> FileStatus {
     let mark = Mark { offset: e.offset, head: e.head, marker: e.marker };
     let (state, detail) = decide(&mark, &seen);
     let size = match seen {
-        Seen::Same { size, .. } => Some(size),
+        Seen::Same { size, .. } | Seen::Partial { size } => Some(size),
         _ => None,
     };
     let shipped_or_behind = matches!(state, State::Shipped | State::Behind);
@@ -364,6 +390,29 @@ mod tests {
             head: identity::head(&f, m.len()),
             marker: identity::marker(&f, offset),
         }
+    }
+
+    /// A compressed file read part way: its checkpoint (a decompressed offset past the compressed
+    /// size, no end fingerprint) is `partial` while its first bytes match, `replaced` otherwise.
+    #[test]
+    fn an_archive_read_part_way_is_partial() {
+        let dir = tempfile::tempdir().unwrap();
+        let gz = dir.path().join("app.log.1.gz");
+        let body: Vec<u8> = (0..1500u32).map(|i| (i % 251) as u8).collect();
+        fs::write(&gz, &body).unwrap();
+        let mut w = watermark(&gz, 0);
+        (w.offset, w.marker) = (40_000, None);
+        let cp = dir.path().join("checkpoints.json");
+        let (mut store, _) = CheckpointStore::open(&cp, 7).unwrap();
+        store.update(&[w], &[]);
+        store.write().unwrap();
+        let row = || collect(&cp).unwrap().unwrap().remove(0);
+        let r = row();
+        assert_eq!((r.state, r.size, r.behind, r.shipped), (State::Partial, Some(1500), None, false));
+        assert!(r.detail.unwrap().contains("decompressed byte 40000"));
+        // Other first bytes under the same inode: not the archive that was being read.
+        File::options().write(true).open(&gz).unwrap().write_all(b"other").unwrap();
+        assert_eq!(row().state, State::Replaced);
     }
 
     /// Real files in each state, read while the store's lock is held (as beside the daemon).
