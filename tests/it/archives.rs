@@ -152,32 +152,43 @@ fn an_interrupted_backfill_resumes_from_its_checkpoint() {
     compressed(&archive, &text(0..N));
     ws.write_config(config(&ws, &fake, "*.log.gz"));
     let mut agent = ws.spawn(true, &[]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while (fake.record_count() as u64) < N / 3 {
-        assert!(Instant::now() < deadline, "too slow:\n{}", tail(&agent.log(), 4000));
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    agent.sigkill();
-    agent.wait_exit(Duration::from_secs(10));
-    // Requests the fake was holding (its 20 ms delay) are stored after the kill: wait for them.
-    let before = quiet_count(&fake);
-    assert!(before < N, "it finished before the kill");
-    // Lines below the checkpoint (a decompressed offset) were acknowledged.
-    let line_len = text(0..1).len() as u64;
-    let checkpointed = ws.checkpoint_of(&archive).unwrap_or(0) / line_len;
+    wait_records(&fake, &agent, N as usize / 3, Duration::from_secs(60));
+    let killed = kill_mid_archive(&mut agent, &fake, &ws, &archive, N);
     fake.set_delay(Duration::ZERO);
     let (status, log, _) = ws.run_once(Duration::from_secs(120));
     assert_eq!(status.code(), Some(0), "{}", tail(&log, 4000));
-    let numbers = parse_line_numbers(&fake.record_data());
+    assert_resumed(&fake, N, killed);
+}
+
+/// SIGKILLs `agent` in the middle of `archive` (of `n` lines): the lines the fake holds once it
+/// stops growing, and the lines below the checkpoint (a decompressed offset: acknowledged).
+fn kill_mid_archive(
+    agent: &mut AgentProcess,
+    fake: &FakeKinesis,
+    ws: &Workspace,
+    archive: &Path,
+    n: u64,
+) -> (u64, u64) {
+    agent.sigkill();
+    agent.wait_exit(Duration::from_secs(10));
+    let before = quiet_count(fake);
+    assert!(before < n, "it finished before the kill");
+    let checkpointed = ws.checkpoint_of(archive).unwrap_or(0) / text(0..1).len() as u64;
+    assert!(checkpointed > 0, "the checkpoint did not move before the kill");
+    (before, checkpointed)
+}
+
+/// After a resume: every line of `0..n` arrived, and no more duplicates than the lines sent after
+/// the checkpoint at the kill.
+fn assert_resumed(fake: &FakeKinesis, n: u64, (before, checkpointed): (u64, u64)) {
     let mut seen = std::collections::HashSet::new();
-    let duplicates = numbers.iter().filter(|n| !seen.insert(**n)).count() as u64;
-    assert!((0..N).all(|n| seen.contains(&n)), "lines are missing after the resume");
+    let duplicates = parse_line_numbers(&fake.record_data()).into_iter().filter(|l| !seen.insert(*l)).count() as u64;
+    assert!((0..n).all(|l| seen.contains(&l)), "lines are missing after the resume");
     assert!(
         duplicates <= before - checkpointed,
         "{duplicates} duplicates, more than the {} lines sent after the checkpoint",
         before - checkpointed
     );
-    assert!(checkpointed > 0, "the checkpoint did not move during the first run");
 }
 
 /// A truncated archive: what decoded before the damage arrives, the error names the file and
@@ -273,13 +284,7 @@ fn a_daemon_killed_mid_archive_resumes_it() {
     ws.write_config(daemon_config(&ws, &fake, "*.xz", json!({ "initialPosition": "START_OF_FILE" })));
     let mut agent = ws.spawn(false, &[]);
     wait_records(&fake, &agent, N as usize / 4, Duration::from_secs(90));
-    agent.sigkill();
-    agent.wait_exit(Duration::from_secs(10));
-    let before = quiet_count(&fake);
-    assert!(before < N, "it finished before the kill");
-    let line_len = text(0..1).len() as u64;
-    let checkpointed = ws.checkpoint_of(&archive).unwrap_or(0) / line_len;
-    assert!(checkpointed > 0, "the checkpoint did not move before the kill");
+    let killed = kill_mid_archive(&mut agent, &fake, &ws, &archive, N);
     fake.set_delay(Duration::ZERO);
     let agent = ws.spawn(false, &[]);
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -292,10 +297,7 @@ fn a_daemon_killed_mid_archive_resumes_it() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(agent.log().contains("on from decompressed byte"), "{}", agent.log());
-    let numbers = parse_line_numbers(&fake.record_data());
-    let mut seen = std::collections::HashSet::new();
-    let duplicates = numbers.iter().filter(|n| !seen.insert(**n)).count() as u64;
-    assert!(duplicates <= before - checkpointed, "{duplicates} duplicates, more than {}", before - checkpointed);
+    assert_resumed(&fake, N, killed);
     let len = file_len(&archive);
     assert_eq!(ws.wait_checkpoint(&archive, len, Duration::from_secs(10)), Some(len), "not sealed");
 }
