@@ -79,7 +79,7 @@ struct Batcher {
 impl Batcher {
     /// Add a plain record, through the gate of ordered flows.
     async fn push(&mut self, r: Record) {
-        let lane = self.gate.as_ref().and(record_lane(&r));
+        let lane = self.gate.as_ref().and_then(|_| record_lane(&r));
         self.push_lane(Entry::Plain(r), lane).await;
     }
 
