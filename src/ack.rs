@@ -8,15 +8,11 @@ use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use crate::record::Origin;
-use crate::tail::identity::Sample;
-
-/// Identity of a file on disk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FileId {
-    pub dev: u64,
-    pub ino: u64,
-}
+use crate::checkpoint::writer::Progress;
+use crate::checkpoint::{Forgotten, Watermark};
+use crate::types::identity::FileId;
+use crate::types::identity::Sample;
+use crate::types::record::Origin;
 
 #[derive(Debug)]
 struct PendingChunk {
@@ -68,22 +64,6 @@ impl FileProgress {
             superseded: false,
         }
     }
-}
-
-/// Files whose tracking ended (deleted and fully acknowledged): drop their checkpoints.
-pub type Forgotten = Vec<(Arc<str>, FileId)>;
-
-/// What the checkpoint store needs to know about one file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Watermark {
-    pub flow: Arc<str>,
-    pub path: PathBuf,
-    /// The path it had when first tracked, if it has moved since.
-    pub was: Option<PathBuf>,
-    pub id: FileId,
-    pub offset: u64,
-    pub head: Option<Sample>,
-    pub marker: Option<Sample>,
 }
 
 #[derive(Debug, Default)]
@@ -227,9 +207,11 @@ impl AckTracker {
     pub fn is_settled(&self, file: u64) -> bool {
         self.inner.lock().unwrap().files.get(&file).is_none_or(|f| f.chunks.is_empty())
     }
+}
 
+impl Progress for AckTracker {
     /// All watermarks and the files to forget, if anything changed since the last call.
-    pub fn snapshot_if_dirty(&self) -> Option<(Vec<Watermark>, Forgotten)> {
+    fn snapshot_if_dirty(&self) -> Option<(Vec<Watermark>, Forgotten)> {
         let mut g = self.inner.lock().unwrap();
         if !g.dirty {
             return None;
@@ -254,10 +236,12 @@ impl AckTracker {
     }
 
     /// Make the next `snapshot_if_dirty` return a snapshot (a write failed and must be retried).
-    pub fn mark_dirty(&self) {
+    fn mark_dirty(&self) {
         self.inner.lock().unwrap().dirty = true;
     }
+}
 
+impl AckTracker {
     /// Records registered but not yet acknowledged, over all files.
     pub fn pending_records(&self) -> u64 {
         let g = self.inner.lock().unwrap();

@@ -37,7 +37,7 @@ impl Intercept for FastPayloadHash {
     ) -> Result<(), BoxError> {
         if let Some(body) = context.request().body().bytes() {
             let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, body);
-            let hex = crate::record::key::hex(digest.as_ref());
+            let hex = crate::types::key::hex(digest.as_ref());
             cfg.interceptor_state().store_put(PayloadSigningOverride::Precomputed(hex));
         }
         Ok(())

@@ -127,7 +127,7 @@ fn init_logging(level: Option<&str>, log: Option<&config::LogSettings>) -> Resul
         // Drawn around the `--once` progress bars, if any.
         failed => {
             builder
-                .with_writer(|| Redact(kinesis_agent::progress::LogWriter))
+                .with_writer(|| Redact(kinesis_agent::agent::progress::LogWriter))
                 .with_ansi(std::io::stderr().is_terminal())
                 .init();
             match failed {
@@ -299,7 +299,7 @@ fn destination_url(cfg: &AgentConfig, f: &config::FlowConfig) -> String {
 
 /// `--check-destinations`: one line per destination and for the credentials; 2 on any error.
 fn check_destinations(cfg: &AgentConfig) -> u8 {
-    use kinesis_agent::check::{self, Level};
+    use kinesis_agent::commands::check::{self, Level};
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -338,7 +338,8 @@ fn check_destinations(cfg: &AgentConfig) -> u8 {
 
 /// `kinesis-agent status`: 0, or 1 when the configuration or the checkpoint file cannot be read.
 fn status(cli: &Cli, args: &StatusArgs) -> u8 {
-    use kinesis_agent::checkpoint::{self, status};
+    use kinesis_agent::checkpoint;
+    use kinesis_agent::commands::status;
     let configured = match &args.checkpoint_file {
         Some(path) => path.clone(),
         None => match config::load(&cli.configuration, Some(&dropin_dir(cli))) {
@@ -448,7 +449,8 @@ fn main() -> ExitCode {
     let options = agent::RunOptions {
         mode,
         give_up_after: cli.give_up_after,
-        progress: (cli.once && !cli.no_progress).then(|| kinesis_agent::progress::Display::detect(cli.progress_every)),
+        progress: (cli.once && !cli.no_progress)
+            .then(|| kinesis_agent::agent::progress::Display::detect(cli.progress_every)),
     };
     kinesis_agent::service::systemd::init();
     let code = runtime.block_on(async move {

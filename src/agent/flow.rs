@@ -15,13 +15,13 @@ use crate::checkpoint::CheckpointStore;
 use crate::config::{Destination, FlowConfig, KeyOrder, OversizedRecordAction, PartitionKeyOption};
 use crate::discovery::{Discovery, FlowWatch, Pattern};
 use crate::metrics::FlowMetrics;
-use crate::record::Chunk;
-use crate::record::key::key_len;
 use crate::sink::batcher::{self, BatchLimits};
 use crate::sink::budget::InFlight;
 use crate::sink::client::SinkClient;
 use crate::sink::sender::FlowSender;
 use crate::tail::TailSettings;
+use crate::types::key::key_len;
+use crate::types::record::Chunk;
 
 /// Chunks (each up to `tail::READ_SIZE` of lines) queued between a flow's tailers and batcher.
 pub(super) const CHANNEL_CHUNKS: usize = 4;
@@ -166,7 +166,7 @@ impl Flows {
             record_limit: flow.destination.max_record_bytes()
                 - match (&flow.destination, &flow.partition_key) {
                     (Destination::Firehose { .. }, _) => 0,
-                    (_, PartitionKeyOption::Derived(_)) => crate::record::key::MAX_KEY_BYTES,
+                    (_, PartitionKeyOption::Derived(_)) => crate::types::key::MAX_KEY_BYTES,
                     _ => 256,
                 },
             terminator: match flow.oversized_record_action {

@@ -1,17 +1,19 @@
 //! Wiring: for each flow a discovery loop (which starts a tailer per file), a batcher and its
-//! send tasks; plus the checkpoint writer, the status logger and the file-system watcher.
+//! send tasks; plus the checkpoint writer, the status logger (`report.rs`) and the file-system
+//! watcher.
 //! `run` returns when `--once` has delivered everything, or after a shutdown request.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use notify::EventKind;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 mod flow;
+pub mod progress;
 mod reload;
+mod report;
 
 use crate::ack::AckTracker;
 use crate::aws::{self, AwsSetupError};
@@ -21,9 +23,9 @@ use crate::config::{AgentConfig, ConfigErrors, FlowConfig};
 use crate::discovery::{FlowWatch, Pattern};
 use crate::service::systemd;
 use crate::sink::budget::InFlight;
-use crate::sink::sender::FlowSender;
-use flow::{FlowView, Flows, RunningFlow};
+use flow::{Flows, RunningFlow};
 use reload::apply_reload;
+use report::{Scrape, status_logger};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -84,7 +86,7 @@ pub struct RunOptions {
     /// this long (retries included).
     pub give_up_after: std::time::Duration,
     /// `--once`: how progress is shown (`None`: not shown).
-    pub progress: Option<crate::progress::Display>,
+    pub progress: Option<progress::Display>,
 }
 
 pub async fn run(
@@ -113,7 +115,7 @@ pub async fn run(
     // Said at start, in the background: a wrong stream, region or credentials is one clear line.
     tokio::spawn({
         let (cfg, clients) = (cfg.clone(), clients.clone());
-        async move { crate::check::log(&crate::check::destinations(&cfg, &clients).await) }
+        async move { crate::commands::check::log(&crate::commands::check::destinations(&cfg, &clients).await) }
     });
     let tracker = AckTracker::new();
     let reserve = crate::tail::budget::RESERVE + 2 * cfg.max_sending_threads;
@@ -163,7 +165,7 @@ pub async fn run(
     let progress = options
         .progress
         .filter(|_| mode == Mode::Once)
-        .map(|d| tokio::spawn(crate::progress::show(flows.live.clone(), d, status_stop.clone())));
+        .map(|d| tokio::spawn(progress::show(flows.live.clone(), d, status_stop.clone())));
     let metrics_stop = CancellationToken::new();
     let metrics = crate::metrics::cloudwatch::start(
         &cfg,
@@ -277,113 +279,6 @@ pub async fn run(
         });
     }
     Ok(outcome)
-}
-
-/// The Prometheus view of the running flows.
-struct Scrape {
-    views: Arc<Mutex<Vec<FlowView>>>,
-    inflight: InFlight,
-    beat: Heartbeat,
-}
-
-/// The loop that writes checkpoints turns every second; this long without a turn is unhealthy.
-const UNHEALTHY_AFTER: Duration = Duration::from_secs(30);
-
-impl crate::metrics::prometheus::Source for Scrape {
-    fn render(&self) -> String {
-        let views = self.views.lock().unwrap().clone();
-        let snaps: Vec<_> = views.iter().map(|v| v.sender.metrics.snapshot()).collect();
-        let labels = |v: &FlowView| vec![("flow", v.id.clone()), ("destination", v.destination.clone())];
-        let mut e = crate::metrics::prometheus::Exposition::default();
-        for metric in crate::metrics::METRICS {
-            let samples: Vec<_> = views.iter().zip(&snaps).map(|(v, m)| (labels(v), (metric.get)(m) as f64)).collect();
-            let kind = match metric.kind {
-                crate::metrics::Kind::Counter => "counter",
-                crate::metrics::Kind::Gauge => "gauge",
-            };
-            e.metric(&format!("kinesis_agent_{}", metric.prometheus), kind, metric.help, &samples);
-        }
-        let mut lag = Vec::new();
-        for v in &views {
-            for (path, h) in v.watch.files.lock().unwrap().iter() {
-                let unread = h.size.load(Ordering::Relaxed).saturating_sub(h.read_offset.load(Ordering::Relaxed));
-                let mut l = labels(v);
-                l.push(("path", path.display().to_string()));
-                lag.push((l, unread as f64));
-            }
-        }
-        e.metric("kinesis_agent_file_unread_bytes", "gauge", "Bytes of a tailed file not read yet.", &lag);
-        let in_flight = self.inflight.bytes.load(Ordering::Relaxed);
-        e.metric("kinesis_agent_in_flight_bytes", "gauge", "Record bytes being sent.", &[(vec![], in_flight as f64)]);
-        let age = if self.beat.written_ms.load(Ordering::Relaxed) == 0 {
-            self.beat.start.elapsed()
-        } else {
-            self.beat.age(&self.beat.written_ms)
-        };
-        e.metric(
-            "kinesis_agent_checkpoint_age_seconds",
-            "gauge",
-            "Seconds since the checkpoint file was last written (or since start).",
-            &[(vec![], age.as_secs_f64())],
-        );
-        e.finish()
-    }
-
-    fn health(&self) -> Result<String, String> {
-        let stalled = self.beat.age(&self.beat.tick_ms);
-        let flows = self.views.lock().unwrap().len();
-        if stalled > UNHEALTHY_AFTER {
-            Err(format!("unhealthy: the checkpoint loop has not turned for {} s", stalled.as_secs()))
-        } else {
-            Ok(format!("ok: {flows} flow(s)"))
-        }
-    }
-}
-
-async fn status_logger(senders: Arc<Mutex<Vec<Arc<FlowSender>>>>, period: Duration, stop: CancellationToken) {
-    let mut interval = tokio::time::interval(period);
-    interval.tick().await;
-    // The counters at the last line, by sender (flows come and go with reloads).
-    let mut last: Vec<(Arc<FlowSender>, crate::metrics::Snapshot)> = Vec::new();
-    loop {
-        tokio::select! {
-            _ = interval.tick() => {}
-            _ = stop.cancelled() => return,
-        }
-        let now: Vec<Arc<FlowSender>> = senders.lock().unwrap().clone();
-        let (sent, behind) =
-            now.iter().map(|s| s.metrics.snapshot()).fold((0, 0), |(a, b), m| (a + m.records_sent, b + m.bytes_behind));
-        systemd::status(&format!("{} flow(s): {sent} records sent, {behind} bytes behind", now.len()));
-        last.retain(|(s, _)| now.iter().any(|n| Arc::ptr_eq(n, s)));
-        for s in &now {
-            if !last.iter().any(|(l, _)| Arc::ptr_eq(l, s)) {
-                last.push((s.clone(), Default::default()));
-            }
-            let prev = &mut last.iter_mut().find(|(l, _)| Arc::ptr_eq(l, s)).expect("added").1;
-            let m = s.metrics.snapshot();
-            tracing::info!("{}", crate::metrics::status::line(&s.label, &m, prev));
-            s.pace_tick();
-            // Throttling: one line per period, with the counts and the pace.
-            let (codes, requests) = s.pacer.take_counts();
-            if !codes.is_empty() {
-                let codes: Vec<String> = codes.iter().map(|(c, n)| format!("{c} x{n}")).collect();
-                let pace = match s.pacer.rate() {
-                    Some(r) => format!("sending at most {r:.0} records/s"),
-                    None => "sending at full speed".to_string(),
-                };
-                tracing::warn!(
-                    "{}: throttled in the last {} s: {} in {requests} request(s); {pace}",
-                    s.label,
-                    period.as_secs(),
-                    codes.join(", ")
-                );
-            }
-            if m.record_errors == prev.record_errors {
-                s.quiet_period();
-            }
-            *prev = m;
-        }
-    }
 }
 
 fn start_watcher(watches: Arc<Mutex<Vec<Arc<FlowWatch>>>>) -> Option<notify::RecommendedWatcher> {

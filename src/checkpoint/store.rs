@@ -15,8 +15,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::ack::{FileId, Watermark};
-use crate::tail::identity::Sample;
+use crate::checkpoint::Watermark;
+use crate::types::identity::FileId;
+use crate::types::identity::Sample;
 
 const VERSION: u32 = 1;
 /// How often the file is written even when nothing moved, so that the running time and the

@@ -9,8 +9,16 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::CheckpointStore;
-use crate::ack::AckTracker;
 use crate::service::systemd;
+
+/// Where the acknowledged progress comes from (the ack tracker, `ack.rs`): a trait, so that the
+/// checkpoint stage does not import the stage before it.
+pub trait Progress: Clone + Send + Sync + 'static {
+    /// The watermarks and forgotten files, if anything changed since the last call.
+    fn snapshot_if_dirty(&self) -> Option<(Vec<super::Watermark>, super::Forgotten)>;
+    /// Make the next `snapshot_if_dirty` return a snapshot even if nothing moved.
+    fn mark_dirty(&self);
+}
 
 /// Acknowledged progress reaches the checkpoint file within this long (writes are coalesced: at
 /// most one per period, none when nothing moved), which bounds what a crash sends again.
@@ -18,7 +26,7 @@ pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
 /// Fold the tracker's watermarks into the store and write it if anything changed. Errors are
 /// logged and retried at the next call: the agent keeps running (the checkpoint only lags).
-pub fn flush_checkpoints(store: &Mutex<CheckpointStore>, tracker: &AckTracker, last: bool) -> bool {
+pub fn flush_checkpoints(store: &Mutex<CheckpointStore>, tracker: &impl Progress, last: bool) -> bool {
     let Some((marks, forgotten)) = tracker.snapshot_if_dirty() else { return true };
     let mut s = store.lock().unwrap();
     s.update(&marks, &forgotten);
@@ -63,7 +71,7 @@ impl Heartbeat {
 
 pub async fn checkpoint_writer(
     store: Arc<Mutex<CheckpointStore>>,
-    tracker: AckTracker,
+    tracker: impl Progress,
     stop: CancellationToken,
     beat: Heartbeat,
 ) {

@@ -14,12 +14,12 @@ use std::time::{Duration, Instant};
 use super::decide::{self, ArchiveEnd, ArchivePhase, ArchiveStart, ArchiveTrack, Stat};
 use super::follow::{Discovery, State, is_same_file};
 use super::pattern::Found;
-use crate::ack::FileId;
 use crate::config::InitialPosition;
 use crate::metrics::FlowMetrics;
 use crate::tail::TailHandle;
 use crate::tail::archive::Kind;
-use crate::tail::identity::{self, Mark, OpenFile};
+use crate::types::identity::FileId;
+use crate::types::identity::{self, Mark, OpenFile};
 
 /// One archive the flow found.
 pub(super) struct Archived {

@@ -11,10 +11,10 @@ use tokio::time::Instant;
 use super::decide::{self, Original, Verdict};
 use super::follow::{Discovery, State, is_same_file};
 use super::pattern::Found;
-use crate::ack::FileId;
 use crate::metrics::FlowMetrics;
 use crate::tail::Truncation;
-use crate::tail::identity::{self, Content, Mark, OpenFile};
+use crate::types::identity::FileId;
+use crate::types::identity::{self, Content, Mark, OpenFile};
 
 impl Discovery {
     /// Ask `decide::copy_verdict` about every new file without a checkpoint of its own; start

@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 pub use crate::tail::archive::{End as ArchiveEnd, Stat};
-use crate::tail::identity::{Content, Mark, START_BYTES, Sample, checkpoint_trust};
+use crate::types::identity::{Content, Mark, START_BYTES, Sample, checkpoint_trust};
 
 /// A new file is taken for a copy of a file seen truncated at most this long before.
 pub const COPY_WINDOW: Duration = Duration::from_secs(60);
@@ -299,7 +299,7 @@ pub fn archive_start(checkpoint: Option<&Mark>, file: &impl Content, initial_ski
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tail::identity::{Distrust, Mark, checkpoint_trust, rewritten};
+    use crate::types::identity::{Distrust, Mark, checkpoint_trust, rewritten};
 
     /// A file in memory.
     pub struct Mem(pub Vec<u8>);

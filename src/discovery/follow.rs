@@ -18,14 +18,15 @@ use tokio_util::sync::CancellationToken;
 
 use super::decide::{self, Original, Seen};
 use super::pattern::{Found, Pattern};
-use crate::ack::{AckTracker, FileId};
+use crate::ack::AckTracker;
 use crate::checkpoint::CheckpointStore;
 use crate::config::{FlowConfig, InitialPosition};
 use crate::metrics::FlowMetrics;
-use crate::record::Chunk;
 use crate::tail::budget::{self, OpenFiles, Permit};
-use crate::tail::identity::{self, Mark, OpenFile, Sample};
 use crate::tail::{TailHandle, TailSettings, TailedFiles, Tailer, Truncation};
+use crate::types::identity::FileId;
+use crate::types::identity::{self, Mark, OpenFile, Sample};
+use crate::types::record::Chunk;
 
 /// Re-glob at least this often, even without file-system events.
 const RESCAN: Duration = Duration::from_secs(1);

@@ -10,7 +10,7 @@ use std::path::{Component, Path, PathBuf};
 
 use globset::GlobMatcher;
 
-use crate::ack::FileId;
+use crate::types::identity::FileId;
 
 /// Names ending with these (any case) are rotated archives, never tailed (read once, through a
 /// decoder, when the pattern names their suffix).

@@ -10,7 +10,7 @@
 
 use bytes::BytesMut;
 
-use super::Record;
+use crate::types::record::Record;
 
 /// Joins consecutive `records` into records of at most `size` bytes (0: unchanged).
 pub fn join(records: Vec<Record>, size: usize) -> Vec<Record> {
@@ -50,7 +50,7 @@ fn finish(buf: BytesMut, first: Record, joined: bool) -> Record {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::Origin;
+    use crate::types::record::Origin;
     use proptest::prelude::*;
 
     fn recs(lines: &[&str]) -> Vec<Record> {

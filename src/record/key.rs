@@ -1,78 +1,15 @@
-//! Partition keys. RANDOM and DETERMINISTIC keys are computed when a request is built (records
-//! carry no key: RANDOM needs no stability across retries, and DETERMINISTIC is a function of the
-//! data). Derived keys (a JSON field, a regex capture, a constant) are computed once, by the
+//! Keys taken from the records. (RANDOM and DETERMINISTIC keys are computed when a request is
+//! built, `types::key`: records carry none, as RANDOM needs no stability across retries and
+//! DETERMINISTIC is a function of the data.) Derived keys (a JSON field, a regex capture, a constant) are computed once, by the
 //! tailer, and travel with the record (`Record::key`), so retries and aggregation see the same key.
 
+use crate::config::compile::{clamp_key, key_regex};
+use crate::config::json_path::JsonPath;
+use crate::config::{CaptureGroup, DerivedKey, KeyFallback, KeySource};
+use crate::types::key::{RecordKey, hex, random_key};
+use crate::types::record::Record;
 use md5::{Digest, Md5};
 use rand::Rng;
-
-use crate::config::{CaptureGroup, DerivedKey, KeyFallback, KeySource, PartitionKeyOption};
-use crate::record::Record;
-
-/// Length of a RANDOM key: 16 hex digits (64 random bits); Kinesis hashes keys with MD5, so this
-/// spreads records evenly over shards.
-pub const RANDOM_KEY_LEN: usize = 16;
-/// Length of a DETERMINISTIC key: hex MD5.
-pub const DETERMINISTIC_KEY_LEN: usize = 32;
-pub use crate::config::compile::{MAX_KEY_CHARS, clamp_key, key_regex};
-pub use crate::config::json_path::JsonPath;
-/// Most bytes a partition key can take (256 characters of up to 4 UTF-8 bytes).
-pub const MAX_KEY_BYTES: usize = 4 * MAX_KEY_CHARS;
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
-/// The key a derived-key record carries: its partition key and, when configured and valid, its
-/// explicit hash key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordKey {
-    pub partition: Box<str>,
-    pub explicit_hash: Option<u128>,
-}
-
-impl RecordKey {
-    /// Where Kinesis places the record: its explicit hash key, or MD5 of its partition key.
-    pub fn hash(&self) -> u128 {
-        self.explicit_hash.unwrap_or_else(|| hash_of(&self.partition))
-    }
-}
-
-/// The hash key Kinesis derives from a partition key: MD5 read as a big-endian 128-bit integer.
-pub fn hash_of(partition_key: &str) -> u128 {
-    u128::from_be_bytes(Md5::digest(partition_key.as_bytes()).into())
-}
-
-/// The key length a flow's records will have when they carry none, counted in the batch byte
-/// limit (derived keys count their own length).
-pub fn key_len(opt: &PartitionKeyOption) -> usize {
-    match opt {
-        PartitionKeyOption::Random => RANDOM_KEY_LEN,
-        PartitionKeyOption::Deterministic => DETERMINISTIC_KEY_LEN,
-        PartitionKeyOption::Derived(_) => MAX_KEY_BYTES,
-    }
-}
-
-/// Lower-case hexadecimal of `bytes`.
-pub fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(HEX[(b >> 4) as usize] as char);
-        s.push(HEX[(b & 15) as usize] as char);
-    }
-    s
-}
-
-/// A random key (RANDOM).
-pub fn random_key(rng: &mut impl Rng) -> String {
-    hex(&rng.next_u64().to_be_bytes())
-}
-
-/// The partition key for `data` of a record that carries no key of its own.
-pub fn partition_key(opt: &PartitionKeyOption, data: &[u8], rng: &mut impl Rng) -> String {
-    match opt {
-        PartitionKeyOption::Random | PartitionKeyOption::Derived(_) => random_key(rng),
-        PartitionKeyOption::Deterministic => hex(&Md5::digest(data)),
-    }
-}
 
 /// A JSON value as key text: strings as they are, numbers and booleans as written; anything
 /// else (null, objects, arrays) has no key text.
@@ -210,9 +147,11 @@ fn trim_newline(data: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::compile::MAX_KEY_CHARS;
     use crate::config::{CsvSplit, JsonFormat, ProcessingOption};
-    use crate::record::Origin;
     use crate::record::process::Processor;
+    use crate::types::key::{RANDOM_KEY_LEN, hash_of};
+    use crate::types::record::Origin;
 
     fn rec(text: &str) -> Record {
         Record { data: bytes::Bytes::copy_from_slice(text.as_bytes()), origin: Origin { file: 0, chunk: 0 }, key: None }
@@ -226,26 +165,6 @@ mod tests {
         d.before_processing(records);
         let stats = d.after_processing(records, &mut rand::rng());
         (records.iter().map(|r| r.key.as_ref().unwrap().partition.to_string()).collect(), stats)
-    }
-
-    #[test]
-    fn deterministic_is_md5_of_the_record() {
-        let mut rng = rand::rng();
-        // md5("hello\n")
-        assert_eq!(
-            partition_key(&PartitionKeyOption::Deterministic, b"hello\n", &mut rng),
-            "b1946ac92492d2347c6235b4d2611184"
-        );
-    }
-
-    #[test]
-    fn random_keys_are_ascii_hex_and_differ() {
-        let mut rng = rand::rng();
-        let a = partition_key(&PartitionKeyOption::Random, b"x", &mut rng);
-        let b = partition_key(&PartitionKeyOption::Random, b"x", &mut rng);
-        assert_eq!(a.len(), RANDOM_KEY_LEN);
-        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
-        assert_ne!(a, b);
     }
 
     #[test]

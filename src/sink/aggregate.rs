@@ -14,8 +14,8 @@ use super::kpl::{Builder, Entry};
 use super::order::{Lane, key_lane, shard_lane};
 use super::shards::{ShardMap, Shards};
 use crate::config::PartitionKeyOption;
-use crate::record::Record;
-use crate::record::key::{RecordKey, hash_of, partition_key, random_key};
+use crate::types::key::{RecordKey, hash_of, partition_key, random_key};
+use crate::types::record::Record;
 
 /// Most aggregates open at once (grouping by key without a shard map can make many): beyond it,
 /// all are closed.
@@ -160,8 +160,8 @@ fn same_map(a: &Option<Arc<ShardMap>>, b: &Option<Arc<ShardMap>>) -> bool {
 mod tests {
     use super::*;
     use crate::config::{DerivedKey, KeyFallback, KeySource};
-    use crate::record::Origin;
     use crate::sink::kpl::decode;
+    use crate::types::record::Origin;
 
     fn rec(data: &str, key: Option<&str>) -> Record {
         Record {
@@ -246,7 +246,7 @@ mod tests {
             let m = decode(&a.data).unwrap();
             for u in &m.records {
                 let k = &m.partition_key_table[u.partition_key_index as usize];
-                assert_eq!(k, &crate::record::key::hex(&<md5::Md5 as md5::Digest>::digest(&u.data)));
+                assert_eq!(k, &crate::types::key::hex(&<md5::Md5 as md5::Digest>::digest(&u.data)));
                 assert_eq!(map.shard_of(hash_of(k)), Some(landing));
                 users += 1;
             }

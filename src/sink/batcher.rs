@@ -25,7 +25,7 @@ use super::kpl::Entry;
 use super::order::{Gate, Lane, record_lane};
 use super::sender::FlowSender;
 use crate::metrics::FlowMetrics;
-use crate::record::{Chunk, Record};
+use crate::types::record::{Chunk, Record};
 
 pub struct BatchLimits {
     pub max_records: usize,
@@ -332,9 +332,9 @@ mod tests {
     #[tokio::test]
     async fn aggregates_being_built_count_against_the_budget() {
         use crate::config::{DerivedKey, KeyFallback, KeySource, PartitionKeyOption};
-        use crate::record::key::RecordKey;
-        use crate::record::{Origin, Record};
         use crate::sink::shards::{ShardMap, Shards};
+        use crate::types::key::RecordKey;
+        use crate::types::record::{Origin, Record};
 
         // Accepts connections (the kernel does) and never answers.
         let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -7,7 +7,7 @@ use rand::rngs::SmallRng;
 use super::kpl::Entry;
 use super::retry::{ErrorClass, Failure, classify};
 use crate::config::PartitionKeyOption;
-use crate::record::key::{RecordKey, partition_key};
+use crate::types::key::{RecordKey, partition_key};
 
 /// A destination client bound to one stream.
 #[derive(Clone)]

@@ -17,8 +17,8 @@ use bytes::{Bytes, BytesMut};
 use md5::{Digest, Md5};
 use prost::Message;
 
-use crate::record::key::RecordKey;
-use crate::record::{Origin, Record};
+use crate::types::key::RecordKey;
+use crate::types::record::{Origin, Record};
 
 /// The first bytes of an aggregated record.
 pub const MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];
@@ -310,7 +310,7 @@ pub fn decode(data: &[u8]) -> Option<AggregatedRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::key::hash_of;
+    use crate::types::key::hash_of;
     use proptest::prelude::*;
 
     fn rec(data: &[u8], key: Option<(&str, Option<u128>)>, n: u64) -> Record {

@@ -99,14 +99,14 @@ mod tests {
 
     use super::*;
     use crate::config::{DerivedKey, KeyFallback, KeySource, PartitionKeyOption};
-    use crate::record::key::RecordKey;
-    use crate::record::{Chunk, Origin, Record};
     use crate::sink::aggregate::Aggregator;
     use crate::sink::batcher::{BatchLimits, run};
     use crate::sink::budget::InFlight;
     use crate::sink::client::SinkClient;
     use crate::sink::sender::FlowSender;
     use crate::sink::shards::{ShardMap, Shards};
+    use crate::types::key::RecordKey;
+    use crate::types::record::{Chunk, Origin, Record};
 
     struct Case {
         seed: u64,

@@ -37,7 +37,7 @@ pub fn shard_lane(generation: u64, shard: &str) -> Lane {
 }
 
 /// The lane of a plain record of an ordered flow (`None`: it has no key of its own).
-pub fn record_lane(r: &crate::record::Record) -> Option<Lane> {
+pub fn record_lane(r: &crate::types::record::Record) -> Option<Lane> {
     r.key.as_ref().map(|k| key_lane(&k.partition, k.explicit_hash))
 }
 
@@ -168,8 +168,8 @@ impl Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::key::RecordKey;
-    use crate::record::{Origin, Record};
+    use crate::types::key::RecordKey;
+    use crate::types::record::{Origin, Record};
     use proptest::prelude::*;
 
     fn rec(key: &str, n: u64) -> Entry {

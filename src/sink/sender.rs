@@ -19,8 +19,8 @@ use super::retry::{ErrorClass, Failure, backoff, hint};
 use super::shards::Shards;
 use crate::ack::AckTracker;
 use crate::metrics::FlowMetrics;
-use crate::record::key::RecordKey;
-use crate::record::{Origin, Record};
+use crate::types::key::RecordKey;
+use crate::types::record::{Origin, Record};
 
 /// Everything a flow's send tasks share.
 pub struct FlowSender {

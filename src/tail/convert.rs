@@ -5,9 +5,9 @@ use bytes::Bytes;
 
 use super::{Tailer, archive, identity};
 use crate::metrics::FlowMetrics;
-use crate::record::Record;
 use crate::record::process::{Applied, Processor};
 use crate::record::split::SplitStats;
+use crate::types::record::Record;
 
 impl Tailer {
     /// Applies the processing options: a converted record is a new buffer with the same origin;

@@ -9,7 +9,6 @@
 pub mod archive;
 pub mod budget;
 mod convert;
-pub mod identity;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -24,14 +23,15 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::ack::{AckTracker, FileId};
+use crate::ack::AckTracker;
 use crate::metrics::FlowMetrics;
 use crate::record::key::KeyDeriver;
 use crate::record::multiline::MultiLine;
 use crate::record::process::Processor;
 use crate::record::split::{LineSplitter, SplitStats};
-use crate::record::{Chunk, Origin, Record};
-use identity::Content;
+use crate::types::identity::FileId;
+use crate::types::identity::{self, Content};
+use crate::types::record::{Chunk, Origin, Record};
 
 /// Bytes read per system call: big enough to amortise the call, small enough to stay fair
 /// between files and keep memory low.

@@ -22,7 +22,7 @@ use proptest::prelude::*;
 use super::World;
 use super::fs::{Line, Mem, head_of};
 use crate::discovery::decide::{self, ArchiveEnd, ArchivePhase, ArchiveStart, ArchiveTrack, Stat};
-use crate::tail::identity::{MARKER_BYTES, Mark, Sample};
+use crate::types::identity::{MARKER_BYTES, Mark, Sample};
 
 /// Archive names; only `x.gz` is outside the pattern.
 pub const ANAMES: [&str; 4] = ["app.log.1.gz", "app.log.2.gz", "app.log.3.gz", "x.gz"];

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use super::HEADER;
-use crate::tail::identity::{Content, HEAD_BYTES, MARKER_BYTES, Sample};
+use crate::types::identity::{Content, HEAD_BYTES, MARKER_BYTES, Sample};
 
 #[derive(Clone, Copy, Debug)]
 pub struct Line {

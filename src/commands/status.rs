@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::{CheckpointError, Entry, read_entries};
-use crate::tail::identity::{self, Distrust, Mark, OpenFile};
+use crate::checkpoint::{CheckpointError, Entry, read_entries};
+use crate::types::identity::{self, Distrust, Mark, OpenFile};
 
 /// What a checkpointed file is now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -331,9 +331,10 @@ pub fn run(checkpoint_file: &Path, json: bool) -> Result<(), CheckpointError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ack::{FileId, Watermark};
     use crate::checkpoint::CheckpointStore;
-    use crate::tail::identity::Sample;
+    use crate::checkpoint::Watermark;
+    use crate::types::identity::FileId;
+    use crate::types::identity::Sample;
 
     const S: Sample = Sample { len: 3, hash: 7 };
 

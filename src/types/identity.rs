@@ -17,6 +17,13 @@ pub const MARKER_BYTES: usize = 64;
 /// Bytes of a file's start kept to tell whether a short new file may be a copy in the making.
 pub const START_BYTES: usize = 64;
 
+/// Identity of a file on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
 /// A hash of `len` bytes of a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sample {

@@ -1,0 +1,5 @@
+//! The one-shot commands beside the daemon: `--check-config` (`check`) and `status`, which reads
+//! the checkpoint file without its lock. They may use any stage; no stage uses them.
+
+pub mod check;
+pub mod status;
