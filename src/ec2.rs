@@ -42,7 +42,7 @@ impl Endpoint {
     }
 
     /// The IMDS client, or why there is none.
-    pub fn client(&self) -> Result<imds::Client, String> {
+    pub fn client(&self) -> Result<imds::Client, ImdsError> {
         // Never through a proxy, whatever HTTP_PROXY says (`ec2.metadataEndpoint` may share a host
         // with things that are proxied, so NO_PROXY cannot say it).
         let direct = aws_smithy_http_client::Builder::new().build_with_connector_fn(|settings, components| {
@@ -64,11 +64,27 @@ impl Endpoint {
             Endpoint::Configured(url) => builder
                 .endpoint(url)
                 .map(|b| b.build())
-                .map_err(|e| format!("ec2.metadataEndpoint {url:?} is not a valid URL: {e}")),
+                .map_err(|e| ImdsError::BadEndpoint { url: url.clone(), reason: e.to_string() }),
             Endpoint::Default => Ok(builder.build()),
-            Endpoint::Disabled => Err("instance metadata is disabled (AWS_EC2_METADATA_DISABLED=true)".to_owned()),
+            Endpoint::Disabled => Err(ImdsError::Disabled),
         }
     }
+}
+
+/// Why instance metadata could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImdsError {
+    #[error("instance metadata is disabled (AWS_EC2_METADATA_DISABLED=true)")]
+    Disabled,
+    #[error("ec2.metadataEndpoint {url:?} is not a valid URL: {reason}")]
+    BadEndpoint { url: String, reason: String },
+    /// The call failed: the error with its causes.
+    #[error("{0}")]
+    Call(String),
+    #[error("no answer within {secs} s")]
+    NoAnswer { secs: u64 },
+    #[error("the instance identity document is not a JSON object")]
+    BadDocument,
 }
 
 /// The error text of an IMDS call, with its causes.
@@ -87,20 +103,21 @@ pub fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// One metadata path as text.
-pub async fn get(client: &imds::Client, path: &str) -> Result<String, String> {
-    match tokio::time::timeout(OPERATION_TIMEOUT + Duration::from_secs(1), client.get(path)).await {
+pub async fn get(client: &imds::Client, path: &str) -> Result<String, ImdsError> {
+    let wait = OPERATION_TIMEOUT + Duration::from_secs(1);
+    match tokio::time::timeout(wait, client.get(path)).await {
         Ok(Ok(text)) => Ok(text.as_ref().to_owned()),
-        Ok(Err(e)) => Err(error_text(&e)),
-        Err(_) => Err(format!("no answer within {} s", OPERATION_TIMEOUT.as_secs() + 1)),
+        Ok(Err(e)) => Err(ImdsError::Call(error_text(&e))),
+        Err(_) => Err(ImdsError::NoAnswer { secs: wait.as_secs() }),
     }
 }
 
 /// The instance identity document (`/latest/dynamic/instance-identity/document`).
-pub async fn identity_document(client: &imds::Client) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+pub async fn identity_document(client: &imds::Client) -> Result<serde_json::Map<String, serde_json::Value>, ImdsError> {
     let text = get(client, "/latest/dynamic/instance-identity/document").await?;
     match serde_json::from_str(&text) {
         Ok(serde_json::Value::Object(map)) => Ok(map),
-        _ => Err("the instance identity document is not a JSON object".to_owned()),
+        _ => Err(ImdsError::BadDocument),
     }
 }
 
@@ -115,17 +132,4 @@ pub async fn tags(client: &imds::Client) -> Option<Vec<(String, String)>> {
     }
     tags.sort();
     Some(tags)
-}
-
-/// The host name, for the `Instance` dimension off EC2.
-pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it or
-    // truncates, and we stop at the first NUL.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "localhost".to_owned();
-    }
-    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
 }

@@ -77,7 +77,9 @@ struct StatusArgs {
     json: bool,
 }
 
-/// `300`, `300s`, `5m`, `1h`: a whole number of seconds, minutes or hours, at least 1 s.
+/// `300`, `300s`, `5m`, `1h`: a whole number of seconds, minutes or hours, at least 1 s. Ours, not
+/// humantime's: a bare number means seconds here (humantime refuses it). The error is a message,
+/// as clap's value parsers take.
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     let t = text.trim();
     let (digits, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
@@ -97,10 +99,18 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     Ok(std::time::Duration::from_secs(secs))
 }
 
+/// `log.file` could not be opened (logging goes to standard error instead).
+#[derive(Debug, thiserror::Error)]
+#[error("log.file: cannot open the log file {}: {source}{}", path.display(), kinesis_agent::service::sandbox_hint(source))]
+struct LogFileError {
+    path: std::path::PathBuf,
+    source: std::io::Error,
+}
+
 /// The level: `-L`, else `RUST_LOG`, else `log.level`, else info. The destination: `log.file`
 /// (rotated by size) or standard error. A log file that cannot be opened does not stop the agent
 /// (as the Java agent's log4j fell back): logging goes to standard error and `Err` says why.
-fn init_logging(level: Option<&str>, log: Option<&config::LogSettings>) -> Result<(), String> {
+fn init_logging(level: Option<&str>, log: Option<&config::LogSettings>) -> Result<(), LogFileError> {
     use kinesis_agent::service::logfile::RotatingFile;
     use kinesis_agent::service::proxy::Redact;
     use std::io::IsTerminal;
@@ -131,12 +141,9 @@ fn init_logging(level: Option<&str>, log: Option<&config::LogSettings>) -> Resul
                 .with_ansi(std::io::stderr().is_terminal())
                 .init();
             match failed {
-                Some(Err(e)) => {
-                    let path = log.and_then(|l| l.file.as_ref()).map(|p| p.display().to_string()).unwrap_or_default();
-                    Err(format!(
-                        "log.file: cannot open the log file {path}: {e}{}",
-                        kinesis_agent::service::sandbox_hint(&e)
-                    ))
+                Some(Err(source)) => {
+                    let path = log.and_then(|l| l.file.clone()).unwrap_or_default();
+                    Err(LogFileError { path, source })
                 }
                 _ => Ok(()),
             }
@@ -469,7 +476,7 @@ fn main() -> ExitCode {
             Ok(o) => o,
             Err(e) => {
                 tracing::error!("{e}");
-                let config_error = matches!(e, agent::RunError::Pattern { .. } | agent::RunError::Aws(_));
+                let config_error = matches!(e, agent::RunError::Aws(_));
                 return if config_error && mode == Mode::Daemon { EXIT_CONFIG } else { EXIT_FATAL };
             }
         };

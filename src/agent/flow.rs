@@ -15,6 +15,7 @@ use crate::checkpoint::CheckpointStore;
 use crate::config::{Destination, FlowConfig, KeyOrder, OversizedRecordAction, PartitionKeyOption};
 use crate::discovery::{Discovery, FlowWatch, Pattern};
 use crate::metrics::FlowMetrics;
+use crate::record::pipeline::Pipeline;
 use crate::sink::batcher::{self, BatchLimits};
 use crate::sink::budget::InFlight;
 use crate::sink::client::SinkClient;
@@ -160,38 +161,36 @@ impl Flows {
         self.watches.lock().unwrap().push(watch.clone());
         let settings = TailSettings {
             flow_id: Arc::from(flow.id.as_str()),
-            // Room for the longest partition key, which counts towards the Kinesis record limit
-            // (256 characters: up to 1 KiB for a key taken from the records). Firehose records
-            // have no key.
-            record_limit: flow.destination.max_record_bytes()
-                - match (&flow.destination, &flow.partition_key) {
-                    (Destination::Firehose { .. }, _) => 0,
-                    (_, PartitionKeyOption::Derived(_)) => crate::types::key::MAX_KEY_BYTES,
-                    _ => 256,
+            pipeline: Pipeline {
+                // Room for the longest partition key, which counts towards the Kinesis record
+                // limit (256 characters: up to 1 KiB for a key taken from the records). Firehose
+                // records have no key.
+                record_limit: flow.destination.max_record_bytes()
+                    - match (&flow.destination, &flow.partition_key) {
+                        (Destination::Firehose { .. }, _) => 0,
+                        (_, PartitionKeyOption::Derived(_)) => crate::types::key::MAX_KEY_BYTES,
+                        _ => 256,
+                    },
+                terminator: match flow.oversized_record_action {
+                    OversizedRecordAction::Truncate => Some(flow.truncated_record_terminator.clone()),
+                    OversizedRecordAction::Drop => None,
                 },
-            terminator: match flow.oversized_record_action {
-                OversizedRecordAction::Truncate => Some(flow.truncated_record_terminator.clone()),
-                OversizedRecordAction::Drop => None,
+                processor: crate::record::process::Processor::with_ec2(&flow.data_processing_options, &self.imds)
+                    .map(Arc::new),
+                join_size: flow.aggregated_record_size_bytes,
+                keys: match (&flow.destination, &flow.partition_key) {
+                    (Destination::Kinesis { .. }, PartitionKeyOption::Derived(d)) => {
+                        Some(Arc::new(crate::record::key::KeyDeriver::new(d)))
+                    }
+                    _ => None,
+                },
             },
             skip_header_lines: flow.skip_header_lines,
             poll: flow.min_time_between_file_polls,
             once: self.mode == Mode::Once,
-            multi_line: flow
-                .multi_line_start_pattern
-                .as_deref()
-                .map(|p| crate::record::multiline::start_regex(p).expect("multiLineStartPattern was validated")),
+            multi_line: flow.multi_line_start_pattern.as_ref().map(|p| (**p).clone()),
             multi_line_flush: flow.multi_line_flush_timeout,
             rotate_wait: flow.rotate_wait,
-            processor: crate::record::process::Processor::with_ec2(&flow.data_processing_options, &self.imds)
-                .expect("dataProcessingOptions were validated")
-                .map(Arc::new),
-            join_size: flow.aggregated_record_size_bytes,
-            keys: match (&flow.destination, &flow.partition_key) {
-                (Destination::Kinesis { .. }, PartitionKeyOption::Derived(d)) => {
-                    Some(Arc::new(crate::record::key::KeyDeriver::new(d).expect("partitionKeyOption was validated")))
-                }
-                _ => None,
-            },
         };
         let disc = Discovery {
             flow: flow.clone(),

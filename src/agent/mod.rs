@@ -39,8 +39,6 @@ pub enum RunError {
     Checkpoint(#[from] CheckpointError),
     #[error(transparent)]
     Aws(#[from] AwsSetupError),
-    #[error("flows[{index}].filePattern {pattern:?} is not a valid glob: {source}")]
-    Pattern { index: usize, pattern: String, source: globset::Error },
 }
 
 /// How a run ended, per flow and overall.
@@ -102,15 +100,7 @@ pub async fn run(
         tracing::warn!("{n}");
     }
     tracing::debug!("checkpoints in {}", store.path().display());
-    let mut patterns = Vec::new();
-    for f in &cfg.flows {
-        let p = Pattern::new(&f.file_pattern).map_err(|source| RunError::Pattern {
-            index: f.index,
-            pattern: f.file_pattern.clone(),
-            source,
-        })?;
-        patterns.push(p);
-    }
+    let patterns: Vec<Pattern> = cfg.flows.iter().map(Pattern::of).collect();
     let clients = aws::build(&cfg).await?;
     // Said at start, in the background: a wrong stream, region or credentials is one clear line.
     tokio::spawn({
@@ -203,10 +193,8 @@ pub async fn run(
                     folded = true;
                     flush_checkpoints(&flows.store, &flows.tracker, false);
                 }
-                match Pattern::new(&next.file_pattern) {
-                    Ok(p) => running.push(flows.start(next, p)),
-                    Err(e) => tracing::error!("flows[{}]: filePattern {:?}: {e}", next.index, next.file_pattern),
-                }
+                let pattern = Pattern::of(next);
+                running.push(flows.start(next, pattern));
                 false
             });
         }

@@ -36,6 +36,15 @@ pub(super) fn global_changes(old: &AgentConfig, new: &AgentConfig) -> Vec<&'stat
     changed
 }
 
+/// Why a reload was refused (the running configuration goes on); told to systemd as the status.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ReloadError {
+    #[error("{problems} problem(s), the first: {first}")]
+    Config { problems: usize, first: String },
+    #[error(transparent)]
+    Clients(#[from] crate::aws::AwsSetupError),
+}
+
 /// SIGHUP: read the configuration again. Added flows start; removed flows stop after sending
 /// what they read; changed flows stop and start again with the new settings once drained;
 /// unchanged flows go on undisturbed. Checkpoints are kept. An invalid configuration is
@@ -46,7 +55,7 @@ pub(super) async fn apply_reload(
     flows: &mut Flows,
     running: &mut Vec<RunningFlow>,
     waiting: &mut Vec<FlowConfig>,
-) -> Result<(), String> {
+) -> Result<(), ReloadError> {
     let load = &reload.load;
     let new = match load() {
         Ok(c) => c,
@@ -59,7 +68,7 @@ pub(super) async fn apply_reload(
                 tracing::error!("{e}");
             }
             let first = errs.0.first().map(|e| e.to_string()).unwrap_or_default();
-            return Err(format!("{} problem(s), the first: {first}", errs.0.len()));
+            return Err(ReloadError::Config { problems: errs.0.len(), first });
         }
     };
     for n in &new.notices {
@@ -75,21 +84,9 @@ pub(super) async fn apply_reload(
     // Clients for destinations (kind, region, endpoint, role) no flow used so far.
     if let Err(e) = flows.clients.add_flows(&new.flows).await {
         tracing::error!("SIGHUP: {e}; the configuration was not applied");
-        return Err(e.to_string());
+        return Err(ReloadError::Clients(e));
     }
-    let mut patterns = HashMap::new();
-    for f in &new.flows {
-        match Pattern::new(&f.file_pattern) {
-            Ok(p) => {
-                patterns.insert(f.id.clone(), p);
-            }
-            Err(e) => {
-                let what = format!("flows[{}].filePattern {:?} is not a valid glob: {e}", f.index, f.file_pattern);
-                tracing::error!("SIGHUP: {what}; the configuration was not applied");
-                return Err(what);
-            }
-        }
-    }
+    let mut patterns: HashMap<String, Pattern> = new.flows.iter().map(|f| (f.id.clone(), Pattern::of(f))).collect();
     let (mut added, mut removed, mut restarted, mut kept) = (0, 0, 0, 0);
     // Flows still waiting for their previous version to drain (an earlier reload changed them)
     // take the newest settings, or are dropped if this configuration removed them.

@@ -63,13 +63,14 @@ impl crate::metrics::prometheus::Source for Scrape {
         e.finish()
     }
 
-    fn health(&self) -> Result<String, String> {
+    fn health(&self) -> crate::metrics::prometheus::Health {
+        use crate::metrics::prometheus::Health;
         let stalled = self.beat.age(&self.beat.tick_ms);
         let flows = self.views.lock().unwrap().len();
         if stalled > UNHEALTHY_AFTER {
-            Err(format!("unhealthy: the checkpoint loop has not turned for {} s", stalled.as_secs()))
+            Health::Unhealthy(format!("unhealthy: the checkpoint loop has not turned for {} s", stalled.as_secs()))
         } else {
-            Ok(format!("ok: {flows} flow(s)"))
+            Health::Healthy(format!("ok: {flows} flow(s)"))
         }
     }
 }

@@ -139,7 +139,7 @@ pub async fn destinations(cfg: &AgentConfig, clients: &Clients) -> Vec<Finding> 
                     "{label}: kplAggregation groups records by shard with ListShards, which failed: until it works, \
                      each aggregate holds the records of one partition key (grant kinesis:ListShards)"
                 ),
-                detail: Some(e),
+                detail: Some(e.to_string()),
             }),
             Err(_) => out.push(Finding::new(Level::Warn, format!("{label}: ListShards did not answer in time"))),
         }

@@ -1,8 +1,73 @@
 //! The rules by which configuration values compile, shared by the loader (which checks them, so
 //! `--check-config` catches what a start would) and the stages that use the values: one
-//! definition each, and `config` depends on no stage.
+//! definition each, and `config` depends on no stage. Problems are messages that the loader turns
+//! into a `ConfigError` naming the file and key.
 
+use super::json_path::JsonPath;
 use super::{CaptureGroup, LogFormat};
+
+/// A value as written in agent.json and compiled once, when the configuration is read: the stages
+/// get the compiled value (no second compilation that could fail), and configurations compare
+/// and print by the text (a reload sees an unchanged regex as unchanged).
+#[derive(Clone)]
+pub struct Compiled<T> {
+    text: Box<str>,
+    value: T,
+}
+
+impl<T> Compiled<T> {
+    fn new(text: &str, value: T) -> Compiled<T> {
+        Compiled { text: text.into(), value }
+    }
+
+    /// The text as the configuration wrote it.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+}
+
+impl<T> std::ops::Deref for Compiled<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<T> PartialEq for Compiled<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+
+impl<T> Eq for Compiled<T> {}
+
+impl<T> std::fmt::Debug for Compiled<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.text.fmt(f)
+    }
+}
+
+impl<T> std::fmt::Display for Compiled<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.text.fmt(f)
+    }
+}
+
+/// A JSON path (`$.a.b[0]`), compiled.
+pub fn json_path(text: &str) -> Result<Compiled<JsonPath>, String> {
+    JsonPath::parse(text).map(|p| Compiled::new(text, p))
+}
+
+/// `multiLineStartPattern` as matched against a line: anchored at its start (the user's `^`, if
+/// any, is then harmless).
+pub fn multi_line_start(pattern: &str) -> Result<Compiled<regex::bytes::Regex>, regex::Error> {
+    regex::bytes::Regex::new(&format!("^(?:{pattern})")).map(|re| Compiled::new(pattern, re))
+}
+
+/// CSVTOJSON's `delimiter`: a regular expression, as in Java's `String.split`.
+pub fn csv_delimiter(pattern: &str) -> Result<Compiled<regex::Regex>, regex::Error> {
+    regex::Regex::new(pattern).map(|re| Compiled::new(pattern, re))
+}
 
 /// Most characters in a partition key (Kinesis counts Unicode characters).
 pub const MAX_KEY_CHARS: usize = 256;
@@ -25,7 +90,7 @@ pub fn clamp_key(key: &str) -> Option<&str> {
 }
 
 /// The regex of a `{"regex": ...}` key, checked: it compiles and has the group.
-pub fn key_regex(pattern: &str, group: &CaptureGroup) -> Result<regex::bytes::Regex, String> {
+pub fn key_regex(pattern: &str, group: &CaptureGroup) -> Result<Compiled<regex::bytes::Regex>, String> {
     let re = regex::bytes::RegexBuilder::new(pattern)
         .size_limit(1 << 20)
         .build()
@@ -49,13 +114,13 @@ pub fn key_regex(pattern: &str, group: &CaptureGroup) -> Result<regex::bytes::Re
             }
         }
     }
-    Ok(re)
+    Ok(Compiled::new(pattern, re))
 }
 
 /// A LOGTOJSON `matchPattern`, matched against the whole record (as Java's `matches()`). CRLF
 /// mode: `.` does not match `\r`, as in Java.
-pub fn match_pattern(pattern: &str) -> Result<regex::Regex, regex::Error> {
-    regex::RegexBuilder::new(&format!(r"\A(?:{pattern})\z")).crlf(true).build()
+pub fn match_pattern(pattern: &str) -> Result<Compiled<regex::Regex>, regex::Error> {
+    regex::RegexBuilder::new(&format!(r"\A(?:{pattern})\z")).crlf(true).build().map(|re| Compiled::new(pattern, re))
 }
 
 /// Names the Java agent gives each format's groups.
@@ -93,9 +158,34 @@ pub fn parse_size(text: &str) -> Option<u64> {
     n.checked_mul(mult).filter(|&b| b > 0)
 }
 
+/// Test shorthands for derived-key sources (the patterns must be valid).
+#[cfg(test)]
+pub fn field_key(path: &str) -> super::KeySource {
+    super::KeySource::Field(json_path(path).unwrap())
+}
+
+#[cfg(test)]
+pub fn regex_key(pattern: &str, group: CaptureGroup) -> super::KeySource {
+    super::KeySource::Regex { pattern: key_regex(pattern, &group).unwrap(), group }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bad_key_rules_are_explained() {
+        let err = |pattern: &str, group: CaptureGroup| key_regex(pattern, &group).unwrap_err();
+        assert!(err("user=\\w+", CaptureGroup::Index(1)).contains("has no capture group"));
+        assert!(err("(a)(b", CaptureGroup::Index(1)).contains("not a valid regular expression"));
+        assert!(err("(a)", CaptureGroup::Index(2)).contains("has 1 capture group"));
+        assert!(err("(a)", CaptureGroup::Name("x".into())).contains("not a named group"));
+        let err = |path: &str| json_path(path).unwrap_err();
+        assert!(err("$.a[").contains("without its `]`"));
+        assert!(err("$.a..b").contains("empty field name"));
+        assert!(err("$").contains("names no field"));
+        assert!(err("$.a[x]").contains("array index"));
+    }
 
     #[test]
     fn sizes_as_log4j_wrote_them() {

@@ -12,6 +12,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use compile::Compiled;
+use json_path::JsonPath;
+
 pub use parse::{KeyInfo, KeyStatus, Scope, known_keys};
 
 /// Default location of the main configuration file (as in the Java agent).
@@ -148,10 +151,10 @@ impl PartitionKeyOption {
 pub enum KeySource {
     /// `{"field": "$.request.host"}`: a JSON field by path, read from the record after
     /// `dataProcessingOptions` ran.
-    Field(String),
+    Field(Compiled<JsonPath>),
     /// `{"regex": "user=(\\w+)", "group": 1}`: a capture group (number or name, default 1) of a
     /// regex searched in the raw line, before `dataProcessingOptions`.
-    Regex { pattern: String, group: CaptureGroup },
+    Regex { pattern: Compiled<regex::bytes::Regex>, group: CaptureGroup },
     /// `{"constant": "web-1"}`: the same key for every record.
     Constant(String),
 }
@@ -179,7 +182,7 @@ pub struct DerivedKey {
     pub fallback: KeyFallback,
     /// `explicitHashKeyField`: a JSON field holding a decimal 128-bit integer sent as the
     /// record's ExplicitHashKey (invalid values are counted and left out).
-    pub explicit_hash_key_field: Option<String>,
+    pub explicit_hash_key_field: Option<Compiled<JsonPath>>,
 }
 
 impl DerivedKey {
@@ -250,6 +253,8 @@ pub struct FlowConfig {
     pub id: String,
     /// `filePattern`: absolute glob (relative patterns are resolved against the working directory).
     pub file_pattern: String,
+    /// `filePattern` compiled (`compile::file_glob`).
+    pub file_glob: globset::Glob,
     pub destination: Destination,
     /// `partitionKeyOption` (default RANDOM).
     pub partition_key: PartitionKeyOption,
@@ -283,7 +288,7 @@ pub struct FlowConfig {
     pub oversized_record_action: OversizedRecordAction,
     /// `multiLineStartPattern`: a record is a line starting with a match plus the lines after
     /// it that do not (`None`: a record per line).
-    pub multi_line_start_pattern: Option<String>,
+    pub multi_line_start_pattern: Option<Compiled<regex::bytes::Regex>>,
     /// `multiLineFlushTimeoutMillis` (new, default 1,000): a multi-line record leaves once its
     /// file has been quiet this long.
     pub multi_line_flush_timeout: Duration,
@@ -372,7 +377,7 @@ impl LogFormat {
 pub enum CsvSplit {
     /// As the Java agent: `delimiter` is a regular expression, quotes are not special, trailing
     /// empty columns are removed (so they become `null`).
-    Regex(String),
+    Regex(Compiled<regex::Regex>),
     /// `csvMode: RFC4180` (new): quoted fields (`"a,b"`, `""` for a quote) with a one-byte delimiter;
     /// empty columns stay `""`.
     Quoted(u8),
@@ -387,13 +392,8 @@ pub enum ProcessingOption {
     /// CSVTOJSON: columns named by `customFieldNames`.
     CsvToJson { fields: Vec<String>, split: CsvSplit, json: JsonFormat },
     /// LOGTOJSON: a log format's or `matchPattern`'s groups as named fields; lines that do not
-    /// match are dropped. `format` is `None` when only `matchPattern` is given.
-    LogToJson {
-        format: Option<LogFormat>,
-        match_pattern: Option<String>,
-        fields: Option<Vec<String>>,
-        json: JsonFormat,
-    },
+    /// match are dropped.
+    LogToJson { matching: LogMatch, json: JsonFormat },
     /// ADDMETADATA: `{"ts"?, "metadata", "data"}`.
     AddMetadata { metadata: serde_json::Value, timestamp: bool, json: JsonFormat },
     /// ADDBRACKETS (the Java sample converter): the record wrapped in `{` and `}`.
@@ -404,6 +404,16 @@ pub enum ProcessingOption {
     /// ADDSOURCEMETADATA (new): where and when the record was read (`sourceFile`, `hostname`,
     /// `readTime`), added to a JSON object record, or around the record with `wrap`.
     AddSourceMetadata { fields: SourceFields, wrap: bool, json: JsonFormat },
+}
+
+/// What LOGTOJSON matches records against, and the names of the groups (as many as it has).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogMatch {
+    /// `logFormat` alone: its built-in pattern, with `customFieldNames` or the format's names.
+    Format { format: LogFormat, fields: Option<Vec<String>> },
+    /// `matchPattern` with `customFieldNames`; a `logFormat` beside it only makes `-` null (the
+    /// Apache formats).
+    Pattern { pattern: Compiled<regex::Regex>, fields: Vec<String>, format: Option<LogFormat> },
 }
 
 /// Which of ADDSOURCEMETADATA's fields are added.

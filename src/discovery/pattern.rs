@@ -47,9 +47,9 @@ fn has_glob(s: &str) -> bool {
 }
 
 impl Pattern {
-    /// `pattern` must be absolute (the configuration makes it so).
-    pub fn new(pattern: &str) -> Result<Pattern, globset::Error> {
-        let matcher = crate::config::compile::file_glob(pattern)?.compile_matcher();
+    /// A flow's pattern: `text` absolute and `glob` compiled from it (the configuration does both).
+    pub fn new(pattern: &str, glob: &globset::Glob) -> Pattern {
+        let matcher = glob.compile_matcher();
         let mut base = PathBuf::new();
         let mut rest = 0;
         let mut globbing = false;
@@ -79,13 +79,18 @@ impl Pattern {
             name.match_indices(ext).any(|(i, _)| i > 0 && matches!(name.as_bytes()[i - 1], b'.' | b'{' | b','))
         };
         let archives = crate::tail::archive::SUFFIXES.iter().map(|(s, _)| *s).filter(|s| names(s)).collect();
-        Ok(Pattern {
-            text: pattern.to_string(),
-            matcher,
-            base,
-            depth: if unlimited { None } else { Some(rest) },
-            archives,
-        })
+        Pattern { text: pattern.to_string(), matcher, base, depth: if unlimited { None } else { Some(rest) }, archives }
+    }
+
+    /// The pattern of a flow.
+    pub fn of(flow: &crate::config::FlowConfig) -> Pattern {
+        Pattern::new(&flow.file_pattern, &flow.file_glob)
+    }
+
+    /// A pattern from its text (tests).
+    #[cfg(test)]
+    pub fn parse(pattern: &str) -> Pattern {
+        Pattern::new(pattern, &crate::config::compile::file_glob(pattern).unwrap())
     }
 
     pub fn as_str(&self) -> &str {
@@ -203,13 +208,13 @@ mod tests {
 
     #[test]
     fn base_and_depth() {
-        let p = Pattern::new("/var/log/app/*.log").unwrap();
+        let p = Pattern::parse("/var/log/app/*.log");
         assert_eq!(p.base(), Path::new("/var/log/app"));
         assert!(!p.recursive());
-        let p = Pattern::new("/var/log/*/x.log").unwrap();
+        let p = Pattern::parse("/var/log/*/x.log");
         assert_eq!(p.base(), Path::new("/var/log"));
         assert!(p.recursive());
-        let p = Pattern::new("/var/log/app.log").unwrap();
+        let p = Pattern::parse("/var/log/app.log");
         assert_eq!(p.base(), Path::new("/var/log"));
     }
 
@@ -224,23 +229,23 @@ mod tests {
         let names = |p: &Pattern, probs: &mut Vec<_>| -> Vec<String> {
             p.scan(probs).into_iter().map(|f| f.path.strip_prefix(r).unwrap().to_string_lossy().into_owned()).collect()
         };
-        let p = Pattern::new(&format!("{}/*/x.log", r.display())).unwrap();
+        let p = Pattern::parse(&format!("{}/*/x.log", r.display()));
         assert_eq!(names(&p, &mut probs), vec!["a/x.log", "b/x.log"]);
-        let p = Pattern::new(&format!("{}/**/x.log", r.display())).unwrap();
+        let p = Pattern::parse(&format!("{}/**/x.log", r.display()));
         assert_eq!(names(&p, &mut probs), vec!["a/deep/er/x.log", "a/x.log", "b/x.log"]);
-        let p = Pattern::new(&format!("{}/a/x.log*", r.display())).unwrap();
+        let p = Pattern::parse(&format!("{}/a/x.log*", r.display()));
         assert_eq!(names(&p, &mut probs), vec!["a/x.log"]);
-        let p = Pattern::new(&format!("{}/{{c,b/y}}.*", r.display())).unwrap();
+        let p = Pattern::parse(&format!("{}/{{c,b/y}}.*", r.display()));
         assert_eq!(names(&p, &mut probs), vec!["b/y.txt", "c.log"]);
-        let p = Pattern::new(&format!("{}/c.log", r.display())).unwrap();
+        let p = Pattern::parse(&format!("{}/c.log", r.display()));
         assert_eq!(names(&p, &mut probs), vec!["c.log"]);
         // Compressed files only when the pattern's name asks for their suffix.
-        let p = Pattern::new(&format!("{}/a/*.gz", r.display())).unwrap();
+        let p = Pattern::parse(&format!("{}/a/*.gz", r.display()));
         assert_eq!(names(&p, &mut probs), vec!["a/x.log.gz"]);
         assert!(p.wants_archives());
-        let p = Pattern::new(&format!("{}/a/*.{{gz,zst}}", r.display())).unwrap();
+        let p = Pattern::parse(&format!("{}/a/*.{{gz,zst}}", r.display()));
         assert_eq!(names(&p, &mut probs), vec!["a/x.log.gz"], "the glob is case-sensitive, as always");
-        let p = Pattern::new(&format!("{}/a/*", r.display())).unwrap();
+        let p = Pattern::parse(&format!("{}/a/*", r.display()));
         assert_eq!(names(&p, &mut probs), vec!["a/x.log"]);
         assert!(!p.wants_archives());
         assert!(probs.is_empty());
@@ -249,7 +254,7 @@ mod tests {
     #[test]
     fn missing_base_is_not_a_problem() {
         let mut probs = Vec::new();
-        let p = Pattern::new("/nonexistent-dir-for-test/*.log").unwrap();
+        let p = Pattern::parse("/nonexistent-dir-for-test/*.log");
         assert!(p.scan(&mut probs).is_empty());
         assert!(probs.is_empty());
     }

@@ -259,7 +259,7 @@ pub fn start(
         let instance = if settings.tag_instance {
             tokio::select! {
                 i = instance_dimension(&imds) => Some(i),
-                _ = stop.cancelled() => Some(crate::ec2::hostname()),
+                _ = stop.cancelled() => Some(crate::service::hostname()),
             }
         } else {
             None
@@ -284,7 +284,7 @@ async fn instance_dimension(imds: &crate::ec2::Endpoint) -> String {
     match id {
         Ok(id) if !id.trim().is_empty() => id.trim().to_owned(),
         Ok(_) | Err(_) => {
-            let host = crate::ec2::hostname();
+            let host = crate::service::hostname();
             tracing::info!(
                 "cloudwatch.tagInstance: no EC2 instance id from instance metadata; Instance is the host name {host}"
             );
@@ -329,7 +329,7 @@ impl Publisher {
     }
 
     /// Sends the whole queue, a request of at most 1,000 data points at a time.
-    async fn flush(&mut self) -> Result<(), String> {
+    async fn flush(&mut self) -> Result<(), PublishError> {
         while !self.queue.is_empty() {
             let batch = self.queue.next_batch();
             let n = batch.len();
@@ -358,16 +358,13 @@ impl Publisher {
                     self.failures = 0;
                     self.queue.dropped = 0;
                 }
-                Err(e) => {
-                    let text = crate::ec2::error_text(&e);
-                    return Err(text);
-                }
+                Err(e) => return Err(PublishError(crate::ec2::error_text(&e))),
             }
         }
         Ok(())
     }
 
-    fn failed(&mut self, error: &str) -> Duration {
+    fn failed(&mut self, error: &PublishError) -> Duration {
         if self.failures == 0 {
             tracing::warn!(
                 "CloudWatch metrics: PutMetricData to namespace {} in {} failed: {error}. Delivery is not affected; \
@@ -433,6 +430,11 @@ impl Publisher {
         }
     }
 }
+
+/// A PutMetricData call that failed: the error with its causes.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct PublishError(String);
 
 /// 1 s, 2 s, 4 s, … up to 5 minutes.
 fn backoff(failures: u32) -> Duration {

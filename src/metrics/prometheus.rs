@@ -14,12 +14,19 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio_util::sync::CancellationToken;
 
+/// `/healthz`: 200 with the text, or 503 with why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    Healthy(String),
+    Unhealthy(String),
+}
+
 /// What a scrape shows; the agent implements it over its live state.
 pub trait Source: Send + Sync + 'static {
     /// The metrics, in the text exposition format.
     fn render(&self) -> String;
-    /// `Ok(text)` when healthy, `Err(text)` otherwise.
-    fn health(&self) -> Result<String, String>;
+    /// Whether the agent is healthy, and a line saying so.
+    fn health(&self) -> Health;
 }
 
 /// Bind `addr` (errors are the caller's to report) and serve until `stop`.
@@ -56,8 +63,8 @@ fn respond(req: &Request<Incoming>, source: &dyn Source) -> Response<Full<Bytes>
     let (status, content_type, body) = match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => (StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", source.render()),
         (&Method::GET, "/healthz") => match source.health() {
-            Ok(t) => (StatusCode::OK, "text/plain; charset=utf-8", t + "\n"),
-            Err(t) => (StatusCode::SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", t + "\n"),
+            Health::Healthy(t) => (StatusCode::OK, "text/plain; charset=utf-8", t + "\n"),
+            Health::Unhealthy(t) => (StatusCode::SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", t + "\n"),
         },
         (&Method::GET, _) => (StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "try /metrics or /healthz\n".into()),
         _ => (StatusCode::METHOD_NOT_ALLOWED, "text/plain; charset=utf-8", "GET only\n".into()),

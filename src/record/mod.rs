@@ -3,5 +3,6 @@
 pub mod join;
 pub mod key;
 pub mod multiline;
+pub mod pipeline;
 pub mod process;
 pub mod split;

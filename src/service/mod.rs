@@ -67,3 +67,17 @@ pub fn install(shutdown: CancellationToken, reload: Arc<Notify>) -> std::io::Res
     });
     Ok(())
 }
+
+/// The host's name (`gethostname`), or `localhost` when it cannot be read: ADDSOURCEMETADATA's
+/// `hostname`, and the CloudWatch `Instance` dimension off EC2. Eight lines of libc rather than a
+/// crate: the `libc` crate is here anyway.
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; the name is NUL-terminated when it fits.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..end]) {
+        Ok(name) if rc == 0 && !name.is_empty() => name.to_owned(),
+        _ => "localhost".to_owned(),
+    }
+}

@@ -4,6 +4,10 @@
 //! WATCHDOG=1 from the checkpoint writer's loop (when it stops, the agent is wedged and systemd
 //! restarts it); RELOADING=1 / READY=1 around a reload; STOPPING=1 on a stop request. Without
 //! `NOTIFY_SOCKET` every call does nothing.
+//!
+//! Ours rather than the `sd-notify` crate: that crate opens a socket for every message, and the
+//! watchdog pings come several times a second; here one socket serves the process's life. The
+//! protocol itself is a datagram of `KEY=VALUE` lines.
 
 use std::os::unix::net::UnixDatagram;
 use std::sync::OnceLock;

@@ -73,9 +73,9 @@ pub fn read(path: &Path, from: String) -> Result<CaBundle, CaBundleError> {
 
 /// The check the TLS library makes when the certificate is added as a trust anchor (it panics
 /// there on a certificate it cannot use).
-fn webpki_check(cert: &CertificateDer<'_>) -> Result<(), String> {
+fn webpki_check(cert: &CertificateDer<'_>) -> Result<(), rustls::Error> {
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.clone()).map_err(|e| e.to_string())
+    roots.add(cert.clone())
 }
 
 /// The HTTPS client of every AWS call when a bundle is configured: the SDK's default client (rustls

@@ -159,7 +159,7 @@ fn same_map(a: &Option<Arc<ShardMap>>, b: &Option<Arc<ShardMap>>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{DerivedKey, KeyFallback, KeySource};
+    use crate::config::{DerivedKey, KeyFallback};
     use crate::sink::kpl::decode;
     use crate::types::record::Origin;
 
@@ -173,7 +173,7 @@ mod tests {
 
     fn derived() -> PartitionKeyOption {
         PartitionKeyOption::Derived(DerivedKey {
-            source: KeySource::Field("k".into()),
+            source: crate::config::compile::field_key("k"),
             fallback: KeyFallback::Random,
             explicit_hash_key_field: None,
         })

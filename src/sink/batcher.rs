@@ -331,7 +331,7 @@ mod tests {
     /// aggregates (one per shard) could each grow to 1 MiB.
     #[tokio::test]
     async fn aggregates_being_built_count_against_the_budget() {
-        use crate::config::{DerivedKey, KeyFallback, KeySource, PartitionKeyOption};
+        use crate::config::{DerivedKey, KeyFallback, PartitionKeyOption};
         use crate::sink::shards::{ShardMap, Shards};
         use crate::types::key::RecordKey;
         use crate::types::record::{Origin, Record};
@@ -345,7 +345,7 @@ mod tests {
             .credentials_provider(aws_sdk_kinesis::config::Credentials::new("x", "y", None, None, "test"))
             .build();
         let key = PartitionKeyOption::Derived(DerivedKey {
-            source: KeySource::Field("k".into()),
+            source: crate::config::compile::field_key("k"),
             fallback: KeyFallback::Random,
             explicit_hash_key_field: None,
         });

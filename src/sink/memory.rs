@@ -98,7 +98,7 @@ mod tests {
     use tokio::sync::mpsc;
 
     use super::*;
-    use crate::config::{DerivedKey, KeyFallback, KeySource, PartitionKeyOption};
+    use crate::config::{DerivedKey, KeyFallback, PartitionKeyOption};
     use crate::sink::aggregate::Aggregator;
     use crate::sink::batcher::{BatchLimits, run};
     use crate::sink::budget::InFlight;
@@ -126,7 +126,7 @@ mod tests {
         rt.block_on(async {
             let sink = Arc::new(MemorySink::new(c.seed, c.faults));
             let key = PartitionKeyOption::Derived(DerivedKey {
-                source: KeySource::Field("k".into()),
+                source: crate::config::compile::field_key("k"),
                 fallback: KeyFallback::Random,
                 explicit_hash_key_field: None,
             });

@@ -111,8 +111,19 @@ impl Shards {
     }
 }
 
+/// Why the shard map could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ListShardsError {
+    #[error("{code}: {message}")]
+    Request { code: String, message: String },
+    #[error("shard {0} has no valid hash key range")]
+    BadRange(String),
+    #[error("stream {0} has no open shard")]
+    NoOpenShard(String),
+}
+
 /// The open shards of `stream`.
-pub async fn list_shards(client: &aws_sdk_kinesis::Client, stream: &str) -> Result<ShardMap, String> {
+pub async fn list_shards(client: &aws_sdk_kinesis::Client, stream: &str) -> Result<ShardMap, ListShardsError> {
     let mut ranges = Vec::new();
     let mut token: Option<String> = None;
     loop {
@@ -122,7 +133,7 @@ pub async fn list_shards(client: &aws_sdk_kinesis::Client, stream: &str) -> Resu
         };
         let out = req.send().await.map_err(|e| {
             let f = super::client::request_failure(e);
-            format!("{}: {}", f.code, f.message)
+            ListShardsError::Request { code: f.code, message: f.message }
         })?;
         for s in out.shards() {
             let open = s.sequence_number_range().is_none_or(|r| r.ending_sequence_number().is_none());
@@ -134,7 +145,7 @@ pub async fn list_shards(client: &aws_sdk_kinesis::Client, stream: &str) -> Resu
             let (Some(start), Some(end)) =
                 (parse(range.map(|r| r.starting_hash_key())), parse(range.map(|r| r.ending_hash_key())))
             else {
-                return Err(format!("shard {} has no valid hash key range", s.shard_id()));
+                return Err(ListShardsError::BadRange(s.shard_id().to_owned()));
             };
             ranges.push((start, end, s.shard_id().to_owned()));
         }
@@ -144,7 +155,7 @@ pub async fn list_shards(client: &aws_sdk_kinesis::Client, stream: &str) -> Resu
         }
     }
     if ranges.is_empty() {
-        return Err(format!("stream {stream} has no open shard"));
+        return Err(ListShardsError::NoOpenShard(stream.to_owned()));
     }
     Ok(ShardMap::new(ranges))
 }

@@ -1,59 +1,21 @@
-//! What a tailer does besides reading and following its file: converting records with the
-//! flow's processing options, and entering, ending and sealing a compressed archive.
-
-use bytes::Bytes;
+//! What a tailer does besides reading and following its file: counting what the record steps
+//! did, and entering, ending and sealing a compressed archive.
 
 use super::{Tailer, archive, identity};
 use crate::metrics::FlowMetrics;
-use crate::record::process::{Applied, Processor};
-use crate::record::split::SplitStats;
-use crate::types::record::Record;
+use crate::record::pipeline::Counts;
 
 impl Tailer {
-    /// Applies the processing options: a converted record is a new buffer with the same origin;
-    /// a dropped one is removed and counted. One too big for the destination once converted is
-    /// cut to the limit and ends with the terminator, as the Java agent does (or, with
-    /// `oversizedRecordAction` DROP, dropped), and counted like a long line.
-    pub(super) fn process(&self, processor: &Processor, records: &mut Vec<Record>) {
-        let limit = self.settings.record_limit;
-        let (mut skipped, mut failed) = (0u64, 0u64);
-        let mut oversized = SplitStats::default();
-        // Where and when these records were read, for ADDSOURCEMETADATA (made only if used).
-        let (file, read_time) = if processor.needs_context() {
-            let now = crate::record::process::simple::utc_millis(std::time::SystemTime::now());
-            (self.path().display().to_string(), now)
-        } else {
-            Default::default()
-        };
-        let context = crate::record::process::Context { file: &file, read_time: &read_time };
-        records.retain_mut(|r| match processor.convert_in(&r.data, &context) {
-            Applied::Converted(mut out) => {
-                if out.len() > limit {
-                    let Some(t) = &self.settings.terminator else {
-                        oversized.dropped += 1;
-                        return false;
-                    };
-                    out.truncate(limit - t.len());
-                    out.extend_from_slice(t);
-                    oversized.truncated += 1;
-                }
-                r.data = Bytes::from(out);
-                true
-            }
-            Applied::Failed => {
-                failed += 1;
-                true
-            }
-            Applied::Dropped => {
-                skipped += 1;
-                false
-            }
-        });
-        FlowMetrics::add(&self.metrics.records_skipped, skipped);
-        FlowMetrics::add(&self.metrics.processing_errors, failed);
-        self.count(&oversized, 0);
-        if skipped > 0 {
-            tracing::debug!("{}: dataProcessingOptions dropped {skipped} record(s)", self.path().display());
+    /// Count what the record steps did to a chunk.
+    pub(super) fn count_pipeline(&self, counts: &Counts) {
+        let m = &self.metrics;
+        FlowMetrics::add(&m.records_skipped, counts.skipped);
+        FlowMetrics::add(&m.processing_errors, counts.failed);
+        FlowMetrics::add(&m.partition_key_fallbacks, counts.key_fallbacks);
+        FlowMetrics::add(&m.explicit_hash_key_invalid, counts.invalid_hash_keys);
+        self.count(&counts.oversized, 0);
+        if counts.skipped > 0 {
+            tracing::debug!("{}: dataProcessingOptions dropped {} record(s)", self.path().display(), counts.skipped);
         }
     }
 

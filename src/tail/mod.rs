@@ -25,12 +25,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::ack::AckTracker;
 use crate::metrics::FlowMetrics;
-use crate::record::key::KeyDeriver;
 use crate::record::multiline::MultiLine;
-use crate::record::process::Processor;
+use crate::record::pipeline::Pipeline;
 use crate::record::split::{LineSplitter, SplitStats};
-use crate::types::identity::FileId;
-use crate::types::identity::{self, Content};
+use crate::types::identity::{self, Content, FileId};
 use crate::types::record::{Chunk, Origin, Record};
 
 /// Bytes read per system call: big enough to amortise the call, small enough to stay fair
@@ -158,9 +156,9 @@ impl TailHandle {
 #[derive(Debug, Clone)]
 pub struct TailSettings {
     pub flow_id: Arc<str>,
-    pub record_limit: usize,
-    /// Ends lines cut to `record_limit`; `None`: such lines are dropped.
-    pub terminator: Option<Vec<u8>>,
+    /// What the records of a chunk go through once split (and the record limit the splitter
+    /// holds lines to).
+    pub pipeline: Pipeline,
     pub skip_header_lines: u64,
     pub poll: Duration,
     /// `--once`: stop at end of file.
@@ -171,12 +169,6 @@ pub struct TailSettings {
     pub multi_line_flush: Duration,
     /// A file that no longer matches the pattern is closed once drained and quiet this long.
     pub rotate_wait: Duration,
-    /// `dataProcessingOptions` (`None`: records are sent as read, without a copy).
-    pub processor: Option<Arc<Processor>>,
-    /// Derived partition keys (`None`: RANDOM or DETERMINISTIC, computed when sent).
-    pub keys: Option<Arc<KeyDeriver>>,
-    /// `aggregatedRecordSizeBytes` (Firehose): a chunk's records are joined up to this size (0: off).
-    pub join_size: usize,
 }
 
 pub struct Tailer {
@@ -232,12 +224,11 @@ impl Tailer {
         let mut slot = self.handle.slot();
         self.handle.done.store(false, Ordering::Relaxed);
         let skip = if self.offset == 0 { self.settings.skip_header_lines } else { 0 };
-        let mut splitter = LineSplitter::new(self.settings.record_limit, self.settings.terminator.clone(), skip);
-        let mut multi = self
-            .settings
-            .multi_line
-            .clone()
-            .map(|re| MultiLine::new(re, self.settings.record_limit, self.settings.terminator.clone()));
+        let mut splitter =
+            LineSplitter::new(self.settings.pipeline.record_limit, self.settings.pipeline.terminator.clone(), skip);
+        let mut multi = self.settings.multi_line.clone().map(|re| {
+            MultiLine::new(re, self.settings.pipeline.record_limit, self.settings.pipeline.terminator.clone())
+        });
         let mut read_pos = self.offset;
         // An archive's size and time when opened: one that changes while read was not settled.
         let opened = self.archive.and(self.file.metadata().ok()).map(|m| archive::Stat::of(&m));
@@ -616,7 +607,7 @@ impl Tailer {
                 self.path().display(),
                 stats.truncated + stats.dropped,
                 if self.settings.multi_line.is_some() { "record(s)" } else { "line(s)" },
-                self.settings.record_limit,
+                self.settings.pipeline.record_limit,
                 if stats.dropped > 0 { "dropped" } else { "truncated" }
             );
         }
@@ -646,23 +637,12 @@ impl Tailer {
         slot: u64,
         end: u64,
         marker: Option<identity::Sample>,
-        mut records: Vec<Record>,
+        records: Vec<Record>,
         room: Option<mpsc::OwnedPermit<Chunk>>,
     ) -> Next {
-        if let Some(keys) = &self.settings.keys {
-            keys.before_processing(&mut records);
-        }
-        if let Some(processor) = &self.settings.processor {
-            processor.ready().await;
-            self.process(processor, &mut records);
-        }
-        if let Some(keys) = &self.settings.keys {
-            let stats = keys.after_processing(&mut records, &mut rand::rng());
-            FlowMetrics::add(&self.metrics.partition_key_fallbacks, stats.fallbacks);
-            FlowMetrics::add(&self.metrics.explicit_hash_key_invalid, stats.invalid_hash_keys);
-        }
-        // Firehose flows only (they carry no keys).
-        records = crate::record::join::join(records, self.settings.join_size);
+        self.settings.pipeline.ready().await;
+        let (mut records, counts) = self.settings.pipeline.run(records, || self.path().display().to_string());
+        self.count_pipeline(&counts);
         // The count is of the records sent: dropped ones are not waited for, and a chunk left
         // empty moves the checkpoint over its lines at once.
         let seq = self.tracker.add_chunk(slot, end, records.len() as u64, marker);

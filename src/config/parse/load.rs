@@ -503,7 +503,18 @@ impl Loader {
         };
 
         let file_pattern = if s.has("filePattern") {
-            self.get(s, "filePattern", parse_pattern).and_then(|p| self.absolute(s, p))
+            self.get(s, "filePattern", parse_pattern).and_then(|p| self.absolute(s, p)).and_then(|p| {
+                // Compiled again once absolute: the working directory joined to a relative
+                // pattern may hold glob characters of its own.
+                match crate::config::compile::file_glob(&p) {
+                    Ok(glob) => Some((p, glob)),
+                    Err(e) => {
+                        let message = format!("{p:?} (made absolute) is not a valid glob: {}", e.kind());
+                        self.key_error(s, "filePattern", message);
+                        None
+                    }
+                }
+            })
         } else {
             self.error(s.file, &s.at, "needs `filePattern`: the files to tail, e.g. \"/var/log/app/*.log\"");
             None
@@ -601,7 +612,10 @@ impl Loader {
             .unwrap_or_else(|| "\n".to_owned())
             .into_bytes();
 
-        let multi_line_start_pattern = self.get(s, "multiLineStartPattern", parse_regex);
+        let multi_line_start_pattern = self.get(s, "multiLineStartPattern", |k, v| {
+            let text = parse_regex(k, v)?;
+            crate::config::compile::multi_line_start(&text).map_err(|e| format!("{text:?}: {e}"))
+        });
         let multi_line_flush_timeout = self.millis_key(s, "multiLineFlushTimeoutMillis");
         let rotate_wait = self.millis_key(s, "rotateWaitMillis");
         let max_open_rotated_files = self.int_key(s, "maxOpenRotatedFiles") as usize;
@@ -621,7 +635,7 @@ impl Loader {
         let data_processing_options = self.processing_options(s);
 
         let aws = self.flow_aws(s, firehose);
-        let (destination, file_pattern) = (destination?, file_pattern?);
+        let (destination, (file_pattern, file_glob)) = (destination?, file_pattern?);
         let kind = match destination {
             Destination::Kinesis { .. } => "kinesis",
             Destination::Firehose { .. } => "fh",
@@ -631,6 +645,7 @@ impl Loader {
             source: s.file.to_path_buf(),
             id: format!("{kind}:{}:{file_pattern}", destination.name()),
             file_pattern,
+            file_glob,
             destination,
             partition_key,
             ordering,

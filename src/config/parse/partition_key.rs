@@ -67,8 +67,7 @@ pub(super) fn parse_partition_key(v: &Value) -> Result<PartitionKeyOption, (Opti
     let source = match sources[0] {
         "field" => {
             let path = string("field")?.unwrap_or_default();
-            crate::config::json_path::JsonPath::parse(&path).map_err(|e| (Some("field"), e))?;
-            KeySource::Field(path)
+            KeySource::Field(crate::config::compile::json_path(&path).map_err(|e| (Some("field"), e))?)
         }
         "regex" => {
             let pattern = string("regex")?.unwrap_or_default();
@@ -86,7 +85,7 @@ pub(super) fn parse_partition_key(v: &Value) -> Result<PartitionKeyOption, (Opti
                     return Err((Some("group"), format!("must be a group number or name, found {}", kind(other))));
                 }
             };
-            crate::config::compile::key_regex(&pattern, &group).map_err(|e| {
+            let pattern = crate::config::compile::key_regex(&pattern, &group).map_err(|e| {
                 let sub = if e.starts_with("`group`") { "group" } else { "regex" };
                 (Some(sub), e)
             })?;
@@ -94,10 +93,13 @@ pub(super) fn parse_partition_key(v: &Value) -> Result<PartitionKeyOption, (Opti
         }
         _ => {
             let constant = string("constant")?.unwrap_or_default();
-            if crate::config::compile::clamp_key(&constant).is_none() {
-                return Err((Some("constant"), "is empty: a partition key needs 1 to 256 characters".to_owned()));
+            // Cut to the longest key Kinesis takes, once, here.
+            match crate::config::compile::clamp_key(&constant) {
+                Some(key) => KeySource::Constant(key.to_owned()),
+                None => {
+                    return Err((Some("constant"), "is empty: a partition key needs 1 to 256 characters".to_owned()));
+                }
             }
-            KeySource::Constant(constant)
         }
     };
     let fallback = match string("fallback")?.as_deref() {
@@ -107,10 +109,10 @@ pub(super) fn parse_partition_key(v: &Value) -> Result<PartitionKeyOption, (Opti
             return Err((Some("fallback"), format!("must be `RANDOM` or `DETERMINISTIC`, found {other:?}")));
         }
     };
-    let explicit_hash_key_field = string("explicitHashKeyField")?;
-    if let Some(p) = &explicit_hash_key_field {
-        crate::config::json_path::JsonPath::parse(p).map_err(|e| (Some("explicitHashKeyField"), e))?;
-    }
+    let explicit_hash_key_field = string("explicitHashKeyField")?
+        .map(|p| crate::config::compile::json_path(&p))
+        .transpose()
+        .map_err(|e| (Some("explicitHashKeyField"), e))?;
     Ok(PartitionKeyOption::Derived(DerivedKey { source, fallback, explicit_hash_key_field }))
 }
 
@@ -152,7 +154,7 @@ mod tests {
         assert_eq!(
             flow.partition_key,
             PartitionKeyOption::Derived(DerivedKey {
-                source: KeySource::Field("$.request.host".into()),
+                source: crate::config::compile::field_key("$.request.host"),
                 fallback: KeyFallback::Random,
                 explicit_hash_key_field: None,
             })
@@ -164,14 +166,14 @@ mod tests {
         assert_eq!(
             flow.partition_key,
             PartitionKeyOption::Derived(DerivedKey {
-                source: KeySource::Regex { pattern: "user=(?P<u>\\w+)".into(), group: CaptureGroup::Name("u".into()) },
+                source: crate::config::compile::regex_key("user=(?P<u>\\w+)", CaptureGroup::Name("u".into())),
                 fallback: KeyFallback::Deterministic,
-                explicit_hash_key_field: Some("route.hash".into()),
+                explicit_hash_key_field: Some(crate::config::compile::json_path("route.hash").unwrap()),
             })
         );
         let flow = one_flow(r#", "partitionKeyOption": {"regex": "id=(\\d+)"}"#);
         let PartitionKeyOption::Derived(d) = flow.partition_key else { panic!("derived") };
-        assert_eq!(d.source, KeySource::Regex { pattern: "id=(\\d+)".into(), group: CaptureGroup::Index(1) });
+        assert_eq!(d.source, crate::config::compile::regex_key("id=(\\d+)", CaptureGroup::Index(1)));
         let flow = one_flow(r#", "partitionKeyOption": {"constant": "web-1"}"#);
         let PartitionKeyOption::Derived(d) = flow.partition_key else { panic!("derived") };
         assert_eq!(d.source, KeySource::Constant("web-1".into()));

@@ -1,6 +1,7 @@
 //! `dataProcessingOptions`: each converter's keys, checked and read into `ProcessingOption`s.
 
 use super::*;
+use crate::config::LogMatch;
 
 /// The options of `dataProcessingOptions` entries, and the keys each takes.
 pub(super) const PROCESSING_OPTIONS: [(&str, &[&str]); 8] = [
@@ -244,8 +245,8 @@ impl Loader {
             },
         };
         let split = match mode {
-            CsvMode::Split => match regex::Regex::new(&delimiter) {
-                Ok(_) => CsvSplit::Regex(delimiter),
+            CsvMode::Split => match crate::config::compile::csv_delimiter(&delimiter) {
+                Ok(re) => CsvSplit::Regex(re),
                 Err(e) => {
                     let message = format!(
                         "is read as a regular expression (as the Java agent does), but {} is not one: {}; escape special characters (\"\\\\|\" for a pipe) or use `csvMode` RFC4180",
@@ -305,7 +306,10 @@ impl Loader {
                     }
                 };
                 match crate::config::compile::match_pattern(&text) {
-                    Ok(re) => Some((text, re.captures_len() - 1)),
+                    Ok(re) => {
+                        let groups = re.captures_len() - 1;
+                        Some((re, groups))
+                    }
                     Err(e) => {
                         let message = format!(
                             "must be a regular expression, but {} is not one: {} (the syntax is that of the Rust `regex` crate: no look-around or backreferences)",
@@ -363,12 +367,13 @@ impl Loader {
                 }
             }
         }
-        Some(ProcessingOption::LogToJson {
-            format,
-            match_pattern: pattern.map(|(p, _)| p),
-            fields: fields.clone(),
-            json,
-        })
+        let matching = match (pattern, format, fields) {
+            (Some((pattern, _)), format, Some(fields)) => LogMatch::Pattern { pattern, fields, format },
+            (None, Some(format), fields) => LogMatch::Format { format, fields },
+            // Reported above (no `customFieldNames` is an error with `matchPattern`).
+            _ => return None,
+        };
+        Some(ProcessingOption::LogToJson { matching, json })
     }
 
     pub(super) fn metadata_option(
@@ -520,7 +525,7 @@ mod tests {
                 ProcessingOption::SingleLine { no_trim: false, escape_new_line: true },
                 ProcessingOption::CsvToJson {
                     fields: vec!["a".into(), "b".into()],
-                    split: CsvSplit::Regex("\t".into()),
+                    split: CsvSplit::Regex(crate::config::compile::csv_delimiter("\t").unwrap()),
                     json: JsonFormat::PrettyPrint
                 },
                 ProcessingOption::CsvToJson {
@@ -529,15 +534,15 @@ mod tests {
                     json: JsonFormat::Compact
                 },
                 ProcessingOption::LogToJson {
-                    format: Some(LogFormat::Syslog),
-                    match_pattern: None,
-                    fields: None,
+                    matching: LogMatch::Format { format: LogFormat::Syslog, fields: None },
                     json: JsonFormat::Compact
                 },
                 ProcessingOption::LogToJson {
-                    format: None,
-                    match_pattern: Some("(\\w+) (.*)".into()),
-                    fields: Some(vec!["k".into(), "v".into()]),
+                    matching: LogMatch::Pattern {
+                        pattern: crate::config::compile::match_pattern("(\\w+) (.*)").unwrap(),
+                        fields: vec!["k".into(), "v".into()],
+                        format: None
+                    },
                     json: JsonFormat::Compact
                 },
                 ProcessingOption::AddMetadata {

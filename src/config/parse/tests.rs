@@ -460,7 +460,7 @@ fn truncated_record_terminator_must_fit_a_record() {
 #[test]
 fn regexes_must_compile() {
     let flow = one_flow(r#", "multiLineStartPattern": "^\\d{4}-""#);
-    assert_eq!(flow.multi_line_start_pattern.as_deref(), Some(r"^\d{4}-"));
+    assert_eq!(flow.multi_line_start_pattern.as_ref().map(|p| p.text()), Some(r"^\d{4}-"));
     let e = flow_error(r#", "multiLineStartPattern": "(""#);
     assert_eq!(e.location, "flows[0].multiLineStartPattern");
     assert!(

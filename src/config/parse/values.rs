@@ -1,5 +1,7 @@
 //! Value coercions: numbers, booleans, strings, choices, glob patterns and regexes, with the
-//! Java agent's leniency (numbers in strings) and messages that say what is allowed.
+//! Java agent's leniency (numbers in strings) and messages that say what is allowed. A problem
+//! is a message (`Err(String)`): the loader makes it a `ConfigError` with the file and the key,
+//! which is the typed error the rest of the agent sees.
 
 use super::*;
 

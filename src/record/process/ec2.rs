@@ -119,7 +119,7 @@ impl Source {
     }
 }
 
-fn unavailable(endpoint: &Endpoint, error: &str, retry: Option<(Duration, bool)>) {
+fn unavailable(endpoint: &Endpoint, error: &crate::ec2::ImdsError, retry: Option<(Duration, bool)>) {
     if WARNED_UNAVAILABLE.swap(true, Ordering::Relaxed) {
         tracing::debug!("ADDEC2METADATA: no instance metadata from {}: {error}", endpoint.describe());
         return;
@@ -143,7 +143,7 @@ fn unavailable(endpoint: &Endpoint, error: &str, retry: Option<(Duration, bool)>
 }
 
 /// The identity document (and the tags, when instance metadata exposes them) as the fields to add.
-async fn fetch(client: &aws_config::imds::Client, at: SystemTime) -> Result<Fields, String> {
+async fn fetch(client: &aws_config::imds::Client, at: SystemTime) -> Result<Fields, crate::ec2::ImdsError> {
     let doc = crate::ec2::identity_document(client).await?;
     let tags = crate::ec2::tags(client).await;
     Ok(fields(&doc, tags, at))
@@ -180,7 +180,9 @@ pub fn fields(doc: &Map<String, Value>, tags: Option<Vec<(String, String)>>, at:
 }
 
 /// Java's `SimpleDateFormat("yyyy-MM-dd'T'HH:mm:ssZ")` in the local time zone:
-/// `2026-11-22T08:15:30+0100`.
+/// `2026-11-22T08:15:30+0100`. libc's `localtime_r` rather than a date crate such as `jiff`: it
+/// reads the same `TZ` and `/etc/localtime` the Java agent did, and one format does not warrant a
+/// time-zone database in the binary.
 pub fn local_timestamp(at: SystemTime) -> String {
     let secs = at.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()) as libc::time_t;
     // SAFETY: localtime_r only writes the `tm` we own.

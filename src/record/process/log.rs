@@ -9,7 +9,7 @@ use regex::Regex;
 
 use super::json::{Field, Object};
 use crate::config::compile::default_fields;
-use crate::config::{JsonFormat, LogFormat};
+use crate::config::{JsonFormat, LogFormat, LogMatch};
 
 const INT: &str = r"[+-]?[0-9]+";
 const POSINT: &str = r"[1-9][0-9]*";
@@ -63,32 +63,28 @@ pub struct LogParser {
 }
 
 impl LogParser {
-    /// Options as validated by the configuration (the pattern compiles, the field count fits).
-    pub fn new(
-        format: Option<LogFormat>,
-        match_pattern: Option<&str>,
-        fields: Option<&[String]>,
-        json: JsonFormat,
-    ) -> Result<LogParser, String> {
-        let re = match (match_pattern, format) {
-            (Some(p), _) => crate::config::compile::match_pattern(p).map_err(|e| e.to_string())?,
-            (None, Some(f)) => Regex::new(&format_pattern(f)).expect("built-in log pattern"),
-            (None, None) => return Err("LOGTOJSON needs `logFormat` or `matchPattern`".into()),
-        };
-        let fields: Vec<String> = match (fields, format) {
-            (Some(names), _) => names.to_vec(),
-            (None, Some(f)) if match_pattern.is_none() => default_fields(f).iter().map(|s| s.to_string()).collect(),
-            _ => return Err("`matchPattern` needs `customFieldNames`".into()),
-        };
-        if re.captures_len() - 1 != fields.len() {
-            return Err(format!(
-                "the pattern has {} group(s) but {} field name(s) are given",
-                re.captures_len() - 1,
-                fields.len()
-            ));
+    /// The parser of a LOGTOJSON option (the configuration compiled its pattern and checked that
+    /// there is a name per group).
+    pub fn new(matching: &LogMatch, json: JsonFormat) -> LogParser {
+        match matching {
+            LogMatch::Format { format, fields } => LogParser {
+                re: Regex::new(&format_pattern(*format)).expect("built-in log pattern"),
+                fields: match fields {
+                    Some(names) => names.clone(),
+                    None => default_fields(*format).iter().map(|s| s.to_string()).collect(),
+                },
+                dash_is_null: format.is_apache(),
+                keep_cr: false,
+                json,
+            },
+            LogMatch::Pattern { pattern, fields, format } => LogParser {
+                re: (**pattern).clone(),
+                fields: fields.clone(),
+                dash_is_null: format.is_some_and(LogFormat::is_apache),
+                keep_cr: true,
+                json,
+            },
         }
-        let keep_cr = match_pattern.is_some();
-        Ok(LogParser { re, fields, dash_is_null: format.is_some_and(LogFormat::is_apache), keep_cr, json })
     }
 
     /// The record as JSON, or `None` when it does not match (dropped).
@@ -120,7 +116,12 @@ mod tests {
     use super::*;
 
     fn parser(format: LogFormat) -> LogParser {
-        LogParser::new(Some(format), None, None, JsonFormat::Compact).unwrap()
+        LogParser::new(&LogMatch::Format { format, fields: None }, JsonFormat::Compact)
+    }
+
+    fn with_pattern(format: Option<LogFormat>, pattern: &str, names: &[String], json: JsonFormat) -> LogParser {
+        let pattern = crate::config::compile::match_pattern(pattern).unwrap();
+        LogParser::new(&LogMatch::Pattern { pattern, fields: names.to_vec(), format }, json)
     }
 
     fn conv(format: LogFormat, line: &str) -> Option<String> {
@@ -184,7 +185,7 @@ mod tests {
     fn match_pattern_on_crlf_lines() {
         let p = |pattern: &str| {
             let names = ["a".to_string(), "b".to_string()];
-            LogParser::new(Some(LogFormat::Syslog), Some(pattern), Some(&names), JsonFormat::Compact).unwrap()
+            with_pattern(Some(LogFormat::Syslog), pattern, &names, JsonFormat::Compact)
         };
         assert_eq!(p("([^,]*),([^,]*)").convert("x,y\r\n").unwrap(), "{\"a\":\"x\",\"b\":\"y\\r\"}\n");
         assert_eq!(p("(.*),(.*)").convert("x,y\r\n").unwrap(), "{\"a\":\"x\",\"b\":\"y\"}\n");
@@ -251,19 +252,19 @@ mod tests {
     #[test]
     fn custom_names_and_patterns() {
         let names: Vec<String> = ["ts", "host", "prog", "pid", "msg"].iter().map(|s| s.to_string()).collect();
-        let p = LogParser::new(Some(LogFormat::Syslog), None, Some(&names), JsonFormat::Compact).unwrap();
+        let p = LogParser::new(
+            &LogMatch::Format { format: LogFormat::Syslog, fields: Some(names.clone()) },
+            JsonFormat::Compact,
+        );
         assert_eq!(
             p.convert("Jan  1 00:00:00 h p[9]: hi\n").unwrap(),
             "{\"ts\":\"Jan  1 00:00:00\",\"host\":\"h\",\"prog\":\"p\",\"pid\":\"9\",\"msg\":\"hi\"}\n"
         );
         let names: Vec<String> = ["level", "message"].iter().map(|s| s.to_string()).collect();
-        let p =
-            LogParser::new(Some(LogFormat::CommonApacheLog), Some(r"(\w+): (.*)"), Some(&names), JsonFormat::Compact)
-                .unwrap();
+        let p = with_pattern(Some(LogFormat::CommonApacheLog), r"(\w+): (.*)", &names, JsonFormat::Compact);
         assert_eq!(p.convert("WARN: -\n").unwrap(), "{\"level\":\"WARN\",\"message\":null}\n");
-        let p = LogParser::new(None, Some(r"(\w+): (.*)"), Some(&names), JsonFormat::PrettyPrint).unwrap();
+        let p = with_pattern(None, r"(\w+): (.*)", &names, JsonFormat::PrettyPrint);
         assert_eq!(p.convert("WARN: -\n").unwrap(), "{\n  \"level\" : \"WARN\",\n  \"message\" : \"-\"\n}\n");
         assert_eq!(p.convert("no colon\n"), None);
-        assert!(LogParser::new(None, Some(r"(\w+)"), Some(&names), JsonFormat::Compact).is_err());
     }
 }

@@ -98,14 +98,13 @@ pub struct Processor {
 
 impl Processor {
     /// `None` when no option changes records (none given, or only ones not applied yet): records
-    /// then go out as read, without a copy. Errors only for options the configuration would
-    /// have rejected.
-    pub fn new(options: &[ProcessingOption]) -> Result<Option<Processor>, String> {
+    /// then go out as read, without a copy.
+    pub fn new(options: &[ProcessingOption]) -> Option<Processor> {
         Self::with_ec2(options, &crate::ec2::Endpoint::from_config(None))
     }
 
     /// As `new`, with the instance metadata endpoint ADDEC2METADATA asks.
-    pub fn with_ec2(options: &[ProcessingOption], imds: &crate::ec2::Endpoint) -> Result<Option<Processor>, String> {
+    pub fn with_ec2(options: &[ProcessingOption], imds: &crate::ec2::Endpoint) -> Option<Processor> {
         let mut steps = Vec::with_capacity(options.len());
         for option in options {
             steps.push(match option {
@@ -115,14 +114,12 @@ impl Processor {
                 ProcessingOption::CsvToJson { fields, split, json } => Step::Csv(csv::CsvToJson {
                     fields: fields.clone(),
                     splitter: match split {
-                        CsvSplit::Regex(r) => csv::Splitter::Regex(regex::Regex::new(r).map_err(|e| e.to_string())?),
+                        CsvSplit::Regex(r) => csv::Splitter::Regex((**r).clone()),
                         CsvSplit::Quoted(d) => csv::Splitter::Quoted(*d),
                     },
                     json: *json,
                 }),
-                ProcessingOption::LogToJson { format, match_pattern, fields, json } => {
-                    Step::Log(log::LogParser::new(*format, match_pattern.as_deref(), fields.as_deref(), *json)?)
-                }
+                ProcessingOption::LogToJson { matching, json } => Step::Log(log::LogParser::new(matching, *json)),
                 ProcessingOption::AddMetadata { metadata, timestamp, json } => {
                     Step::Metadata { metadata: metadata.clone(), timestamp: *timestamp, json: *json }
                 }
@@ -131,11 +128,11 @@ impl Processor {
                     Step::Ec2 { source: ec2::Source::shared(imds, *ttl), json: *json }
                 }
                 ProcessingOption::AddSourceMetadata { fields, wrap, json } => {
-                    Step::Source { fields: *fields, host: simple::hostname(), wrap: *wrap, json: *json }
+                    Step::Source { fields: *fields, host: crate::service::hostname(), wrap: *wrap, json: *json }
                 }
             });
         }
-        Ok((!steps.is_empty()).then_some(Processor { steps }))
+        (!steps.is_empty()).then_some(Processor { steps })
     }
 
     /// The converted record, or `None` when a converter dropped it (a failed conversion gives
@@ -184,7 +181,7 @@ impl Processor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::LogFormat;
+    use crate::config::{LogFormat, LogMatch};
     use proptest::prelude::*;
     use serde_json::Value;
 
@@ -194,10 +191,10 @@ mod tests {
     fn source_metadata() {
         let all = SourceFields { file: true, host: true, read_time: true };
         let option = |wrap| ProcessingOption::AddSourceMetadata { fields: all, wrap, json: JsonFormat::Compact };
-        let fields = Processor::new(&[option(false)]).unwrap().unwrap();
+        let fields = Processor::new(&[option(false)]).unwrap();
         assert!(fields.needs_context());
         let context = Context { file: "/var/log/app.log", read_time: "2026-12-04T16:20:00.123Z" };
-        let host = simple::hostname();
+        let host = crate::service::hostname();
         assert_eq!(
             fields.convert_in(b"{\"msg\":\"hi\",\"hostname\":\"x\"}\n", &context),
             Applied::Converted(
@@ -208,7 +205,7 @@ mod tests {
             )
         );
         assert_eq!(fields.convert_in(b"plain text\n", &context), Applied::Failed);
-        let wrap = Processor::new(&[option(true)]).unwrap().unwrap();
+        let wrap = Processor::new(&[option(true)]).unwrap();
         assert_eq!(
             wrap.convert_in(b"plain \"text\"\n", &context),
             Applied::Converted(
@@ -218,12 +215,12 @@ mod tests {
                 .into_bytes()
             )
         );
-        let other = Processor::new(&[ProcessingOption::AddBrackets]).unwrap().unwrap();
+        let other = Processor::new(&[ProcessingOption::AddBrackets]).unwrap();
         assert!(!other.needs_context());
     }
 
     fn chain(options: Vec<ProcessingOption>) -> Processor {
-        Processor::new(&options).unwrap().unwrap()
+        Processor::new(&options).unwrap()
     }
 
     fn all_options() -> Vec<ProcessingOption> {
@@ -233,19 +230,21 @@ mod tests {
             ProcessingOption::SingleLine { no_trim: true, escape_new_line: false },
             ProcessingOption::CsvToJson {
                 fields: names(3),
-                split: CsvSplit::Regex(",".into()),
+                split: CsvSplit::Regex(crate::config::compile::csv_delimiter(",").unwrap()),
                 json: JsonFormat::Compact,
             },
             ProcessingOption::CsvToJson {
                 fields: names(3),
-                split: CsvSplit::Regex("|".into()),
+                split: CsvSplit::Regex(crate::config::compile::csv_delimiter("|").unwrap()),
                 json: JsonFormat::PrettyPrint,
             },
             ProcessingOption::CsvToJson { fields: names(3), split: CsvSplit::Quoted(b';'), json: JsonFormat::Compact },
             ProcessingOption::LogToJson {
-                format: None,
-                match_pattern: Some(r"(\S+) (.*)".into()),
-                fields: Some(names(2)),
+                matching: LogMatch::Pattern {
+                    pattern: crate::config::compile::match_pattern(r"(\S+) (.*)").unwrap(),
+                    fields: names(2),
+                    format: None,
+                },
                 json: JsonFormat::Compact,
             },
             ProcessingOption::AddMetadata {
@@ -263,9 +262,7 @@ mod tests {
             LogFormat::Rfc3339Syslog,
         ] {
             v.push(ProcessingOption::LogToJson {
-                format: Some(format),
-                match_pattern: None,
-                fields: None,
+                matching: LogMatch::Format { format, fields: None },
                 json: JsonFormat::Compact,
             });
         }
@@ -278,7 +275,7 @@ mod tests {
             ProcessingOption::SingleLine { no_trim: false, escape_new_line: false },
             ProcessingOption::CsvToJson {
                 fields: vec!["a".into(), "b".into()],
-                split: CsvSplit::Regex(",".into()),
+                split: CsvSplit::Regex(crate::config::compile::csv_delimiter(",").unwrap()),
                 json: JsonFormat::Compact,
             },
             ProcessingOption::AddMetadata {
@@ -297,9 +294,7 @@ mod tests {
     fn a_dropped_record_stops_the_chain() {
         let p = chain(vec![
             ProcessingOption::LogToJson {
-                format: Some(LogFormat::Syslog),
-                match_pattern: None,
-                fields: None,
+                matching: LogMatch::Format { format: LogFormat::Syslog, fields: None },
                 json: JsonFormat::Compact,
             },
             ProcessingOption::AddBrackets,
@@ -322,10 +317,10 @@ mod tests {
 
     #[test]
     fn options_without_effect_need_no_processor() {
-        assert!(Processor::new(&[]).unwrap().is_none());
+        assert!(Processor::new(&[]).is_none());
         let ec2 =
             ProcessingOption::AddEc2Metadata { ttl: std::time::Duration::from_secs(1), json: JsonFormat::Compact };
-        assert!(Processor::new(&[ec2]).unwrap().is_some());
+        assert!(Processor::new(&[ec2]).is_some());
     }
 
     proptest! {
@@ -346,7 +341,7 @@ mod tests {
         fn json_output_is_valid_json(text in "[ -~\\t\\r\\x00-\\x1f\u{80}-\u{10ffff}]{0,120}") {
             let p = chain(vec![ProcessingOption::CsvToJson {
                 fields: vec!["a".into(), "b".into()],
-                split: CsvSplit::Regex(",".into()),
+                split: CsvSplit::Regex(crate::config::compile::csv_delimiter(",").unwrap()),
                 json: JsonFormat::Compact,
             }]);
             let out = p.apply(text.as_bytes()).unwrap();
@@ -358,7 +353,7 @@ mod tests {
         #[test]
         fn log_lines_like_apache_never_panic(host in "[0-9a-f:.]{1,20}", user in "[a-z-]{1,8}", req in "[ -!#-~]{0,40}", code in "[0-9-]{1,3}") {
             let line = format!("{host} - {user} [10/Oct/2000:13:55:36 -0700] \"{req}\" {code} 1\n");
-            let p = chain(vec![ProcessingOption::LogToJson { format: Some(LogFormat::CommonApacheLog), match_pattern: None, fields: None, json: JsonFormat::Compact }]);
+            let p = chain(vec![ProcessingOption::LogToJson { matching: LogMatch::Format { format: LogFormat::CommonApacheLog, fields: None }, json: JsonFormat::Compact }]);
             if let Some(out) = p.apply(line.as_bytes()) {
                 let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
                 prop_assert_eq!(v.as_object().unwrap().len(), 7);
@@ -400,7 +395,7 @@ mod tests {
                 Value::Object(option)
             );
             if let Ok(config) = crate::config::load_str(std::path::Path::new("/etc/aws-kinesis/agent.json"), &text) {
-                Processor::new(&config.flows[0].data_processing_options).unwrap();
+                let _ = Processor::new(&config.flows[0].data_processing_options);
             }
         }
     }

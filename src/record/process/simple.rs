@@ -64,18 +64,6 @@ pub fn add_fields(record: &str, values: &[(&str, &str)], wrap: bool, json: JsonF
     Some(super::json::object_record(&map, json))
 }
 
-/// The host's name (`gethostname`), or `localhost` when it cannot be read.
-pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; the name is NUL-terminated when it fits.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    match std::str::from_utf8(&buf[..end]) {
-        Ok(name) if rc == 0 && !name.is_empty() => name.to_owned(),
-        _ => "localhost".to_owned(),
-    }
-}
-
 /// ADDBRACKETS: `{` + the record, newline included + `}`.
 pub fn add_brackets(record: &str) -> String {
     format!("{{{record}}}")
