@@ -1,11 +1,10 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::Parser;
 use kinesis_agent::agent::{self, Mode};
-use kinesis_agent::config::{self, AgentConfig, DEFAULT_CONFIG_FILE, Destination};
+use kinesis_agent::config::{self, DEFAULT_CONFIG_FILE};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -151,196 +150,10 @@ fn init_logging(level: Option<&str>, log: Option<&config::LogSettings>) -> Resul
     }
 }
 
-/// The daemon has no flow to run (the packages' agent.json has none): rather than exit, so that
-/// an enabled unit fails at every boot, it waits, idle, for a SIGHUP with a configuration that
-/// has flows (or for SIGTERM: `None`). Told to systemd as its status; the watchdog is pinged.
-fn wait_for_flows(main: &Path, dir: &Path, first: &config::ConfigErrors) -> Option<AgentConfig> {
-    use kinesis_agent::service::systemd;
-    use tokio::signal::unix::{SignalKind, signal};
-    let waiting = format!(
-        "no flows in {} or {}/*.json: waiting for one (add a flow, then `systemctl reload kinesis-agent`)",
-        main.display(),
-        dir.display()
-    );
-    eprintln!("warning: {}; {waiting}", first.0[0]);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
-    runtime.block_on(async {
-        systemd::init();
-        systemd::ready(&waiting);
-        let (mut term, mut int, mut hup) = (
-            signal(SignalKind::terminate()).ok()?,
-            signal(SignalKind::interrupt()).ok()?,
-            signal(SignalKind::hangup()).ok()?,
-        );
-        let mut ping = tokio::time::interval(systemd::watchdog_every().unwrap_or(Duration::from_secs(30)));
-        loop {
-            tokio::select! {
-                _ = term.recv() => break,
-                _ = int.recv() => break,
-                _ = ping.tick() => systemd::watchdog(),
-                _ = hup.recv() => {
-                    systemd::reloading();
-                    match config::load(main, Some(dir)) {
-                        Ok(c) => return Some(c),
-                        Err(e) if e.only_missing_flows() => {
-                            eprintln!("SIGHUP: still no flows; waiting");
-                            systemd::ready(&waiting);
-                        }
-                        Err(e) => {
-                            for err in &e.0 {
-                                eprintln!("error: {err}");
-                            }
-                            eprintln!("SIGHUP: the configuration has {} problem(s); still waiting", e.0.len());
-                            systemd::ready(&format!("configuration has {} problem(s), see the journal; {waiting}", e.0.len()));
-                        }
-                    }
-                }
-            }
-        }
-        systemd::stopping();
-        None
-    })
-}
-
 fn dropin_dir(cli: &Cli) -> PathBuf {
     cli.config_dir
         .clone()
         .unwrap_or_else(|| cli.configuration.parent().unwrap_or_else(|| Path::new(".")).join("agent.d"))
-}
-
-fn print_config(cfg: &AgentConfig) {
-    println!("configuration: {}", cfg.sources.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", "));
-    println!("checkpoints: {} (kept {} days)", cfg.checkpoint_file.display(), cfg.checkpoint_ttl_days);
-    for f in &cfg.flows {
-        let dest = match &f.destination {
-            Destination::Kinesis { stream } => {
-                let kpl = match f.kpl_aggregation {
-                    Some(n) => format!(", KPL aggregation up to {n} bytes"),
-                    None => String::new(),
-                };
-                let order = match f.ordering {
-                    config::KeyOrder::PerKey => ", order kept per key",
-                    config::KeyOrder::None => "",
-                };
-                format!("kinesisStream {stream}, partitionKeyOption {}{kpl}{order}", f.partition_key.describe())
-            }
-            Destination::Firehose { stream } => format!("deliveryStream {stream}"),
-        };
-        println!("flows[{}] from {}", f.index, f.source.display());
-        println!("  filePattern {}", f.file_pattern);
-        println!("  {dest}");
-        let own = [
-            ("kinesis.endpoint", &f.aws.kinesis_endpoint),
-            ("kinesis.region", &f.aws.kinesis_region),
-            ("firehose.endpoint", &f.aws.firehose_endpoint),
-            ("firehose.region", &f.aws.firehose_region),
-            ("assumeRoleARN", &f.aws.assume_role_arn),
-            ("assumeRoleExternalId", &f.aws.assume_role_external_id),
-        ];
-        let own: Vec<String> = own.iter().filter_map(|(k, v)| v.as_ref().map(|v| format!("{k} {v}"))).collect();
-        if !own.is_empty() {
-            println!("  its own destination settings: {}", own.join(", "));
-        }
-        match kinesis_agent::aws::configured_region(&cfg.aws, f) {
-            Some((region, from)) => println!("  region {region} (from {from})"),
-            None => println!(
-                "  region: from the AWS region chain (AWS_REGION, the profile, instance metadata), else us-east-1 for Firehose"
-            ),
-        }
-        if kinesis_agent::service::proxy::configured() {
-            println!("  HTTP: {}", kinesis_agent::service::proxy::describe(&destination_url(cfg, f)));
-        }
-        println!("  initialPosition {}, skipHeaderLines {}", f.initial_position.as_str(), f.skip_header_lines);
-        if let Some(p) = &f.multi_line_start_pattern {
-            println!(
-                "  records: lines from one starting with /{p}/ to the next (flushed after {} ms quiet)",
-                f.multi_line_flush_timeout.as_millis()
-            );
-        }
-        println!(
-            "  batches of up to {} records / {} bytes, or {} ms old; retry backoff {}..{} ms",
-            f.max_buffer_size_records,
-            f.max_buffer_size_bytes,
-            f.max_buffer_age.as_millis(),
-            f.retry_initial_backoff.as_millis(),
-            f.retry_max_backoff.as_millis()
-        );
-    }
-    for n in &cfg.notices {
-        println!("note: {n}");
-    }
-}
-
-/// The URL a flow's requests go to: its endpoint, or the AWS one of its region (as far as the
-/// configuration says; the SDK's region chain is not consulted here).
-/// `--check-config`: which certificate authorities HTTPS trusts (AWS_CA_BUNDLE, `ca_bundle`).
-fn print_trust() -> Result<(), kinesis_agent::service::trust::CaBundleError> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
-    let Ok(runtime) = runtime else { return Ok(()) };
-    match runtime.block_on(kinesis_agent::service::trust::configured())? {
-        Some(b) => println!(
-            "HTTPS trusts only the {} certificate(s) of {} (from {})",
-            b.certificates,
-            b.path.display(),
-            b.from
-        ),
-        None => println!("HTTPS trusts the system's certificate store"),
-    }
-    Ok(())
-}
-
-fn destination_url(cfg: &AgentConfig, f: &config::FlowConfig) -> String {
-    let service = match f.destination {
-        Destination::Kinesis { .. } => "kinesis",
-        Destination::Firehose { .. } => "firehose",
-    };
-    // The flow's endpoint and region as its client is built with (without the region chain).
-    match kinesis_agent::aws::destination_key(&cfg.aws, f, None) {
-        Ok(key) => match key.endpoint {
-            Some(e) => kinesis_agent::aws::endpoint_url(&e),
-            None => format!("https://{service}.{}.amazonaws.com", key.region),
-        },
-        Err(_) => format!("https://{service}.us-east-1.amazonaws.com"),
-    }
-}
-
-/// `--check-destinations`: one line per destination and for the credentials; 2 on any error.
-fn check_destinations(cfg: &AgentConfig) -> u8 {
-    use kinesis_agent::commands::check::{self, Level};
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return EXIT_FATAL;
-        }
-    };
-    runtime.block_on(async {
-        let clients = match kinesis_agent::aws::build(cfg).await {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return EXIT_INCOMPLETE;
-            }
-        };
-        let findings = check::destinations(cfg, &clients).await;
-        let mut errors = 0;
-        for f in &findings {
-            match f.level {
-                Level::Ok => println!("ok: {}", f.full()),
-                Level::Warn => println!("warning: {}", f.full()),
-                Level::Error => {
-                    errors += 1;
-                    eprintln!("error: {}", f.full());
-                }
-            }
-        }
-        if errors > 0 {
-            eprintln!("{errors} destination problem(s)");
-            EXIT_INCOMPLETE
-        } else {
-            EXIT_OK
-        }
-    })
 }
 
 /// `kinesis-agent status`: 0, or 1 when the configuration or the checkpoint file cannot be read.
@@ -399,7 +212,7 @@ fn main() -> ExitCode {
         Ok(c) => c,
         // A daemon without flows (a fresh install) waits for some instead of failing the unit.
         Err(errs) if !cli.once && !cli.check_config && errs.only_missing_flows() => {
-            match wait_for_flows(&cli.configuration, &dir, &errs) {
+            match kinesis_agent::agent::wait_for_flows(&cli.configuration, &dir, &errs) {
                 Some(c) => c,
                 None => return ExitCode::from(EXIT_OK),
             }
@@ -424,14 +237,19 @@ fn main() -> ExitCode {
     let secret = cfg.aws.secret_access_key.as_ref().map(|s| s.0.as_str());
     kinesis_agent::service::proxy::prepare(secret.as_slice());
     if cli.check_config {
-        print_config(&cfg);
-        if let Err(e) = print_trust() {
+        kinesis_agent::commands::show::print_config(&cfg);
+        if let Err(e) = kinesis_agent::commands::show::print_trust() {
             eprintln!("error: the CA bundle {e}");
             eprintln!("1 problem(s) in the configuration");
             return ExitCode::from(EXIT_INCOMPLETE);
         }
         if cli.check_destinations {
-            return ExitCode::from(check_destinations(&cfg));
+            use kinesis_agent::commands::check::{Verdict, check_destinations};
+            return ExitCode::from(match check_destinations(&cfg) {
+                Verdict::Ok => EXIT_OK,
+                Verdict::Problems => EXIT_INCOMPLETE,
+                Verdict::NoRuntime => EXIT_FATAL,
+            });
         }
         return ExitCode::from(EXIT_OK);
     }

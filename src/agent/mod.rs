@@ -269,6 +269,56 @@ pub async fn run(
     Ok(outcome)
 }
 
+/// The daemon has no flow to run (the packages' agent.json has none): rather than exit, so that
+/// an enabled unit fails at every boot, it waits, idle, for a SIGHUP with a configuration that
+/// has flows (or for SIGTERM: `None`). Told to systemd as its status; the watchdog is pinged.
+pub fn wait_for_flows(main: &std::path::Path, dir: &std::path::Path, first: &ConfigErrors) -> Option<AgentConfig> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let waiting = format!(
+        "no flows in {} or {}/*.json: waiting for one (add a flow, then `systemctl reload kinesis-agent`)",
+        main.display(),
+        dir.display()
+    );
+    eprintln!("warning: {}; {waiting}", first.0[0]);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+    runtime.block_on(async {
+        systemd::init();
+        systemd::ready(&waiting);
+        let (mut term, mut int, mut hup) = (
+            signal(SignalKind::terminate()).ok()?,
+            signal(SignalKind::interrupt()).ok()?,
+            signal(SignalKind::hangup()).ok()?,
+        );
+        let mut ping = tokio::time::interval(systemd::watchdog_every().unwrap_or(std::time::Duration::from_secs(30)));
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = ping.tick() => systemd::watchdog(),
+                _ = hup.recv() => {
+                    systemd::reloading();
+                    match crate::config::load(main, Some(dir)) {
+                        Ok(c) => return Some(c),
+                        Err(e) if e.only_missing_flows() => {
+                            eprintln!("SIGHUP: still no flows; waiting");
+                            systemd::ready(&waiting);
+                        }
+                        Err(e) => {
+                            for err in &e.0 {
+                                eprintln!("error: {err}");
+                            }
+                            eprintln!("SIGHUP: the configuration has {} problem(s); still waiting", e.0.len());
+                            systemd::ready(&format!("configuration has {} problem(s), see the journal; {waiting}", e.0.len()));
+                        }
+                    }
+                }
+            }
+        }
+        systemd::stopping();
+        None
+    })
+}
+
 fn start_watcher(watches: Arc<Mutex<Vec<Arc<FlowWatch>>>>) -> Option<notify::RecommendedWatcher> {
     let handler = move |res: notify::Result<notify::Event>| {
         let Ok(event) = res else { return };

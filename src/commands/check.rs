@@ -235,3 +235,51 @@ pub fn log(findings: &[Finding]) {
         }
     }
 }
+
+/// What `--check-destinations` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Ok,
+    /// A destination or the credentials have a problem (or the clients could not be built).
+    Problems,
+    /// The check could not run at all.
+    NoRuntime,
+}
+
+/// `--check-destinations`: one line per destination and for the credentials.
+pub fn check_destinations(cfg: &AgentConfig) -> Verdict {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return Verdict::NoRuntime;
+        }
+    };
+    runtime.block_on(async {
+        let clients = match crate::aws::build(cfg).await {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Verdict::Problems;
+            }
+        };
+        let findings = destinations(cfg, &clients).await;
+        let mut errors = 0;
+        for f in &findings {
+            match f.level {
+                Level::Ok => println!("ok: {}", f.full()),
+                Level::Warn => println!("warning: {}", f.full()),
+                Level::Error => {
+                    errors += 1;
+                    eprintln!("error: {}", f.full());
+                }
+            }
+        }
+        if errors > 0 {
+            eprintln!("{errors} destination problem(s)");
+            Verdict::Problems
+        } else {
+            Verdict::Ok
+        }
+    })
+}
