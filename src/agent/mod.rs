@@ -27,6 +27,9 @@ use flow::{Flows, RunningFlow};
 use reload::apply_reload;
 use report::{Scrape, status_logger};
 
+/// How long after start the start-up code's pages are let go (`service::memory`).
+const RELEASE_STARTUP_CODE_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Daemon,
@@ -137,6 +140,14 @@ pub async fn run(
     };
     let mut running: Vec<RunningFlow> = cfg.flows.iter().zip(patterns).map(|(f, p)| flows.start(f, p)).collect();
     systemd::ready(&format!("{} flow(s) started", running.len()));
+    if mode == Mode::Daemon {
+        // Once the start-up work is over (first scans, credentials, the destination check).
+        tokio::spawn(async {
+            tokio::time::sleep(RELEASE_STARTUP_CODE_AFTER).await;
+            let bytes = tokio::task::spawn_blocking(crate::service::memory::release_startup_code).await.unwrap_or(0);
+            tracing::debug!("start-up code released: {} KiB of mappings", bytes / 1024);
+        });
+    }
     // Flows changed by a reload start once their previous version has drained.
     let mut waiting: Vec<FlowConfig> = Vec::new();
 

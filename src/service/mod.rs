@@ -3,6 +3,7 @@
 //! asks the daemon to reload its configuration. `systemd`: the notification protocol.
 
 pub mod logfile;
+pub mod memory;
 pub mod proxy;
 pub mod systemd;
 pub mod trust;
