@@ -11,6 +11,7 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+use aws_runtime::auth::PayloadSigningOverride;
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::interceptors::context::{
@@ -364,7 +365,10 @@ pub type Answer = Arc<Mutex<Option<Result<PutResult, Failure>>>>;
 /// An interceptor for one PutRecords or PutRecordBatch call: sends `body` instead of what the
 /// SDK serialized (the SDK is given no records), and reads a 2xx answer into `answer`.
 pub struct Wire {
-    body: Bytes,
+    /// Taken when the request is made: once hyper has written it, it is freed, not held for the
+    /// round trip.
+    body: Mutex<Option<Bytes>>,
+    len: usize,
     expect: Expect,
     answer: Answer,
     /// The operation's output, empty (the SDK downcasts what the deserializer returns).
@@ -373,14 +377,15 @@ pub struct Wire {
 
 impl std::fmt::Debug for Wire {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Wire").field("bytes", &self.body.len()).field("expect", &self.expect).finish()
+        f.debug_struct("Wire").field("bytes", &self.len).field("expect", &self.expect).finish()
     }
 }
 
 impl Wire {
     pub fn new(body: Vec<u8>, expect: Expect, empty: fn() -> Output) -> (Wire, Answer) {
         let answer = Answer::default();
-        (Wire { body: body.into(), expect, answer: answer.clone(), empty }, answer)
+        let len = body.len();
+        (Wire { body: Mutex::new(Some(body.into())), len, expect, answer: answer.clone(), empty }, answer)
     }
 }
 
@@ -389,16 +394,24 @@ impl Intercept for Wire {
         "Wire"
     }
 
-    /// After serialization, before signing (the payload hash and signature cover our body).
+    /// After serialization, before signing. The body is one that cannot be cloned, so the SDK
+    /// keeps no copy to rewind to (its retries are off) and it is freed once written; its hash is
+    /// given to the signer, which cannot read such a body itself.
     fn modify_before_retry_loop(
         &self,
         context: &mut BeforeTransmitInterceptorContextMut<'_>,
         _: &RuntimeComponents,
-        _: &mut ConfigBag,
+        cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
+        let body = self.body.lock().unwrap().take().ok_or("the request was made twice")?;
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &body);
+        let mut hash = Vec::with_capacity(64);
+        hex(&mut hash, digest.as_ref());
+        let hash = String::from_utf8(hash).expect("hex");
+        cfg.interceptor_state().store_put(PayloadSigningOverride::Precomputed(hash));
         let request = context.request_mut();
-        *request.body_mut() = SdkBody::from(self.body.clone());
-        request.headers_mut().insert("Content-Length", self.body.len().to_string());
+        *request.body_mut() = SdkBody::from_body_1_x(http_body_util::Full::new(body));
+        request.headers_mut().insert("Content-Length", self.len.to_string());
         Ok(())
     }
 
@@ -509,6 +522,59 @@ mod tests {
                 assert!(body.capacity() < body.len() + 200, "{} for {}", body.capacity(), body.len());
             }
         }
+    }
+
+    /// Through the SDK: our body is sent with the SDK's headers, and signed exactly as the SDK
+    /// signs the same body when it holds it itself.
+    #[tokio::test]
+    async fn sent_and_signed_as_the_sdk_does() {
+        use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
+        use std::time::{Duration, UNIX_EPOCH};
+        let body = put_records_body("s", &[plain(b"x", key("k", None))], &PartitionKeyOption::Random, &mut rand::rng());
+        let send = |own: bool| {
+            let body = body.clone();
+            async move {
+                let (http, rx) = aws_smithy_http_client::test_util::capture_request(None);
+                let conf = aws_sdk_kinesis::Config::builder()
+                    .behavior_version(BehaviorVersion::latest())
+                    .region(Region::new("eu-west-1"))
+                    .credentials_provider(Credentials::new("AKIDEXAMPLE", "secret", None, None, "t"))
+                    .time_source(aws_smithy_async::time::StaticTimeSource::new(
+                        UNIX_EPOCH + Duration::from_secs(1_795_000_000),
+                    ))
+                    .http_client(http)
+                    .build();
+                let client = aws_sdk_kinesis::Client::from_conf(conf);
+                let op = client.put_records().stream_name("s").set_records(Some(Vec::new())).customize();
+                let _ = if own {
+                    let expect = Expect { array: "Records", sent: 1, shards: false };
+                    let (call, _) = Wire::new(body, expect, || {
+                        let out = aws_sdk_kinesis::operation::put_records::PutRecordsOutput::builder();
+                        Output::erase(out.set_records(Some(Vec::new())).build().unwrap())
+                    });
+                    op.interceptor(call).send().await
+                } else {
+                    // The SDK's own signing of an in-memory body (it hashes it itself).
+                    let body = Bytes::from(body);
+                    op.mutate_request(move |r| {
+                        r.headers_mut().insert("Content-Length", body.len().to_string());
+                        *r.body_mut() = SdkBody::from(body.clone());
+                    })
+                    .send()
+                    .await
+                };
+                rx.expect_request()
+            }
+        };
+        let (ours, sdk) = (send(true).await, send(false).await);
+        for h in ["authorization", "content-type", "x-amz-target", "content-length", "x-amz-content-sha256"] {
+            assert_eq!(ours.headers().get(h), sdk.headers().get(h), "{h}");
+        }
+        assert_eq!(ours.headers().get("x-amz-target"), Some("Kinesis_20131202.PutRecords"));
+        assert_eq!(ours.headers().get("content-type"), Some("application/x-amz-json-1.1"));
+        assert_eq!(ours.headers().get("content-length"), Some(body.len().to_string().as_str()));
+        let sent = http_body_util::BodyExt::collect(ours.into_body()).await.unwrap().to_bytes();
+        assert_eq!(sent, body);
     }
 
     #[test]
