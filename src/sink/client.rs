@@ -1,13 +1,13 @@
 //! One request to a destination: PutRecords (Kinesis) or PutRecordBatch (Firehose).
 
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_kinesis::primitives::Blob;
+use aws_smithy_runtime_api::client::interceptors::context::Output;
 use rand::rngs::SmallRng;
 
 use super::kpl::Entry;
 use super::retry::{ErrorClass, Failure, classify};
+use super::wire::{self, Expect, Wire};
 use crate::config::PartitionKeyOption;
-use crate::types::key::{RecordKey, partition_key};
 
 /// A destination client bound to one stream.
 #[derive(Clone)]
@@ -45,63 +45,46 @@ impl SinkClient {
     pub async fn put(&self, entries: &[Entry], rng: &mut SmallRng, shards: bool) -> Result<PutResult, Failure> {
         match self {
             SinkClient::Kinesis { client, stream, key } => {
-                let sent = entries
-                    .iter()
-                    .map(|e| {
-                        let b = aws_sdk_kinesis::types::PutRecordsRequestEntry::builder();
-                        let (data, own): (&[u8], Option<&RecordKey>) = match e {
-                            Entry::Plain(r) => (&r.data, r.key.as_deref()),
-                            Entry::Aggregate(a) => (&a.data, Some(&a.key)),
-                        };
-                        let b = match own {
-                            Some(k) => b
-                                .partition_key(&*k.partition)
-                                .set_explicit_hash_key(k.explicit_hash.map(|h| h.to_string())),
-                            None => b.partition_key(partition_key(key, data, rng)),
-                        };
-                        b.data(Blob::new(data.to_vec())).build().expect("data and key are set")
-                    })
-                    .collect();
-                let out = client.put_records().stream_name(stream).set_records(Some(sent)).send().await;
+                let body = wire::put_records_body(stream, entries, key, rng);
+                let expect = Expect { array: "Records", sent: entries.len(), shards };
+                let (call, answer) = Wire::new(body, expect, || {
+                    let out = aws_sdk_kinesis::operation::put_records::PutRecordsOutput::builder();
+                    Output::erase(out.set_records(Some(Vec::new())).build().expect("records are set"))
+                });
+                // The SDK is given no records: `Wire` swaps our body in and reads a 2xx answer.
+                let out = client
+                    .put_records()
+                    .stream_name(stream)
+                    .set_records(Some(Vec::new()))
+                    .customize()
+                    .interceptor(call)
+                    .send()
+                    .await;
                 match out {
-                    Ok(resp) => Ok(PutResult {
-                        failures: entry_failures(
-                            entries.len(),
-                            resp.records().iter().map(|e| (e.error_code(), e.error_message())),
-                        )?,
-                        shards: match shards {
-                            true => resp.records().iter().map(|e| e.shard_id().map(str::to_owned)).collect(),
-                            false => Vec::new(),
-                        },
-                    }),
+                    Ok(_) => taken(&answer),
                     Err(e) => Err(request_failure(e)),
                 }
             }
             #[cfg(test)]
             SinkClient::Memory(sink) => sink.put(entries).await,
             SinkClient::Firehose { client, stream } => {
-                let sent = entries
-                    .iter()
-                    .map(|e| {
-                        let data = match e {
-                            Entry::Plain(r) => &r.data,
-                            Entry::Aggregate(a) => &a.data,
-                        };
-                        aws_sdk_firehose::types::Record::builder()
-                            .data(aws_sdk_firehose::primitives::Blob::new(data.to_vec()))
-                            .build()
-                            .expect("data is set")
-                    })
-                    .collect();
-                let out = client.put_record_batch().delivery_stream_name(stream).set_records(Some(sent)).send().await;
+                let body = wire::put_record_batch_body(stream, entries);
+                let expect = Expect { array: "RequestResponses", sent: entries.len(), shards: false };
+                let (call, answer) = Wire::new(body, expect, || {
+                    let out = aws_sdk_firehose::operation::put_record_batch::PutRecordBatchOutput::builder();
+                    let out = out.failed_put_count(0).set_request_responses(Some(Vec::new()));
+                    Output::erase(out.build().expect("fields are set"))
+                });
+                let out = client
+                    .put_record_batch()
+                    .delivery_stream_name(stream)
+                    .set_records(Some(Vec::new()))
+                    .customize()
+                    .interceptor(call)
+                    .send()
+                    .await;
                 match out {
-                    Ok(resp) => Ok(PutResult {
-                        failures: entry_failures(
-                            entries.len(),
-                            resp.request_responses().iter().map(|e| (e.error_code(), e.error_message())),
-                        )?,
-                        shards: Vec::new(),
-                    }),
+                    Ok(_) => taken(&answer),
                     Err(e) => Err(request_failure(e)),
                 }
             }
@@ -109,24 +92,15 @@ impl SinkClient {
     }
 }
 
-fn entry_failures<'a>(
-    sent: usize,
-    results: impl ExactSizeIterator<Item = (Option<&'a str>, Option<&'a str>)>,
-) -> Result<EntryFailures, Failure> {
-    if results.len() != sent {
-        return Err(Failure {
+/// What `Wire` read from a 2xx answer.
+fn taken(answer: &wire::Answer) -> Result<PutResult, Failure> {
+    answer.lock().unwrap().take().unwrap_or_else(|| {
+        Err(Failure {
             class: ErrorClass::Transient,
             code: "InvalidResponse".into(),
-            message: format!("the response holds {} results for {sent} records", results.len()),
-        });
-    }
-    Ok(results
-        .enumerate()
-        .filter_map(|(i, (code, message))| {
-            let code = code.filter(|c| !c.is_empty())?;
-            Some((i, Failure { class: classify(code, None), code: code.into(), message: message.unwrap_or("").into() }))
+            message: "the answer was accepted but not read".into(),
         })
-        .collect())
+    })
 }
 
 pub fn request_failure<E, R>(e: SdkError<E, R>) -> Failure
@@ -270,7 +244,7 @@ mod tests {
             .build();
         let client = aws_sdk_kinesis::Client::from_conf(conf);
         let entry = aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
-            .data(Blob::new(b"x".to_vec()))
+            .data(aws_sdk_kinesis::primitives::Blob::new(b"x".to_vec()))
             .partition_key("k")
             .build()
             .unwrap();

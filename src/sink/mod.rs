@@ -15,3 +15,4 @@ pub mod pace;
 pub mod retry;
 pub mod sender;
 pub mod shards;
+pub mod wire;

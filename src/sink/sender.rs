@@ -206,7 +206,7 @@ impl FlowSender {
             .filter(|(i, _)| !handled[*i])
             .filter_map(|(i, e)| match (e, shards.get(i).and_then(|s| s.as_deref())) {
                 (Entry::Aggregate(a), Some(actual)) if a.shard.as_deref().is_some_and(|p| p != actual) => {
-                    Some((i, a, actual))
+                    Some((i, &**a, actual))
                 }
                 _ => None,
             })
@@ -344,6 +344,14 @@ impl FlowSender {
                     FlowMetrics::add(&self.metrics.records_throttled, throttled as u64);
                     let mut keep = failed.into_iter();
                     records.retain(|_| keep.next().unwrap_or(false));
+                    // A record is a slice of the 256 KiB its file was read in, and keeps all of it
+                    // alive while it waits to be sent again: the few that failed get their own copy.
+                    for e in records.iter_mut() {
+                        if let Entry::Plain(r) = e {
+                            r.data = bytes::Bytes::copy_from_slice(&r.data);
+                        }
+                    }
+                    records.shrink_to_fit();
                     repeats |= self.ordered && !resend.is_empty();
                     records.extend(resend);
                     worst.expect("at least one failure")
