@@ -171,9 +171,10 @@ fn refused(e: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// Whether a request that failed this way may still have been processed by the destination:
-/// its records are sent again and may arrive twice.
+/// its records are sent again and may arrive twice. A 2xx answer we cannot read
+/// (`InvalidResponse`) most likely stored them.
 pub fn outcome_unknown(f: &Failure) -> bool {
-    matches!(f.code.as_str(), "Timeout" | "ResponseError" | "ConnectionError")
+    matches!(f.code.as_str(), "Timeout" | "ResponseError" | "ConnectionError" | "InvalidResponse")
 }
 
 /// The credentials provider's error behind a request that could not be signed, if that is why.
