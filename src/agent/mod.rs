@@ -140,10 +140,12 @@ pub async fn run(
     };
     let mut running: Vec<RunningFlow> = cfg.flows.iter().zip(patterns).map(|(f, p)| flows.start(f, p)).collect();
     systemd::ready(&format!("{} flow(s) started", running.len()));
-    if mode == Mode::Daemon {
-        // Once the start-up work is over (first scans, credentials, the destination check).
-        tokio::spawn(async {
-            tokio::time::sleep(RELEASE_STARTUP_CODE_AFTER).await;
+    {
+        // Once the start-up work is over (first scans, credentials, the destination check); at
+        // once for `--once`, whose start-up pages would otherwise stay for the whole backfill.
+        let after = if mode == Mode::Daemon { RELEASE_STARTUP_CODE_AFTER } else { std::time::Duration::ZERO };
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
             let bytes = tokio::task::spawn_blocking(crate::service::memory::release_startup_code).await.unwrap_or(0);
             tracing::debug!("start-up code released: {} KiB of mappings", bytes / 1024);
         });

@@ -257,6 +257,9 @@ impl Tailer {
         let mut idle_since: Option<Instant> = None;
         let mut last_data = Instant::now();
         let mut read_error_logged = false;
+        // The file's line length so far: a read's records are sized from it (a guess of 64 bytes
+        // gave 4,000 slots, 230 KB, to a read of 1,500 access-log lines).
+        let mut line_len: usize = 64;
         let mut retire = false;
         let mut head_checked = Instant::now();
         tracing::debug!("tailing {} from offset {}", path.display(), read_pos);
@@ -354,7 +357,7 @@ impl Tailer {
                 }
                 let mut stats = SplitStats::default();
                 let mut multi_stats = SplitStats::default();
-                let mut records = Vec::with_capacity(n / 64 + 1);
+                let mut records = Vec::with_capacity(n / line_len + n / line_len / 8 + 8);
                 // Records are slices of what was read. A read that filled most of its buffer hands
                 // it over; a short one is copied out, so that what stays allocated is close to what
                 // the in-flight budget counts. Either way the tailer keeps no reference to the
@@ -385,6 +388,9 @@ impl Tailer {
                 };
                 self.count(&stats, counted);
                 self.count(&multi_stats, 0);
+                if consumed > 0 && !records.is_empty() {
+                    line_len = (consumed / records.len()).clamp(16, 64 * 1024);
+                }
                 if multi.is_none() && consumed > 0 {
                     end = Some(start + consumed as u64);
                 }
