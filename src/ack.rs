@@ -239,6 +239,10 @@ impl Progress for AckTracker {
     fn mark_dirty(&self) {
         self.inner.lock().unwrap().dirty = true;
     }
+
+    fn is_dirty(&self) -> bool {
+        self.inner.lock().unwrap().dirty
+    }
 }
 
 impl AckTracker {

@@ -187,6 +187,7 @@ impl Flows {
             },
             skip_header_lines: flow.skip_header_lines,
             poll: flow.min_time_between_file_polls,
+            notified: Arc::default(),
             once: self.mode == Mode::Once,
             multi_line: flow.multi_line_start_pattern.as_ref().map(|p| (**p).clone()),
             multi_line_flush: flow.multi_line_flush_timeout,

@@ -18,6 +18,9 @@ pub trait Progress: Clone + Send + Sync + 'static {
     fn snapshot_if_dirty(&self) -> Option<(Vec<super::Watermark>, super::Forgotten)>;
     /// Make the next `snapshot_if_dirty` return a snapshot even if nothing moved.
     fn mark_dirty(&self);
+    /// Whether `snapshot_if_dirty` would return one (a cheap check, so that an idle agent does
+    /// not hand work to a blocking thread five times a second).
+    fn is_dirty(&self) -> bool;
 }
 
 /// Acknowledged progress reaches the checkpoint file within this long (writes are coalesced: at
@@ -93,8 +96,13 @@ pub async fn checkpoint_writer(
             touched = std::time::Instant::now();
             tracker.mark_dirty();
         }
-        let (st, tr) = (store.clone(), tracker.clone());
-        let ok = tokio::task::spawn_blocking(move || flush_checkpoints(&st, &tr, false)).await.unwrap_or(false);
+        let ok = if tracker.is_dirty() {
+            let (st, tr) = (store.clone(), tracker.clone());
+            tokio::task::spawn_blocking(move || flush_checkpoints(&st, &tr, false)).await.unwrap_or(false)
+        } else {
+            // Nothing to write: as healthy as the last write (a failed one left it dirty).
+            true
+        };
         systemd::watchdog();
         beat.tick_ms.store(beat.now_ms(), Ordering::Relaxed);
         if ok {

@@ -123,6 +123,8 @@ impl Discovery {
             if base.is_some() && watching != base {
                 watching = if self.try_watch() { base } else { None };
             }
+            let live = base.is_some() && watching == base && self.watcher.lock().unwrap().is_some();
+            self.settings.notified.store(live, Ordering::Relaxed);
             let pattern = self.watch.pattern.clone();
             let scanned = tokio::task::spawn_blocking(move || {
                 let mut problems = Vec::new();

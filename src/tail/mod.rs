@@ -34,6 +34,8 @@ use crate::types::record::{Chunk, Origin, Record};
 /// Bytes read per system call: big enough to amortise the call, small enough to stay fair
 /// between files and keep memory low.
 pub const READ_SIZE: usize = 256 * 1024;
+/// Longest poll interval of a quiet file that notifications cover (`TailSettings::notified`).
+const IDLE_POLL: Duration = Duration::from_secs(1);
 /// How often a tailer re-reads its file's head to notice a rewrite in place; also after it waited
 /// `HELD_BACK` for room to hand a chunk on.
 const HEAD_CHECK_EVERY: Duration = Duration::from_secs(1);
@@ -161,6 +163,9 @@ pub struct TailSettings {
     pub pipeline: Pipeline,
     pub skip_header_lines: u64,
     pub poll: Duration,
+    /// File-system notifications reach this flow's files (discovery watches their directory):
+    /// a quiet file is then polled less often, as a change wakes its tailer at once.
+    pub notified: Arc<AtomicBool>,
     /// `--once`: stop at end of file.
     pub once: bool,
     /// `multiLineStartPattern`, anchored (`None`: a record per line).
@@ -256,6 +261,8 @@ impl Tailer {
         let mut head_len = self.update_head(slot, usize::MAX);
         let mut idle_since: Option<Instant> = None;
         let mut last_data = Instant::now();
+        // Polls in a row that found nothing new.
+        let mut quiet_polls: u32 = 0;
         let mut read_error_logged = false;
         // The file's line length so far: a read's records are sized from it (a guess of 64 bytes
         // gave 4,000 slots, 230 KB, to a read of 1,500 access-log lines).
@@ -345,6 +352,7 @@ impl Tailer {
             if n > 0 {
                 idle_since = None;
                 last_data = Instant::now();
+                quiet_polls = 0;
                 *self.handle.drained_since.lock().unwrap() = None;
                 *self.handle.quiet_since.lock().unwrap() = None;
                 let start = read_pos;
@@ -510,6 +518,12 @@ impl Tailer {
                 }
             }
             let mut wait = self.settings.poll;
+            if self.settings.notified.load(Ordering::Relaxed) {
+                // Twice as long after every empty poll, up to a second: only the latency of a
+                // missed notification grows, and the next read starts where this one ended.
+                wait = (wait * (1 << quiet_polls.min(4))).min(IDLE_POLL.max(wait));
+                quiet_polls = quiet_polls.saturating_add(1);
+            }
             if multi.as_ref().is_some_and(MultiLine::is_pending) {
                 let quiet = last_data.elapsed();
                 if quiet >= self.settings.multi_line_flush {
