@@ -105,7 +105,7 @@ pub(super) static FLOW_KEYS: &[KeyInfo] = &[
         "minTimeBetweenFilePollsMillis",
         "integer (ms), at least 1",
         "100",
-        "How often a file is checked for new data when no file-system notification arrives.",
+        "How often a file is checked for new data when no file-system notification arrives. A quiet file whose directory is watched is checked less often, the interval doubling up to 1 s (a change wakes it at once).",
         Supported,
         int(1, LONG, 100),
     ),
