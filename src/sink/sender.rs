@@ -393,6 +393,11 @@ impl FlowSender {
                     return n;
                 }
                 self.max_backoff
+            } else if failure.class == ErrorClass::Throttled && self.pacer.rate().is_some() {
+                // The pace already spaces the attempts of every batch of the flow: backing off
+                // further, more for the batches throttled more often, only made the flows of a
+                // fleet sharing a stream get unequal shares.
+                backoff(1, self.initial_backoff, self.max_backoff)
             } else {
                 backoff(attempt, self.initial_backoff, self.max_backoff)
             };
