@@ -292,7 +292,12 @@ impl FlowSender {
             let slot = match permit.take() {
                 Some(p) => p,
                 None => {
-                    self.pacer.acquire(records.len()).await;
+                    // `--once` giving up does not wait for the pace (at the slowest, the batches
+                    // queued there would hold the exit for seconds each).
+                    tokio::select! {
+                        _ = self.pacer.acquire(records.len()) => {}
+                        _ = self.give_up.cancelled(), if self.once => continue,
+                    }
                     requests.clone().acquire_owned().await.expect("never closed")
                 }
             };
