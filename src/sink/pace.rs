@@ -5,25 +5,39 @@
 //! limits of Kinesis and Firehose are rates (records and bytes per second, per shard or stream),
 //! and a single connection can exceed a shard's on its own, so concurrency is the wrong knob. And
 //! the throttled fraction `f` tells how far over the limit we are: sending `R` where the stream
-//! takes `C` throttles about `1 - C/R` of the entries, so one cut to `R × (1 - f)` lands near `C`,
-//! where halving (classic AIMD) needs several rounds and then undershoots. Cuts are at most
-//! halvings, once per second (a window of results) with at least 1 % throttled, never below
-//! `MIN_RATE`. Less than 1 % is only counted: its retries cost next to nothing, and since each
-//! cut restarts the growth below, cutting for it would pin the pace down for good.
+//! takes `C` throttles about `1 - C/R` of the entries, so the first cut of an episode, to
+//! `R × (1 - f)` (what the stream took), lands near `C`, where halving needs several rounds.
+//! Windows with less than 1 % throttled are only counted: their retries cost next to nothing.
 //!
-//! The rate then grows with the time `t` since the last cut, as `2^(t²/8)`: gently at first
-//! (+9 % after 1 s, +41 % after 2 s: probing near the limit just found), then fast (×4 after 4 s,
-//! ×256 after 8 s), so full speed is back within seconds once the throttling stops. Full speed
-//! (no pacing at all) is declared once the pace has grown past any rate a host sends at
-//! (`MAX_RATE`, about 10 s after a cut), or when the flow has sent nothing for two windows. Not
-//! sooner just because no send waited for the pace: a flow whose retries are backing off does not
-//! wait either, and returning it to full speed then only brought the throttling back.
+//! The law is additive increase, multiplicative decrease, in records per second:
+//! - a throttled window cuts the rate by `f`, at least `MIN_CUT`, at most by half, never below
+//!   `MIN_RATE`;
+//! - from a cut, the rate grows by `GROWTH` records/s every second, the same for every flow,
+//!   and only after `FLAT` (4 s) without a cut also by a factor (×512 at 8.5 s), so that full
+//!   speed is back within seconds once the throttling stops.
 //!
-//! Throttling that does not ease when we slow down (a hot key, another producer, a throttle that
-//! does not depend on our rate) is not ours to fix by pacing: once cut to a quarter of the rate
-//! at the start of a run of throttled windows with no less throttled, pacing is dropped and
-//! throttling only counted for `HOLD`; the per-batch retry backoff still applies. A destination
-//! taking almost nothing (`f` ≥ 0.9) keeps being cut, down to `MIN_RATE`.
+//! Why, for a fleet (many agents, one per host, into one stream): the stream's shards throttle
+//! whatever arrives once their budget for the second is used, so every agent sees about the same
+//! throttled fraction, and what each gets is in proportion to what it sends. A cut by a common
+//! factor and a growth by a common factor (the previous law, `2^(t²/8)` from the last cut)
+//! keep the shares where the start put them; a common cut factor and a common *addition* shrink
+//! the difference between two agents by the cut factor at every cut (Chiu and Jain's result for
+//! AIMD), whatever their rates. Which entries of one request a shard takes is a lottery (the
+//! first after its budget refilled), so a paced window is judged only once it holds
+//! `MIN_ANSWERS` answers, and a window starts where the last ended: an agent sending one batch
+//! every few seconds is judged on its real rate, and less often than a bigger one.
+//!
+//! Full speed (no pacing at all) is declared once the pace has grown past any rate a host sends
+//! at (`MAX_RATE`, about 9 s after a cut), or when the flow has sent nothing for two windows.
+//! Not sooner just because no send waited for the pace: a flow whose retries are backing off does
+//! not wait either, and returning it to full speed then only brought the throttling back.
+//!
+//! Throttling that does not ease when we slow down (a hot key, a producer that does not pace
+//! itself) is not ours to fix by pacing when it is a minority of what we send: once cut to an
+//! eighth of the rate at the start of a run of throttled windows with no less throttled (and at
+//! most `HOLD_AT_MOST`), pacing is dropped and throttling only counted for `HOLD`; the per-batch
+//! retry backoff still applies. A destination taking almost nothing (`f` ≥ 0.9) keeps being
+//! cut, down to `MIN_RATE`.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -47,6 +61,18 @@ const HOLD: Duration = Duration::from_secs(10);
 const NOISE: f64 = 0.01;
 /// A throttled fraction from which the destination takes almost nothing: keep cutting.
 const NEARLY_ALL: f64 = 0.9;
+/// Records per second the pace grows by, per second since the last cut: the same for every
+/// flow, whatever its rate, so that flows sharing a stream converge to equal shares.
+const GROWTH: f64 = 100.0;
+/// For this long after a cut the pace grows by `GROWTH` only; then also by a factor (×512 at
+/// 4.5 s more), so that full speed is back within seconds once the throttling stops.
+const FLAT: Duration = Duration::from_secs(4);
+/// The least cut of a paced flow's throttled window (a share of its rate).
+const MIN_CUT: f64 = 0.15;
+/// Answers a paced flow's window needs before it is judged.
+const MIN_ANSWERS: u32 = 3;
+/// The largest throttled fraction that may be left to the retries when it does not ease.
+const HOLD_AT_MOST: f64 = 0.3;
 
 /// A change worth one log line (once per throttling episode, not per request).
 #[derive(Debug, Clone, PartialEq)]
@@ -61,6 +87,9 @@ pub enum PaceChange {
 struct Paced {
     /// The rate right after the last cut, records per second.
     base: f64,
+    /// Records per second added per second since the cut (`GROWTH`, or none while the
+    /// destination takes nothing).
+    add: f64,
     /// When it was cut.
     since: Instant,
     /// Records that may be sent now; negative: owed by the next sends.
@@ -71,7 +100,10 @@ struct Paced {
 impl Paced {
     fn rate(&self, now: Instant) -> f64 {
         let t = (now - self.since).as_secs_f64().min(60.0);
-        (self.base * (t * t / 8.0).exp2()).min(MAX_RATE * 2.0)
+        // ×512 (2⁹) at FLAT + 4.5 s.
+        let after = (t - FLAT.as_secs_f64()).max(0.0) / 4.5;
+        let factor = (after * after * 9.0).exp2();
+        (self.base * factor + self.add * t).min(MAX_RATE * 2.0)
     }
 }
 
@@ -82,11 +114,13 @@ struct Window {
     throttled: u64,
     /// A send had to wait for the rate.
     waited: bool,
+    /// Answers in the window.
+    answers: u32,
 }
 
 impl Window {
     fn new() -> Self {
-        Window { start: None, sent: 0, throttled: 0, waited: false }
+        Window { start: None, sent: 0, throttled: 0, waited: false, answers: 0 }
     }
 }
 
@@ -107,6 +141,10 @@ struct State {
     last_throttled: Option<Instant>,
     /// The last window in which something was sent.
     last_sent: Option<Instant>,
+    /// The end of the last window judged.
+    last_judged: Option<Instant>,
+    /// The last answer with something accepted.
+    last_accepted: Option<Instant>,
     /// Throttled entries by error code since the last `take_counts`.
     codes: BTreeMap<String, u64>,
     throttled_requests: u64,
@@ -137,6 +175,8 @@ impl Pacer {
                 episode: None,
                 last_throttled: None,
                 last_sent: None,
+                last_judged: None,
+                last_accepted: None,
                 codes: BTreeMap::new(),
                 throttled_requests: 0,
             }),
@@ -168,7 +208,8 @@ impl Pacer {
                     p.tokens -= records as f64;
                     return;
                 }
-                let wait = Duration::from_secs_f64(-p.tokens / rate).min(MAX_STEP);
+                // (At least a millisecond: a wait rounded down to nothing would spin.)
+                let wait = Duration::from_secs_f64(-p.tokens / rate).clamp(Duration::from_millis(1), MAX_STEP);
                 st.window.waited = true;
                 wait
             };
@@ -181,17 +222,28 @@ impl Pacer {
     pub fn record(&self, sent: usize, throttled: usize, code: Option<&str>) -> Option<PaceChange> {
         let mut st = self.state.lock().unwrap();
         let now = Instant::now();
+        if throttled < sent {
+            st.last_accepted = Some(now);
+        }
         if throttled > 0 {
             *st.codes.entry(code.unwrap_or("throttled").to_string()).or_default() += throttled as u64;
             st.throttled_requests += 1;
         }
+        // While paced, a window starts where the last one ended (not at its first answer): a
+        // flow whose answers are seconds apart is then judged on its real rate.
+        let paced = st.paced.is_some();
+        let last = st.last_judged.filter(|_| paced);
         let w = &mut st.window;
-        let start = *w.start.get_or_insert(now);
+        let start = *w.start.get_or_insert(last.unwrap_or(now));
         w.sent += sent as u64;
+        w.answers += 1;
         w.throttled += throttled as u64;
         // Judged once per window: a single answer says too little about the rate (the first
-        // throttled answer of an episode too: a cut from it was often far too deep).
-        if now - start < WINDOW {
+        // throttled answer of an episode too: a cut from it was often far too deep); and while
+        // paced, once it holds `MIN_ANSWERS` answers: which entries of one request a shard takes
+        // is a lottery (the first ones after its budget refilled), and cutting on it shuffled
+        // the shares of a fleet.
+        if now - start < WINDOW || (paced && w.answers < MIN_ANSWERS) {
             return None;
         }
         let w = std::mem::replace(&mut st.window, Window::new());
@@ -223,6 +275,7 @@ impl Pacer {
 
 impl State {
     fn judge(&mut self, w: Window, start: Instant, now: Instant) -> Option<PaceChange> {
+        self.last_judged = Some(now);
         if w.sent == 0 && w.waited {
             return None;
         }
@@ -258,10 +311,13 @@ impl State {
                 // Nearly everything throttled: keep cutting; the comparison starts below that.
                 _ if fraction >= NEARLY_ALL => self.streak = None,
                 None => self.streak = Some(Streak { rate: from, fraction }),
-                // Cut to a quarter, yet as much throttled: the throttling does not come from our
-                // pace. (Results lag a window, so they reflect at most R/2 here; a stream throttling
-                // a share f < 0.9 of R throttles 2f - 1 < 0.95 f of R/2.)
-                Some(s) if from <= s.rate / 4.0 && fraction >= 0.95 * s.fraction => {
+                // Cut to an eighth, yet as much throttled, and a minority of what we send: the
+                // throttling does not come from our pace, and its retries cost little. (Results
+                // lag a window, so they reflect at most R/2 here; a stream throttling a share
+                // f < 0.9 of R throttles 2f - 1 < 0.95 f of R/2.) Not for more: in a fleet
+                // sharing a stream, the others' throttling does not ease when one agent slows
+                // down either, and the agent that stopped pacing took the stream from them.
+                Some(s) if fraction <= HOLD_AT_MOST && from <= s.rate / 8.0 && fraction >= 0.95 * s.fraction => {
                     tracing::debug!(
                         "throttling did not ease after slowing down ({:.2} then {fraction:.2}); not pacing for {HOLD:?}",
                         s.fraction
@@ -274,10 +330,21 @@ impl State {
                 Some(_) => {}
             }
         }
-        let to = (from * (1.0 - fraction).max(0.5)).max(MIN_RATE);
+        // The first cut of an episode lands on what the destination took from the full-speed
+        // window (its many answers measure it well); later ones by the throttled fraction, at
+        // least `MIN_CUT` (a cut by a common factor is what evens out a fleet's shares, as the
+        // growth adds the same to each), at most halving.
+        let to = match current {
+            None => from * (1.0 - fraction),
+            Some(_) => from * (1.0 - fraction.max(MIN_CUT)).max(0.5),
+        }
+        .max(MIN_RATE);
+        // Nothing taken for a while: no additive growth (the pace stays at the slowest).
+        let starved = self.last_accepted.is_none_or(|t| now - t >= 3 * WINDOW);
+        let add = if starved { 0.0 } else { GROWTH };
         // A debt of earlier sends carries over the cut.
         let (tokens, refilled) = self.paced.as_ref().map_or((0.0, now), |p| (p.tokens.min(0.0), p.refilled));
-        self.paced = Some(Paced { base: to, since: now, tokens, refilled });
+        self.paced = Some(Paced { base: to, add, since: now, tokens, refilled });
         if self.episode.is_none() {
             self.episode = Some(now);
             let code = self.codes.iter().max_by_key(|(_, n)| **n).map_or("throttled", |(c, _)| c.as_str());
@@ -535,74 +602,158 @@ mod tests {
         assert_eq!(*order.lock().unwrap(), vec![0, 1, 2, 3, 4]);
     }
 
-    /// A fleet: `flows` senders with a backlog share one destination taking `capacity` records/s
-    /// (a token bucket of one second, empty at first), each sending 500-record requests as its
-    /// pace allows. Returns, over seconds 10 to 30: the share of the capacity used, the least
-    /// flow's share of a fair share, and throttled attempts per accepted record.
-    async fn fleet(flows: usize, capacity: f64) -> (f64, f64, f64) {
-        use std::sync::Arc;
-        let bucket = Arc::new(Mutex::new((0.0f64, Instant::now())));
-        let t0 = Instant::now();
-        let (from, to) = (Duration::from_secs(10), Duration::from_secs(30));
-        let mut tasks = Vec::new();
-        for i in 0..flows {
-            let bucket = bucket.clone();
-            tasks.push(tokio::spawn(async move {
-                // Staggered starts, as hosts start at different times.
-                tokio::time::sleep(Duration::from_millis(37 * i as u64)).await;
-                let p = Pacer::new();
-                let (mut accepted, mut throttled) = (0u64, 0u64);
-                while Instant::now() - t0 < to {
-                    p.acquire(500).await;
-                    tokio::time::sleep(Duration::from_millis(10 + (i as u64 * 7) % 13)).await;
-                    let ok = {
-                        let mut b = bucket.lock().unwrap();
-                        let now = Instant::now();
-                        b.0 = (b.0 + capacity * (now - b.1).as_secs_f64()).min(capacity);
-                        b.1 = now;
-                        let ok = b.0.floor().clamp(0.0, 500.0);
-                        b.0 -= ok;
-                        ok as u64
-                    };
-                    p.record(500, 500 - ok as usize, Some("ProvisionedThroughputExceededException"));
-                    if Instant::now() - t0 >= from {
-                        accepted += ok;
-                        throttled += 500 - ok;
-                    }
-                }
-                (accepted, throttled)
-            }));
-        }
-        let mut shares = Vec::new();
-        let mut rejected = 0;
-        for t in tasks {
-            let (a, r) = t.await.unwrap();
-            shares.push(a);
-            rejected += r;
-        }
-        let total: u64 = shares.iter().sum();
-        let secs = (to - from).as_secs_f64();
-        let fair = total as f64 / flows as f64;
-        let least = *shares.iter().min().unwrap() as f64;
-        (total as f64 / secs / capacity, least / fair, rejected as f64 / total.max(1) as f64)
+    /// What a fleet simulation measured.
+    #[derive(Debug)]
+    struct FleetRun {
+        /// While every flow was sending: records accepted per second, as a share of the
+        /// stream's capacity.
+        busy: f64,
+        /// While every flow was sending: the least flow's records accepted, as a share of a
+        /// fair share (the mean).
+        least: f64,
+        /// The same from the 10th second (once the start has settled).
+        settled: f64,
+        /// Throttled attempts per record accepted, over the whole run.
+        rejected: f64,
     }
 
-    /// Many agents into one stream: the stream stays busy. The shares and the throttled attempts
-    /// are printed, not asserted: the least flow gets 41-67 % of a fair share and 0.3-3.4
-    /// attempts are throttled per record accepted, because every flow is cut by the same
-    /// fraction and grows by the same factor (the shares stay as they were). An additive part in
-    /// the growth (tried: 50-200 records/s per second) did not even them out here.
+    /// A fleet: `flows` agents, each with a backlog, share one stream of `shards` shards taking
+    /// 1,000 records/s each (a bucket per shard holding at most one second of records, empty at
+    /// first, as the fault endpoint's: entries arriving once the budget is used are throttled).
+    /// Each agent works as the daemon does: full 500-record batches leave as the pace allows (at
+    /// most 16 in flight: a backlog of 8,000 lines), every record goes to a random shard and is
+    /// accepted or throttled on its own, and the throttled records of a batch are sent again
+    /// after the retry backoff (100 ms doubling to 10 s, full jitter; only the first step while
+    /// paced) and the pace. Agents start over 3 s (as the daemons of `tests/it/fleet.rs` do on
+    /// a loaded machine). Runs for `secs`; shares are measured from the moment the last agent had
+    /// a record accepted (all are sending) to the end, as the issue measures them.
+    async fn fleet(flows: usize, shards: usize, seed: u64, secs: u64) -> FleetRun {
+        use rand::rngs::SmallRng;
+        use rand::{RngExt, SeedableRng};
+        use std::sync::Arc;
+        const PER_SHARD: f64 = 1_000.0;
+        const BATCH: usize = 500;
+        const IN_FLIGHT: usize = 16;
+        struct Stream {
+            shards: Vec<f64>,
+            filled: Instant,
+            rng: SmallRng,
+            /// (when, flow, records accepted, records throttled) of every answer.
+            answers: Vec<(Instant, usize, u64, u64)>,
+        }
+        let t0 = Instant::now();
+        let end = t0 + Duration::from_secs(secs);
+        let stream = Arc::new(Mutex::new(Stream {
+            shards: vec![0.0; shards],
+            filled: t0,
+            rng: SmallRng::seed_from_u64(seed),
+            answers: Vec::new(),
+        }));
+        // Sends `n` records of `flow`; returns how many were accepted.
+        let put = move |stream: &Mutex<Stream>, flow: usize, n: usize| -> usize {
+            let mut s = stream.lock().unwrap();
+            let now = Instant::now();
+            let dt = (now - s.filled).as_secs_f64();
+            s.filled = now;
+            for t in &mut s.shards {
+                *t = (*t + PER_SHARD * dt).min(PER_SHARD);
+            }
+            let mut ok = 0;
+            for _ in 0..n {
+                let k = s.rng.random_range(0..shards);
+                if s.shards[k] >= 1.0 {
+                    s.shards[k] -= 1.0;
+                    ok += 1;
+                }
+            }
+            s.answers.push((now, flow, ok as u64, (n - ok) as u64));
+            ok
+        };
+        let mut agents = tokio::task::JoinSet::new();
+        for flow in 0..flows {
+            let stream = stream.clone();
+            let mut rng = SmallRng::seed_from_u64(seed * 1_000 + flow as u64);
+            agents.spawn(async move {
+                tokio::time::sleep(Duration::from_millis(rng.random_range(0..3_000))).await;
+                let pacer = Arc::new(Pacer::new());
+                let mut batches = tokio::task::JoinSet::new();
+                while Instant::now() < end {
+                    pacer.acquire(BATCH).await;
+                    let (pacer, stream) = (pacer.clone(), stream.clone());
+                    let mut rng = SmallRng::seed_from_u64(rng.random());
+                    batches.spawn(async move {
+                        let (mut left, mut attempt) = (BATCH, 0u32);
+                        loop {
+                            attempt += 1;
+                            tokio::time::sleep(Duration::from_millis(rng.random_range(10..30))).await;
+                            let ok = put(&stream, flow, left);
+                            pacer.record(left, left - ok, Some("ProvisionedThroughputExceededException"));
+                            left -= ok;
+                            if left == 0 || Instant::now() >= end {
+                                return;
+                            }
+                            let step = if pacer.rate().is_some() { 1 } else { attempt };
+                            let cap = (100u64 << (step - 1).min(10)).min(10_000);
+                            tokio::time::sleep(Duration::from_millis(rng.random_range(0..=cap))).await;
+                            pacer.acquire(left).await;
+                        }
+                    });
+                    while batches.len() >= IN_FLIGHT {
+                        batches.join_next().await;
+                    }
+                }
+                while batches.join_next().await.is_some() {}
+            });
+        }
+        while agents.join_next().await.is_some() {}
+        let s = stream.lock().unwrap();
+        let accepted = || s.answers.iter().filter(|a| a.2 > 0);
+        let from = (0..flows).map(|f| accepted().find(|a| a.1 == f).map_or(end, |a| a.0)).max().unwrap();
+        let least = |from: Instant| {
+            let mut share = vec![0u64; flows];
+            for a in accepted().filter(|a| a.0 >= from && a.0 < end) {
+                share[a.1] += a.2;
+            }
+            let total: u64 = share.iter().sum();
+            (*share.iter().min().unwrap() as f64 / (total as f64 / flows as f64), total)
+        };
+        let (all, total) = least(from);
+        let (ok, no) = s.answers.iter().fold((0, 0), |(ok, no), a| (ok + a.2, no + a.3));
+        FleetRun {
+            busy: total as f64 / (PER_SHARD * shards as f64 * (end - from).as_secs_f64()),
+            least: all,
+            settled: least(t0 + Duration::from_secs(10)).0,
+            rejected: no as f64 / ok.max(1) as f64,
+        }
+    }
+
+    /// Many agents into one stream: the stream stays busy and no agent gets less than half of a
+    /// fair share, while all are sending (including the start, with its bursts at full speed).
+    /// A bigger fleet takes longer to settle: 64 agents are measured over 60 s. Measured (seeds
+    /// 1-3): 4 agents 67-77 % of a fair share at least, 16 agents 70-78 %, 64 agents 67-73 %
+    /// (the previous law, a common growth factor: 17-81 %, 44-47 %, 57-69 %); throttled attempts
+    /// per record accepted 1.3, 4.8, 6.0 (before 1.6-3.0, 6.2, 7.7-7.9), most of them in the
+    /// first seconds.
     #[tokio::test(start_paused = true)]
-    async fn a_fleet_keeps_the_stream_busy() {
-        for (flows, capacity) in [(16, 4_000.0), (4, 4_000.0), (64, 8_000.0)] {
-            let (busy, least, rejected) = fleet(flows, capacity).await;
-            assert!(busy >= 0.85, "{flows} flows kept the stream only {:.0} % busy", busy * 100.0);
-            eprintln!(
-                "fleet of {flows} on {capacity} records/s: {:.0} % busy, least share {:.0} % of fair, {rejected:.2} \
-                 throttled attempts per record accepted",
-                busy * 100.0,
-                least * 100.0
-            );
+    async fn a_fleet_keeps_the_stream_busy_and_shares_it_fairly() {
+        for (flows, shards, secs) in [(4, 4, 30), (16, 4, 30), (64, 8, 60)] {
+            for seed in 1..=3 {
+                let r = fleet(flows, shards, seed, secs).await;
+                eprintln!(
+                    "fleet of {flows} on {shards} shards, seed {seed}: {:.0} % busy, least share {:.0} % of fair \
+                     ({:.0} % from the 10th second), {:.2} throttled attempts per record accepted",
+                    r.busy * 100.0,
+                    r.least * 100.0,
+                    r.settled * 100.0,
+                    r.rejected
+                );
+                assert!(r.busy >= 0.85, "{flows} flows kept the stream only {:.0} % busy", r.busy * 100.0);
+                assert!(
+                    r.least >= 0.5,
+                    "{flows} flows, seed {seed}: the least got {:.0} % of a fair share",
+                    r.least * 100.0
+                );
+            }
         }
     }
 }

@@ -292,7 +292,12 @@ impl FlowSender {
             let slot = match permit.take() {
                 Some(p) => p,
                 None => {
-                    self.pacer.acquire(records.len()).await;
+                    // `--once` giving up does not wait for the pace (at the slowest, the batches
+                    // queued there would hold the exit for seconds each).
+                    tokio::select! {
+                        _ = self.pacer.acquire(records.len()) => {}
+                        _ = self.give_up.cancelled(), if self.once => continue,
+                    }
                     requests.clone().acquire_owned().await.expect("never closed")
                 }
             };
@@ -401,6 +406,11 @@ impl FlowSender {
                     return n;
                 }
                 self.max_backoff
+            } else if failure.class == ErrorClass::Throttled && self.pacer.rate().is_some() {
+                // The pace already spaces the attempts of every batch of the flow: backing off
+                // further, more for the batches throttled more often, only made the flows of a
+                // fleet sharing a stream get unequal shares.
+                backoff(1, self.initial_backoff, self.max_backoff)
             } else {
                 backoff(attempt, self.initial_backoff, self.max_backoff)
             };
