@@ -146,7 +146,7 @@ pub async fn run(
         let after = if mode == Mode::Daemon { RELEASE_STARTUP_CODE_AFTER } else { std::time::Duration::ZERO };
         tokio::spawn(async move {
             tokio::time::sleep(after).await;
-            let bytes = tokio::task::spawn_blocking(crate::service::memory::release_startup_code).await.unwrap_or(0);
+            let bytes = tokio::task::spawn_blocking(crate::service::memory::release_code_pages).await.unwrap_or(0);
             tracing::debug!("start-up code released: {} KiB of mappings", bytes / 1024);
         });
     }

@@ -94,6 +94,8 @@ pub(super) async fn status_logger(
             now.iter().map(|s| s.metrics.snapshot()).fold((0, 0), |(a, b), m| (a + m.records_sent, b + m.bytes_behind));
         systemd::status(&format!("{} flow(s): {sent} records sent, {behind} bytes behind", now.len()));
         last.retain(|(s, _)| now.iter().any(|n| Arc::ptr_eq(n, s)));
+        // No flow read or sent anything in the period.
+        let mut idle = true;
         for s in &now {
             if !last.iter().any(|(l, _)| Arc::ptr_eq(l, s)) {
                 last.push((s.clone(), Default::default()));
@@ -120,7 +122,13 @@ pub(super) async fn status_logger(
             if m.record_errors == prev.record_errors {
                 s.quiet_period();
             }
+            idle &= m.bytes_read == prev.bytes_read && m.records_sent == prev.records_sent;
             *prev = m;
+        }
+        if idle {
+            // The period's own work (this line, rescans, checkpoint touches) mapped code that an
+            // idle agent does not need until the next period: let it go again.
+            tokio::task::spawn_blocking(crate::service::memory::release_code_pages);
         }
     }
 }
