@@ -36,12 +36,16 @@ impl Intercept for FastPayloadHash {
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         if let Some(body) = context.request().body().bytes() {
-            let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, body);
-            let hex = crate::types::key::hex(digest.as_ref());
-            cfg.interceptor_state().store_put(PayloadSigningOverride::Precomputed(hex));
+            sign_payload_hash(cfg, body);
         }
         Ok(())
     }
+}
+
+/// Gives SigV4 the SHA-256 of `body` (aws-lc's), so that the signer does not hash it itself.
+pub fn sign_payload_hash(cfg: &mut ConfigBag, body: &[u8]) {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, body);
+    cfg.interceptor_state().store_put(PayloadSigningOverride::Precomputed(crate::types::key::hex(digest.as_ref())));
 }
 
 #[derive(Debug, thiserror::Error)]

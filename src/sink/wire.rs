@@ -11,7 +11,6 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use aws_runtime::auth::PayloadSigningOverride;
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::interceptors::Intercept;
 use aws_smithy_runtime_api::client::interceptors::context::{
@@ -404,11 +403,7 @@ impl Intercept for Wire {
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
         let body = self.body.lock().unwrap().take().ok_or("the request was made twice")?;
-        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &body);
-        let mut hash = Vec::with_capacity(64);
-        hex(&mut hash, digest.as_ref());
-        let hash = String::from_utf8(hash).expect("hex");
-        cfg.interceptor_state().store_put(PayloadSigningOverride::Precomputed(hash));
+        crate::aws::sign_payload_hash(cfg, &body);
         let request = context.request_mut();
         *request.body_mut() = SdkBody::from_body_1_x(http_body_util::Full::new(body));
         request.headers_mut().insert("Content-Length", self.len.to_string());
