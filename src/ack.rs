@@ -74,6 +74,17 @@ struct Inner {
     dirty: bool,
     /// Files retired and fully acknowledged since the last snapshot, to drop from checkpoints.
     forgotten: Forgotten,
+    /// Told when `dirty` becomes true: the checkpoint writer waits on it instead of a timer.
+    changed: Arc<tokio::sync::Notify>,
+}
+
+impl Inner {
+    fn set_dirty(&mut self) {
+        if !self.dirty {
+            self.dirty = true;
+            self.changed.notify_one();
+        }
+    }
 }
 
 /// Shared by every tailer and sender of the agent; every call holds the lock briefly.
@@ -94,7 +105,7 @@ impl AckTracker {
         let handle = g.next_file;
         g.next_file += 1;
         g.files.insert(handle, FileProgress::new(flow, path, id, offset, marker));
-        g.dirty = true;
+        g.set_dirty();
         handle
     }
 
@@ -106,7 +117,7 @@ impl AckTracker {
         {
             let old = std::mem::replace(&mut f.path, path);
             f.was.get_or_insert(old);
-            g.dirty = true;
+            g.set_dirty();
         }
     }
 
@@ -122,7 +133,7 @@ impl AckTracker {
         let handle = g.next_file;
         g.next_file += 1;
         g.files.insert(handle, FileProgress::new(flow, path, id, 0, None));
-        g.dirty = true;
+        g.set_dirty();
         handle
     }
 
@@ -133,7 +144,7 @@ impl AckTracker {
             && f.head != Some(head)
         {
             f.head = Some(head);
-            g.dirty = true;
+            g.set_dirty();
         }
     }
 
@@ -146,7 +157,7 @@ impl AckTracker {
         let seq = f.first_seq + f.chunks.len() as u64;
         f.chunks.push_back(PendingChunk { end, remaining: records, marker });
         if records == 0 && advance(f) {
-            g.dirty = true;
+            g.set_dirty();
         }
         seq
     }
@@ -167,7 +178,7 @@ impl AckTracker {
             debug_assert!(c.remaining >= count, "more acknowledgements than records");
             c.remaining = c.remaining.saturating_sub(count);
             if c.remaining == 0 && idx == 0 && advance(f) {
-                g.dirty = true;
+                g.set_dirty();
             }
         }
         forget_finished(g);
@@ -188,7 +199,7 @@ impl AckTracker {
         let mut g = self.inner.lock().unwrap();
         if let Some(f) = g.files.get_mut(&file) {
             f.released = true;
-            g.dirty = true;
+            g.set_dirty();
         }
     }
 
@@ -237,11 +248,15 @@ impl Progress for AckTracker {
 
     /// Make the next `snapshot_if_dirty` return a snapshot (a write failed and must be retried).
     fn mark_dirty(&self) {
-        self.inner.lock().unwrap().dirty = true;
+        self.inner.lock().unwrap().set_dirty();
     }
 
     fn is_dirty(&self) -> bool {
         self.inner.lock().unwrap().dirty
+    }
+
+    fn changed(&self) -> Arc<tokio::sync::Notify> {
+        self.inner.lock().unwrap().changed.clone()
     }
 }
 
@@ -275,7 +290,7 @@ fn forget_finished(g: &mut Inner) {
     for k in done {
         if let Some(f) = g.files.remove(&k) {
             g.forgotten.push((f.flow, f.id));
-            g.dirty = true;
+            g.set_dirty();
         }
     }
 }

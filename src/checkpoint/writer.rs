@@ -19,13 +19,17 @@ pub trait Progress: Clone + Send + Sync + 'static {
     /// Make the next `snapshot_if_dirty` return a snapshot even if nothing moved.
     fn mark_dirty(&self);
     /// Whether `snapshot_if_dirty` would return one (a cheap check, so that an idle agent does
-    /// not hand work to a blocking thread five times a second).
+    /// not hand work to a blocking thread for nothing).
     fn is_dirty(&self) -> bool;
+    /// Notified when the progress becomes dirty.
+    fn changed(&self) -> Arc<tokio::sync::Notify>;
 }
 
 /// Acknowledged progress reaches the checkpoint file within this long (writes are coalesced: at
 /// most one per period, none when nothing moved), which bounds what a crash sends again.
 pub const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+/// The loop turns at least this often, progress or not (`/healthz`, the systemd watchdog).
+const HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// Fold the tracker's watermarks into the store and write it if anything changed. Errors are
 /// logged and retried at the next call: the agent keeps running (the checkpoint only lags).
@@ -81,15 +85,25 @@ pub async fn checkpoint_writer(
     let mut failing = false;
     // This loop is the agent's heartbeat for systemd's watchdog: it needs the tracker and the
     // store, which a wedged agent would not give it.
-    let every = systemd::watchdog_every().map_or(CHECKPOINT_EVERY, |w| w.min(CHECKPOINT_EVERY));
-    let mut interval = tokio::time::interval(every);
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // It turns when progress is made (at most once per CHECKPOINT_EVERY: acknowledgements
+    // arriving meanwhile join the same write), and at least once per heartbeat: an idle agent is
+    // not woken five times a second for nothing.
+    let heartbeat = systemd::watchdog_every().map_or(HEARTBEAT, |w| w.min(HEARTBEAT));
+    let changed = tracker.changed();
+    let mut last_turn = tokio::time::Instant::now();
     let mut touched = std::time::Instant::now();
     loop {
         tokio::select! {
-            _ = interval.tick() => {}
+            _ = changed.notified() => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(last_turn + CHECKPOINT_EVERY) => {}
+                    _ = stop.cancelled() => return,
+                }
+            }
+            _ = tokio::time::sleep(heartbeat) => {}
             _ = stop.cancelled() => return,
         }
+        last_turn = tokio::time::Instant::now();
         // Now and then also when nothing moved, so that the checkpoints of quiet files are
         // touched (`checkpointTimeToLiveDays` drops only files no longer tailed).
         if touched.elapsed() >= super::TOUCH_EVERY {
