@@ -22,16 +22,13 @@ use aws_smithy_runtime_api::client::ser_de::{DeserializeResponse, SharedResponse
 use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::config_bag::ConfigBag;
 use bytes::Bytes;
-use md5::{Digest, Md5};
 use rand::Rng;
 
 use super::client::{EntryFailures, PutResult};
 use super::kpl::Entry;
 use super::retry::{ErrorClass, Failure, classify};
 use crate::config::PartitionKeyOption;
-use crate::types::key::RecordKey;
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
+use crate::types::key::{HEX, RecordKey};
 
 /// Fixed bytes of one Kinesis entry besides its data and key:
 /// `{"Data":"","PartitionKey":""},` and `,"ExplicitHashKey":""` with 39 digits.
@@ -78,7 +75,7 @@ pub fn put_records_body(stream: &str, entries: &[Entry], key: &PartitionKeyOptio
             }
             None => {
                 out.push(b'"');
-                flow_key(&mut out, key, data, rng);
+                crate::types::key::write_partition_key(&mut out, key, data, rng);
                 out.push(b'"');
             }
         }
@@ -116,21 +113,6 @@ fn parts(e: &Entry) -> (&[u8], Option<&RecordKey>) {
 
 fn base64_len(n: usize) -> usize {
     n.div_ceil(3) * 4
-}
-
-/// The key of a record without one of its own: the same as `record::key::partition_key`
-/// (16 hex digits of a random u64, or hex MD5 of the data), without a String per record.
-fn flow_key(out: &mut Vec<u8>, key: &PartitionKeyOption, data: &[u8], rng: &mut impl Rng) {
-    match key {
-        PartitionKeyOption::Random | PartitionKeyOption::Derived(_) => hex(out, &rng.next_u64().to_be_bytes()),
-        PartitionKeyOption::Deterministic => hex(out, &Md5::digest(data)),
-    }
-}
-
-fn hex(out: &mut Vec<u8>, bytes: &[u8]) {
-    for b in bytes {
-        out.extend_from_slice(&[HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
-    }
 }
 
 /// `s` as a JSON string, escaped as the SDK does (quote, backslash and control characters;

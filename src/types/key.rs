@@ -16,7 +16,8 @@ use crate::config::compile::MAX_KEY_CHARS;
 /// Most bytes a partition key can take (256 characters of up to 4 UTF-8 bytes).
 pub const MAX_KEY_BYTES: usize = 4 * MAX_KEY_CHARS;
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
+/// Lower-case hexadecimal digits.
+pub const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// The key a derived-key record carries: its partition key and, when configured and valid, its
 /// explicit hash key.
@@ -50,12 +51,16 @@ pub fn key_len(opt: &PartitionKeyOption) -> usize {
 
 /// Lower-case hexadecimal of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
+    let mut out = Vec::with_capacity(bytes.len() * 2);
+    write_hex(&mut out, bytes);
+    String::from_utf8(out).expect("hex digits are ASCII")
+}
+
+/// Lower-case hexadecimal of `bytes`, appended to `out`.
+pub fn write_hex(out: &mut Vec<u8>, bytes: &[u8]) {
     for b in bytes {
-        s.push(HEX[(b >> 4) as usize] as char);
-        s.push(HEX[(b & 15) as usize] as char);
+        out.extend_from_slice(&[HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
     }
-    s
 }
 
 /// A random key (RANDOM).
@@ -65,9 +70,16 @@ pub fn random_key(rng: &mut impl Rng) -> String {
 
 /// The partition key for `data` of a record that carries no key of its own.
 pub fn partition_key(opt: &PartitionKeyOption, data: &[u8], rng: &mut impl Rng) -> String {
+    let mut out = Vec::with_capacity(DETERMINISTIC_KEY_LEN);
+    write_partition_key(&mut out, opt, data, rng);
+    String::from_utf8(out).expect("hex digits are ASCII")
+}
+
+/// `partition_key`, appended to `out` (a request body: no String per record).
+pub fn write_partition_key(out: &mut Vec<u8>, opt: &PartitionKeyOption, data: &[u8], rng: &mut impl Rng) {
     match opt {
-        PartitionKeyOption::Random | PartitionKeyOption::Derived(_) => random_key(rng),
-        PartitionKeyOption::Deterministic => hex(&Md5::digest(data)),
+        PartitionKeyOption::Random | PartitionKeyOption::Derived(_) => write_hex(out, &rng.next_u64().to_be_bytes()),
+        PartitionKeyOption::Deterministic => write_hex(out, &Md5::digest(data)),
     }
 }
 
