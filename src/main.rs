@@ -195,6 +195,7 @@ fn status(cli: &Cli, args: &StatusArgs) -> u8 {
 }
 
 fn main() -> ExitCode {
+    kinesis_agent::service::memory::one_arena();
     let cli = Cli::parse();
     if let Some(Command::Status(args)) = &cli.command {
         // `-c` and `--config-dir` serve both (they are global); the modes do not mix.

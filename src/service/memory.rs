@@ -88,6 +88,22 @@ pub fn release_code_pages() -> usize {
     released
 }
 
+/// One malloc arena for the whole process (glibc gives each thread that contends one of its own,
+/// up to 8 per core). Records are read into buffers on one thread and freed on another, and each
+/// arena kept the memory freed into it: with one, the peak of a 2,000,000-line run fell from
+/// 27-28 to 22-23 MiB at the same CPU per line (the small allocations of the hot path are served
+/// by each thread's cache without the arena's lock; at most 4 runtime threads share it). A number
+/// set in `GLIBC_TUNABLES` (`glibc.malloc.arena_max`) is left alone. Call before any thread starts.
+pub fn one_arena() {
+    #[cfg(target_env = "gnu")]
+    if !std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("arena_max")) {
+        // SAFETY: mallopt only changes a malloc parameter; no thread is running yet.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 1);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

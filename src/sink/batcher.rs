@@ -23,7 +23,7 @@ use super::budget::{FlowBudget, Held, InFlight, kib_of};
 use super::client::SinkClient;
 use super::kpl::Entry;
 use super::order::{Gate, Lane, record_lane};
-use super::sender::FlowSender;
+use super::sender::{Delivered, FlowSender};
 use crate::metrics::FlowMetrics;
 use crate::types::record::{Chunk, Record};
 
@@ -47,14 +47,32 @@ struct Batch {
     opened: Instant,
     /// The lanes of its entries (ordered flows), released when its send task ends.
     lanes: Vec<Lane>,
+    /// It holds records not sent before.
+    fresh: bool,
+    /// Records handed back by send tasks: the most attempts they had, and when they must go.
+    retried: Option<(u32, Instant)>,
+}
+
+impl Batch {
+    /// The attempts its records had: those of the retried records when it holds nothing else
+    /// (a record failing again and again waits longer each time); none beside fresh records (the
+    /// flow is busy: sending them with its next batches costs nothing, and a count carried over
+    /// from batch to batch would make every record wait the longest backoff).
+    fn attempts(&self) -> u32 {
+        match self.retried {
+            Some((n, _)) if !self.fresh => n,
+            _ => 0,
+        }
+    }
 }
 
 /// Ordered flows stop taking chunks while this many batches' worth of records wait for their
 /// keys.
 const HELD_BATCHES: usize = 8;
 
-/// What a send task returns: the records given up, and the lanes its batch held.
-type Sent = (u64, Vec<Lane>);
+/// What a send task returns: the records given up, the lanes its batch held, and the records it
+/// handed back with their share of the budget.
+type Sent = (u64, Vec<Lane>, Option<(Delivered, Held)>);
 
 struct Batcher {
     limits: BatchLimits,
@@ -101,15 +119,16 @@ impl Batcher {
         match (lane, self.gate.as_mut()) {
             (Some(lane), Some(gate)) => {
                 if let Some(e) = gate.admit(lane, e) {
-                    self.add(e, Some(lane)).await;
+                    self.add(e, Some(lane), None).await;
                 }
             }
-            _ => self.add(e, None).await,
+            _ => self.add(e, None, None).await,
         }
     }
 
     /// Add one entry to the batch, sending the batch first if the entry would not fit in it.
-    async fn add(&mut self, e: Entry, lane: Option<Lane>) {
+    /// `again`: the entry was handed back after this many attempts, and must go by then.
+    async fn add(&mut self, e: Entry, lane: Option<Lane>, again: Option<(u32, Instant)>) {
         let limits = &self.limits;
         let size = e.kinesis_size(limits.per_record_overhead);
         let full = self
@@ -126,7 +145,14 @@ impl Batcher {
             data_bytes: 0,
             opened: Instant::now(),
             lanes: Vec::new(),
+            fresh: false,
+            retried: None,
         });
+        match (again, &mut b.retried) {
+            (None, _) => b.fresh = true,
+            (Some(a), None) => b.retried = Some(a),
+            (Some((n, due)), Some((m, t))) => (*m, *t) = (n.max(*m), due.min(*t)),
+        }
         b.bytes += size;
         b.data_bytes += e.user_bytes() as usize;
         b.records.push(e);
@@ -167,8 +193,11 @@ impl Batcher {
 
     /// A send task ended: its keys' next records may go.
     async fn done(&mut self, result: Result<Sent, JoinError>) {
-        let (given_up, lanes) = result.unwrap_or_default();
+        let (given_up, lanes, again) = result.unwrap_or_default();
         self.given_up += given_up;
+        if let Some((d, held)) = again {
+            self.take_back(d, held).await;
+        }
         let Some(gate) = self.gate.as_mut() else { return };
         let mut next = Vec::new();
         for lane in lanes {
@@ -179,7 +208,7 @@ impl Batcher {
         FlowMetrics::add(&m.records_held_for_order, stats.records);
         FlowMetrics::add(&m.order_wait_ms, stats.waited.as_millis() as u64);
         for (lane, e) in next {
-            self.add(e, Some(lane)).await;
+            self.add(e, Some(lane), None).await;
         }
         self.send_if_waiting().await;
     }
@@ -246,10 +275,22 @@ impl Batcher {
         self.gate.as_ref().is_some_and(|g| g.held_entries() >= HELD_BATCHES * self.limits.max_records.max(1))
     }
 
+    /// Records a send task handed back (a few failed in a request mostly accepted) join the open
+    /// batch, which goes when full, or at the latest when their backoff ends.
+    async fn take_back(&mut self, d: Delivered, held: Held) {
+        self.held.absorb(held);
+        let due = Instant::now() + d.within;
+        for e in d.again {
+            self.add(e, None, Some((d.attempts, due))).await;
+        }
+    }
+
     /// When the open batch or aggregate must be flushed.
     fn deadline(&self) -> Option<Instant> {
         let oldest = [self.batch.as_ref().map(|b| b.opened), self.aggregator.as_ref().and_then(Aggregator::oldest)];
-        oldest.into_iter().flatten().min().map(|t| t + self.limits.max_age)
+        let aged = oldest.into_iter().flatten().min().map(|t| t + self.limits.max_age);
+        let due = self.batch.as_ref().and_then(|b| b.retried.map(|r| r.1));
+        aged.into_iter().chain(due).min()
     }
 
     /// Hands batch `b` to a send task, with `mem`, its share of the budget (given back when the
@@ -263,12 +304,23 @@ impl Batcher {
         let bytes = self.inflight.bytes.clone();
         let data_bytes = b.data_bytes as u64;
         bytes.fetch_add(data_bytes, std::sync::atomic::Ordering::Relaxed);
+        // Ordered flows retry within the task: its lanes hold the later records of its keys.
+        let hand_back = !self.limits.ordered;
+        let attempts = b.attempts();
         self.tasks.spawn(async move {
             let mut rng: rand::rngs::SmallRng = rand::make_rng();
-            let n = sender.deliver(b.records, req, &requests, &mut rng).await;
+            let d = sender.deliver(b.records, req, &requests, &mut rng, (attempts, hand_back)).await;
             bytes.fetch_sub(data_bytes, std::sync::atomic::Ordering::Relaxed);
-            drop((slot, mem));
-            (n, b.lanes)
+            drop(slot);
+            let given_up = d.given_up;
+            let again = (!d.again.is_empty()).then(|| {
+                // The records handed back keep their share of the budget.
+                let kept: usize = d.again.iter().map(|e| e.user_bytes() as usize).sum();
+                let mut held = Held::of(mem, data_bytes as usize);
+                drop(held.release(data_bytes as usize - kept.min(data_bytes as usize)));
+                (d, held)
+            });
+            (given_up, b.lanes, again)
         });
     }
 }
@@ -300,6 +352,11 @@ pub async fn run(
         given_up: 0,
     };
     loop {
+        // Every send task that ended, not one per turn: with chunks always ready, ended tasks
+        // (6.5 KB each, and what they hand back) piled up by the thousand.
+        while let Some(done) = b.tasks.try_join_next() {
+            b.done(done).await;
+        }
         let deadline = b.deadline();
         tokio::select! {
             chunk = rx.recv(), if !b.waiting_enough() => match chunk {
@@ -313,10 +370,20 @@ pub async fn run(
         }
     }
     b.flush().await;
-    // Ordered flows: each batch that ends lets the next records of its keys go.
-    while let Some(done) = b.tasks.join_next().await {
-        b.done(done).await;
-        b.flush().await;
+    // Sends in flight may hand records back (sent when their backoff ends); in ordered flows each
+    // batch that ends lets the next records of its keys go.
+    loop {
+        let deadline = b.deadline();
+        tokio::select! {
+            Some(done) = b.tasks.join_next(), if !b.tasks.is_empty() => {
+                b.done(done).await;
+                if b.gate.is_some() {
+                    b.flush().await;
+                }
+            }
+            _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => b.flush().await,
+            else => break,
+        }
     }
     b.given_up
 }

@@ -130,6 +130,17 @@ impl Held {
         self.permits.iter().map(OwnedSemaphorePermit::num_permits).sum()
     }
 
+    /// The permits a batch took along, for its `bytes`.
+    pub(super) fn of(permits: Vec<OwnedSemaphorePermit>, bytes: usize) -> Self {
+        Held { permits, bytes }
+    }
+
+    /// Takes over what another holds.
+    pub(super) fn absorb(&mut self, other: Held) {
+        self.permits.extend(other.permits);
+        self.bytes += other.bytes;
+    }
+
     pub(super) fn add(&mut self, permit: OwnedSemaphorePermit, bytes: usize) {
         self.permits.push(permit);
         self.bytes += bytes;

@@ -26,13 +26,15 @@ fn put_requests(fake: &FakeKinesis) -> Vec<RequestLog> {
     fake.requests().into_iter().filter(|r| r.target == PUT_RECORDS).collect()
 }
 
-/// 10% of the entries throttled: `--once` delivers every line exactly once, and the retries
-/// carried only the failed entries (entries sent = lines + entries failed).
+/// 3% of the entries throttled: `--once` delivers every line exactly once, the retries carried
+/// only the failed entries (entries sent = lines + entries failed), and they went with the
+/// following batches, not in requests of their own (a request per batch retried doubled the
+/// requests and held a batch slot through each backoff).
 #[test]
 fn once_with_throttled_entries_resends_only_the_failed_ones() {
     const LINES: u64 = 20_000;
     let fake = FakeKinesis::start();
-    fake.set_throttle_fraction(0.10);
+    fake.set_throttle_fraction(0.03);
     let ws = Workspace::new();
     let f = ws.file("throttled.log");
     write_lines(&f, 0..LINES, "T");
@@ -51,11 +53,12 @@ fn once_with_throttled_entries_resends_only_the_failed_ones() {
     assert!(puts.iter().all(|r| r.status == 200 && r.stream.as_deref() == Some(stream.as_str())), "{puts:?}");
     let sent: u64 = puts.iter().map(|r| r.entries as u64).sum();
     assert_eq!(sent, LINES + failed, "entries sent must be the lines plus the re-sent failed entries");
-    // First attempts are full batches (20,000 = 40 × 500); the rest are retries of failed ones.
-    let full = puts.iter().filter(|r| r.entries == 500).count() as u64;
-    let retried: u64 = puts.iter().filter(|r| r.entries < 500).map(|r| r.entries as u64).sum();
-    assert_eq!(full, LINES / 500, "request sizes: {:?}", puts.iter().map(|r| r.entries).collect::<Vec<_>>());
-    assert_eq!(retried, failed, "retry requests must carry exactly the failed entries");
+    // 20,600-odd entries fill 42 requests of 500; the last retries, after the file's end, go in
+    // a few smaller ones.
+    let sizes: Vec<usize> = puts.iter().map(|r| r.entries).collect();
+    let least = (LINES + failed).div_ceil(500) as usize;
+    assert!(puts.len() <= least + 8, "{} requests where {least} would do: {sizes:?}", puts.len());
+    assert!(sizes.iter().filter(|n| **n < 500).count() <= 10, "request sizes: {sizes:?}");
     assert_eq!(ws.checkpoint_of(&f), Some(file_len(&f)));
     let warnings = count_occurrences(&log, "throttled (ProvisionedThroughputExceededException)");
     eprintln!(
