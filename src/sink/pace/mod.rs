@@ -8,6 +8,10 @@
 //! takes `C` throttles about `1 - C/R` of the entries, so the first cut of an episode, to
 //! `R × (1 - f)` (what the stream took), lands near `C`, where halving needs several rounds.
 //! Windows with less than 1 % throttled are only counted: their retries cost next to nothing.
+//! At full speed, so is a first window with less than `MIN_CUT` throttled: pacing starts at the
+//! second in a row. An episode costs seconds of pace (about 9 s back to full speed), where the
+//! retries of one window's few throttled records go with the next batches; a blip (a burst of
+//! another producer, a noisy destination) no longer starts one.
 //!
 //! The law is additive increase, multiplicative decrease, in records per second:
 //! - a throttled window cuts the rate by `f`, at least `MIN_CUT`, at most by half, never below
@@ -141,6 +145,8 @@ struct State {
     last_throttled: Option<Instant>,
     /// The last window in which something was sent.
     last_sent: Option<Instant>,
+    /// At full speed, the last window judged had less than `MIN_CUT` throttled.
+    small_before: bool,
     /// The end of the last window judged.
     last_judged: Option<Instant>,
     /// The last answer with something accepted.
@@ -175,6 +181,7 @@ impl Pacer {
                 episode: None,
                 last_throttled: None,
                 last_sent: None,
+                small_before: false,
                 last_judged: None,
                 last_accepted: None,
                 codes: BTreeMap::new(),
@@ -286,6 +293,7 @@ impl State {
         // and cutting at each such window would hold the pace down (each cut restarts the growth).
         if w.throttled == 0 || (w.throttled as f64) < NOISE * w.sent as f64 {
             self.streak = None;
+            self.small_before = false;
             let since_throttle = self.last_throttled.map_or(Duration::MAX, |t| now - t);
             let idle = self.last_sent.is_none_or(|t| now - t >= 2 * WINDOW);
             let grown = self.paced.as_ref().is_none_or(|p| p.rate(now) >= MAX_RATE);
@@ -306,6 +314,10 @@ impl State {
         let measured = w.sent as f64 / elapsed;
         let current = self.paced.as_ref().map(|p| p.rate(now));
         let from = current.map_or(measured, |c| c.min(measured));
+        if current.is_none() && fraction < MIN_CUT && !std::mem::replace(&mut self.small_before, true) {
+            return None;
+        }
+        self.small_before = false;
         {
             match &self.streak {
                 // Nearly everything throttled: keep cutting; the comparison starts below that.
@@ -417,20 +429,28 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn throttling_slows_down_by_the_throttled_fraction_of_a_window() {
         let p = Pacer::new();
-        // 21 × 500 records in a second, the last request 60 % throttled: 3 % of the window.
-        for _ in 0..20 {
+        // 21 × 500 records in a second, the last request 60 % throttled: 3 % of the window. The
+        // first such window is only counted; the second in a row cuts.
+        for window in 0..2 {
+            for _ in 0..20 {
+                p.acquire(500).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                assert_eq!(p.record(500, 0, None), None);
+            }
             p.acquire(500).await;
             tokio::time::sleep(Duration::from_millis(50)).await;
-            assert_eq!(p.record(500, 0, None), None);
+            let change = p.record(500, 300, Some("ProvisionedThroughputExceededException"));
+            if window == 0 {
+                assert_eq!(change, None, "a first window under 15 % throttled started pacing");
+                assert_eq!(p.rate(), None);
+                continue;
+            }
+            let Some(PaceChange::Slowed { to, .. }) = change else { panic!("{change:?}") };
+            assert!((9_500.0..=10_500.0).contains(&to), "cut to {to}");
         }
-        p.acquire(500).await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let change = p.record(500, 300, Some("ProvisionedThroughputExceededException"));
-        let Some(PaceChange::Slowed { to, .. }) = change else { panic!("{change:?}") };
-        assert!((9_500.0..=10_500.0).contains(&to), "cut to {to}");
         let (codes, requests) = p.take_counts();
-        assert_eq!(codes.get("ProvisionedThroughputExceededException"), Some(&300));
-        assert_eq!(requests, 1);
+        assert_eq!(codes.get("ProvisionedThroughputExceededException"), Some(&600));
+        assert_eq!(requests, 2);
         // The bucket now spaces 500-record sends by about 500 / rate.
         let t = Instant::now();
         for _ in 0..4 {
@@ -438,6 +458,27 @@ mod tests {
         }
         let took = Instant::now() - t;
         assert!(took >= Duration::from_millis(120) && took <= Duration::from_millis(200), "{took:?}");
+    }
+
+    /// Windows 5 % throttled between clean ones (blips) never start pacing; a window 20 %
+    /// throttled does at once.
+    #[tokio::test(start_paused = true)]
+    async fn blips_of_throttling_do_not_start_pacing() {
+        let p = Pacer::new();
+        // A window: its first answer and those up to a second later (11 here).
+        for window in 0..10 {
+            for _ in 0..11 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let throttled = if window % 2 == 0 { 25 } else { 0 };
+                assert_eq!(p.record(500, throttled, Some("ProvisionedThroughputExceededException")), None);
+            }
+            assert_eq!(p.rate(), None, "paced after window {window}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        p.record(500, 100, Some("ProvisionedThroughputExceededException"));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let change = p.record(500, 100, Some("ProvisionedThroughputExceededException"));
+        assert!(matches!(change, Some(PaceChange::Slowed { .. })), "{change:?}");
     }
 
     /// A trace of throttling (under 1 % of a window) is only counted.
