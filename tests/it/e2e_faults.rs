@@ -68,6 +68,34 @@ fn once_with_throttled_entries_resends_only_the_failed_ones() {
     );
 }
 
+/// Records handed back for a retry with the next batch keep their share of the in-flight budget
+/// and give it back once delivered: with the smallest budget (1 MiB) and 3 % of the entries
+/// throttled, 36 MB pass through it and every line arrives exactly once (a share kept for ever
+/// would have stalled the flow once a 1 MiB budget had leaked away).
+#[test]
+fn retried_records_give_their_budget_back() {
+    const LINES: u64 = 300_000;
+    let fake = FakeKinesis::start();
+    fake.set_throttle_fraction(0.03);
+    let ws = Workspace::new();
+    let f = ws.file("budget.log");
+    write_lines_len(&f, 0..LINES, "B", 120);
+    let stream = unique_name("budget");
+    let flow = json!({ "filePattern": ws.pattern("budget.log"), "kinesisStream": stream });
+    ws.write_config(fake_kinesis_config(&fake, flow, 1000, &json!({ "maxInFlightBytes": 1_048_576 })));
+
+    let (status, log, took) = ws.run_once(Duration::from_secs(90));
+    assert_eq!(status.code(), Some(0), "exit status; log:\n{}", tail(&log, 8192));
+    let data = fake.record_data();
+    assert_one_line_per_record(&data);
+    let expected: Vec<String> = (0..LINES).map(|n| line_text_len("B", n, 120)).collect();
+    assert_exactly_once(expected, &data);
+    let failed = fake.failed_entry_count();
+    assert!(failed > LINES / 100, "the fake throttled only {failed} entries");
+    assert_eq!(ws.checkpoint_of(&f), Some(file_len(&f)));
+    eprintln!("budget: {LINES} lines through a 1 MiB budget, {failed} entries throttled, run took {took:?}");
+}
+
 /// HTTP 500 on 20% of the requests: the agent re-sends those whole requests (the fake stored
 /// nothing of them), and every line arrives exactly once.
 #[test]
