@@ -358,8 +358,9 @@ impl FlowSender {
                     let sent = records.len();
                     let mut keep = failed.into_iter();
                     records.retain(|_| keep.next().unwrap_or(false));
-                    // A record is a slice of the 256 KiB its file was read in, and keeps all of it
-                    // alive while it waits to be sent again: the few that failed get their own copy.
+                    // A record is a slice of the buffer its file was read in (up to 128 KiB), and
+                    // keeps all of it alive while it waits to be sent again: the few that failed
+                    // get their own copy.
                     for e in records.iter_mut() {
                         if let Entry::Plain(r) = e {
                             r.data = bytes::Bytes::copy_from_slice(&r.data);
