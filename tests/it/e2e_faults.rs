@@ -39,7 +39,9 @@ fn once_with_throttled_entries_resends_only_the_failed_ones() {
     let f = ws.file("throttled.log");
     write_lines(&f, 0..LINES, "T");
     let stream = unique_name("throttled");
-    ws.write_config(fake_config(&ws, &fake, "throttled.log", &stream, json!({})));
+    // At most 8 sends at once (on any machine), so that the tail below is bounded.
+    let flow = json!({ "filePattern": ws.pattern("throttled.log"), "kinesisStream": stream });
+    ws.write_config(fake_kinesis_config(&fake, flow, 1000, &json!({ "maxSendingThreads": 8 })));
 
     let (status, log, took) = ws.run_once(Duration::from_secs(60));
     assert_eq!(status.code(), Some(0), "exit status; log:\n{}", tail(&log, 8192));
@@ -53,12 +55,13 @@ fn once_with_throttled_entries_resends_only_the_failed_ones() {
     assert!(puts.iter().all(|r| r.status == 200 && r.stream.as_deref() == Some(stream.as_str())), "{puts:?}");
     let sent: u64 = puts.iter().map(|r| r.entries as u64).sum();
     assert_eq!(sent, LINES + failed, "entries sent must be the lines plus the re-sent failed entries");
-    // 20,600-odd entries fill 42 requests of 500; the last retries, after the file's end, go in
-    // a few smaller ones.
+    // 20,600-odd entries fill 42 requests of 500 (a request per batch retried made it about 80).
+    // After the file's end, what the sends still in flight hand back goes when its backoff ends,
+    // in smaller requests: 6-10 seen, more under load; a batch may also leave before it is full
+    // when a retry's backoff ends first (the file read slower than it is sent).
     let sizes: Vec<usize> = puts.iter().map(|r| r.entries).collect();
     let least = (LINES + failed).div_ceil(500) as usize;
-    assert!(puts.len() <= least + 8, "{} requests where {least} would do: {sizes:?}", puts.len());
-    assert!(sizes.iter().filter(|n| **n < 500).count() <= 10, "request sizes: {sizes:?}");
+    assert!(puts.len() <= least + 20, "{} requests where {least} would do: {sizes:?}", puts.len());
     assert_eq!(ws.checkpoint_of(&f), Some(file_len(&f)));
     let warnings = count_occurrences(&log, "throttled (ProvisionedThroughputExceededException)");
     eprintln!(
