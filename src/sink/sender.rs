@@ -313,6 +313,8 @@ impl FlowSender {
             FlowMetrics::add(&self.metrics.requests, 1);
             let result = self.client.put(&records, rng, self.shards.is_some()).await;
             drop(slot);
+            // A tenth or less of the request failed: what failed may go with the next batch.
+            let mut few_failed = false;
             let failure = match result {
                 Ok(put) if put.failures.is_empty() => {
                     self.last_ok.store(true, Ordering::Relaxed);
@@ -369,14 +371,8 @@ impl FlowSender {
                     records.shrink_to_fit();
                     repeats |= self.ordered && !resend.is_empty();
                     records.extend(resend);
-                    let worst = worst.expect("at least one failure");
-                    if hand_back && worst.class != ErrorClass::Fatal && 10 * n_failed <= sent && later.is_empty() {
-                        self.last_ok.store(false, Ordering::Relaxed);
-                        self.report(&worst);
-                        let within = self.retry_delay(&worst, attempt);
-                        return Delivered { given_up: 0, again: records, attempts: attempt, within };
-                    }
-                    worst
+                    few_failed = 10 * n_failed <= sent && later.is_empty();
+                    worst.expect("at least one failure")
                 }
                 Err(f) => {
                     FlowMetrics::add(&self.metrics.request_errors, 1);
@@ -395,6 +391,10 @@ impl FlowSender {
             };
             self.last_ok.store(false, Ordering::Relaxed);
             self.report(&failure);
+            if hand_back && few_failed && failure.class != ErrorClass::Fatal {
+                let within = self.retry_delay(&failure, attempt);
+                return Delivered { given_up: 0, again: records, attempts: attempt, within };
+            }
             if self.once && failure.class != ErrorClass::Fatal && self.nothing_accepted_for_too_long() {
                 // The destination took nothing for `give_up_after`: stop the flow (exit 2), say it once.
                 if !self.give_up.is_cancelled() {

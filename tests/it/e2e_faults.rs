@@ -26,6 +26,32 @@ fn put_requests(fake: &FakeKinesis) -> Vec<RequestLog> {
     fake.requests().into_iter().filter(|r| r.target == PUT_RECORDS).collect()
 }
 
+/// A `--once` run over `lines` lines of `len` bytes (prefix `prefix`) in `name` to `stream`, with
+/// 3 % of the entries throttled and the global keys `global`: it exits 0 and every line arrives exactly once,
+/// one per record. Returns the fake, the workspace, the file, the log and how long it took.
+fn once_throttled_3_percent(
+    name: &str,
+    prefix: &str,
+    (lines, len): (u64, usize),
+    stream: &str,
+    global: Value,
+    timeout: Duration,
+) -> (FakeKinesis, Workspace, std::path::PathBuf, String, Duration) {
+    let fake = FakeKinesis::start();
+    fake.set_throttle_fraction(0.03);
+    let ws = Workspace::new();
+    let f = ws.file(name);
+    write_lines_len(&f, 0..lines, prefix, len);
+    let flow = json!({ "filePattern": ws.pattern(name), "kinesisStream": stream });
+    ws.write_config(fake_kinesis_config(&fake, flow, 1000, &global));
+    let (status, log, took) = ws.run_once(timeout);
+    assert_eq!(status.code(), Some(0), "exit status; log:\n{}", tail(&log, 8192));
+    let data = fake.record_data();
+    assert_one_line_per_record(&data);
+    assert_exactly_once((0..lines).map(|n| line_text_len(prefix, n, len)), &data);
+    (fake, ws, f, log, took)
+}
+
 /// 3% of the entries throttled: `--once` delivers every line exactly once, the retries carried
 /// only the failed entries (entries sent = lines + entries failed), and they went with the
 /// following batches, not in requests of their own (a request per batch retried doubled the
@@ -33,21 +59,12 @@ fn put_requests(fake: &FakeKinesis) -> Vec<RequestLog> {
 #[test]
 fn once_with_throttled_entries_resends_only_the_failed_ones() {
     const LINES: u64 = 20_000;
-    let fake = FakeKinesis::start();
-    fake.set_throttle_fraction(0.03);
-    let ws = Workspace::new();
-    let f = ws.file("throttled.log");
-    write_lines(&f, 0..LINES, "T");
-    let stream = unique_name("throttled");
     // At most 8 sends at once (on any machine), so that the tail below is bounded.
-    let flow = json!({ "filePattern": ws.pattern("throttled.log"), "kinesisStream": stream });
-    ws.write_config(fake_kinesis_config(&fake, flow, 1000, &json!({ "maxSendingThreads": 8 })));
-
-    let (status, log, took) = ws.run_once(Duration::from_secs(60));
-    assert_eq!(status.code(), Some(0), "exit status; log:\n{}", tail(&log, 8192));
-    let data = fake.record_data();
-    assert_one_line_per_record(&data);
-    assert_exactly_once(expected_lines(0..LINES, "T"), &data);
+    let global = json!({ "maxSendingThreads": 8 });
+    let stream = unique_name("throttled");
+    let size = (LINES, DEFAULT_LINE_LEN);
+    let (fake, ws, f, log, took) =
+        once_throttled_3_percent("throttled.log", "T", size, &stream, global, Duration::from_secs(60));
 
     let failed = fake.failed_entry_count();
     assert!(failed > 0, "the fake throttled nothing");
@@ -78,21 +95,10 @@ fn once_with_throttled_entries_resends_only_the_failed_ones() {
 #[test]
 fn retried_records_give_their_budget_back() {
     const LINES: u64 = 300_000;
-    let fake = FakeKinesis::start();
-    fake.set_throttle_fraction(0.03);
-    let ws = Workspace::new();
-    let f = ws.file("budget.log");
-    write_lines_len(&f, 0..LINES, "B", 120);
+    let global = json!({ "maxInFlightBytes": 1_048_576 });
     let stream = unique_name("budget");
-    let flow = json!({ "filePattern": ws.pattern("budget.log"), "kinesisStream": stream });
-    ws.write_config(fake_kinesis_config(&fake, flow, 1000, &json!({ "maxInFlightBytes": 1_048_576 })));
-
-    let (status, log, took) = ws.run_once(Duration::from_secs(90));
-    assert_eq!(status.code(), Some(0), "exit status; log:\n{}", tail(&log, 8192));
-    let data = fake.record_data();
-    assert_one_line_per_record(&data);
-    let expected: Vec<String> = (0..LINES).map(|n| line_text_len("B", n, 120)).collect();
-    assert_exactly_once(expected, &data);
+    let (fake, ws, f, _, took) =
+        once_throttled_3_percent("budget.log", "B", (LINES, 120), &stream, global, Duration::from_secs(90));
     let failed = fake.failed_entry_count();
     assert!(failed > LINES / 100, "the fake throttled only {failed} entries");
     assert_eq!(ws.checkpoint_of(&f), Some(file_len(&f)));
