@@ -25,7 +25,7 @@ struct FleetRun {
 /// most 16 in flight: a backlog of 8,000 lines), every record goes to a random shard and is
 /// accepted or throttled on its own, and the throttled records of a batch are sent again
 /// after the retry backoff (100 ms doubling to 10 s, full jitter; only the first step while
-/// paced) and the pace. Agents start over 3 s (as the daemons of `tests/it/fleet.rs` do on
+/// paced) and the pace; the status lines' tick runs every 5 s. Agents start over 3 s (as the daemons of `tests/it/fleet.rs` do on
 /// a loaded machine). Runs for `secs`; shares are measured from the moment the last agent had
 /// a record accepted (all are sending) to the end, as the issue measures them.
 async fn fleet(flows: usize, shards: usize, seed: u64, secs: u64) -> FleetRun {
@@ -76,8 +76,17 @@ async fn fleet(flows: usize, shards: usize, seed: u64, secs: u64) -> FleetRun {
         let mut rng = SmallRng::seed_from_u64(seed * 1_000 + flow as u64);
         agents.spawn(async move {
             tokio::time::sleep(Duration::from_millis(rng.random_range(0..3_000))).await;
-            let pacer = Arc::new(Pacer::new());
+            let pacer = Arc::new(Pacer::with_rng(SmallRng::seed_from_u64(rng.random())));
             let mut batches = tokio::task::JoinSet::new();
+            // The status lines' tick (every 5 s, as in `tests/it/fleet.rs`): it judged windows
+            // by the clock once, and must not.
+            let ticker = pacer.clone();
+            tokio::spawn(async move {
+                while Instant::now() + Duration::from_secs(5) < end {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    ticker.tick();
+                }
+            });
             while Instant::now() < end {
                 pacer.acquire(BATCH).await;
                 let (pacer, stream) = (pacer.clone(), stream.clone());
@@ -130,11 +139,13 @@ async fn fleet(flows: usize, shards: usize, seed: u64, secs: u64) -> FleetRun {
 
 /// Many agents into one stream: the stream stays busy and no agent gets less than half of a
 /// fair share, while all are sending (including the start, with its bursts at full speed).
-/// A bigger fleet takes longer to settle: 64 agents are measured over 60 s. Measured (seeds
-/// 1-3): 4 agents 67-77 % of a fair share at least, 16 agents 70-78 %, 64 agents 67-73 %
-/// (the previous law, a common growth factor: 17-81 %, 44-47 %, 57-69 %); throttled attempts
-/// per record accepted 1.3, 4.8, 6.0 (before 1.6-3.0, 6.2, 7.7-7.9), most of them in the
-/// first seconds.
+/// A bigger fleet takes longer to settle: 64 agents are measured over 60 s. Every pacer's jitter
+/// is seeded, so a run repeats. Measured (seeds 1-3): 4 agents 72-90 % of a fair share at
+/// least, 16 agents 55-77 %, 64 agents 66-70 %; over seeds 1-20, 4 agents 57-93 % (median 74),
+/// 16 agents 55-82 % (median 70; cutting by the throttled fraction, and judging windows by the
+/// status tick: 53-78 %, median 66). Throttled attempts per record accepted 1.4, 5.3, 7.0 (by
+/// the fraction 1.3, 4.8, 6.0: the cut is gentler where most was throttled), most of them in
+/// the first seconds.
 #[tokio::test(start_paused = true)]
 async fn a_fleet_keeps_the_stream_busy_and_shares_it_fairly() {
     for (flows, shards, secs) in [(4, 4, 30), (16, 4, 30), (64, 8, 60)] {
