@@ -399,15 +399,17 @@ fn put_records(state: &State, body: &[u8]) -> Answer {
     let n = check_count(req.records.as_ref().map(Vec::len), KINESIS_MAX_RECORDS)?;
     let records = req.records.unwrap_or_default();
     let mut decoded = Decoded::new(n, body.len());
-    let mut hashes = Vec::with_capacity(n);
+    // Each entry's shard and size.
+    let mut placed = Vec::with_capacity(n);
     let mut total = 0;
     for (i, entry) in records.iter().enumerate() {
         let field = Where::Batch(i);
-        hashes.push(check_kinesis_entry(entry, field)?);
+        let hash = check_kinesis_entry(entry, field)?;
         let key = entry.key.as_deref().unwrap_or("");
         let len = decoded.push(entry.data.as_ref().map_or(&[][..], |d| &d.0), field)?;
         check_kinesis_size(len, key.len(), field)?;
         total += len + key.len();
+        placed.push((state.shards.shard_of(key, hash), len + key.len()));
     }
     if total > KINESIS_MAX_REQUEST {
         return Err(ApiError::new(
@@ -416,7 +418,10 @@ fn put_records(state: &State, body: &[u8]) -> Answer {
         ));
     }
     state.stats.records_received.fetch_add(n as u64, Relaxed);
-    let failed = state.draw_failures(n);
+    let mut failed = state.draw_failures(n);
+    if let Some(limits) = &state.limits {
+        limits.charge(&mut failed, |i| placed[i]);
+    }
     let failed_count = failed.iter().filter(|&&f| f).count();
     let first_seq = state.seq.fetch_add((n - failed_count) as u64, Relaxed);
     let mut out = Vec::with_capacity(64 + n * 96);
@@ -425,11 +430,10 @@ fn put_records(state: &State, body: &[u8]) -> Answer {
     out.extend_from_slice(b",\"Records\":[");
     let mut seq = first_seq;
     let mut accepted_bytes = 0;
-    for (i, entry) in records.iter().enumerate() {
+    for (i, &(shard, _)) in placed.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        let shard = state.shards.shard_of(entry.key.as_deref().unwrap_or(""), hashes[i]);
         if failed[i] {
             out.extend_from_slice(
                 b"{\"ErrorCode\":\"ProvisionedThroughputExceededException\",\"ErrorMessage\":\"Rate exceeded for shard ",

@@ -53,6 +53,11 @@ usage: bench-sink [options]
   --latency-ms N     wait N ms before answering a request that carries records
   --shards N         shards of every stream (default 1): equal hash key ranges; each record's
                      shard is chosen by the MD5 of its partition key or its explicit hash key
+  --shard-limits R,B Kinesis's write limits per shard: R records and B bytes per second (a
+                     bucket per shard, empty at first, holding a second's worth); PutRecords
+                     entries over them get ProvisionedThroughputExceededException, one by one
+  --tag-bytes N      count the accepted records by the first N bytes of their data (/stats:
+                     \"by_tag\"), to tell several producers' shares apart
   --dump FILE        append every accepted record's data to FILE, one per line (a newline is
                      added to records without one); flushed every second and on exit
   --quiet            no start and exit lines on stderr
@@ -73,6 +78,8 @@ pub struct Opts {
     pub latency_ms: u64,
     pub dump: Option<PathBuf>,
     pub shards: u32,
+    pub shard_limits: Option<(f64, f64)>,
+    pub tag_bytes: usize,
     pub quiet: bool,
 }
 
@@ -90,6 +97,8 @@ impl Default for Opts {
             latency_ms: 0,
             dump: None,
             shards: 1,
+            shard_limits: None,
+            tag_bytes: 0,
             quiet: false,
         }
     }
@@ -115,6 +124,19 @@ fn parse_args(args: impl Iterator<Item = String>) -> Result<Opts, String> {
             "--latency-ms" => o.latency_ms = value(&flag, args.next())?,
             "--dump" => o.dump = Some(value(&flag, args.next())?),
             "--shards" => o.shards = value::<u32>(&flag, args.next())?.max(1),
+            "--shard-limits" => {
+                let v: String = value(&flag, args.next())?;
+                let pair = v.split_once(',').and_then(|(r, b)| Some((r.parse().ok()?, b.parse().ok()?)));
+                match pair {
+                    Some((r, b)) if r >= 1.0 && b >= 1.0 => o.shard_limits = Some((r, b)),
+                    _ => {
+                        return Err(format!(
+                            "--shard-limits: cannot use {v:?} (records,bytes per second, e.g. 1000,1048576)"
+                        ));
+                    }
+                }
+            }
+            "--tag-bytes" => o.tag_bytes = value(&flag, args.next())?,
             "--quiet" => o.quiet = true,
             "-h" | "--help" => return Err(String::new()),
             _ => return Err(format!("unknown option {flag}")),
@@ -140,7 +162,7 @@ pub struct Stats {
     /// Records in requests that passed the checks.
     pub records_received: AtomicU64,
     pub records_accepted: AtomicU64,
-    /// Records failed on purpose (--fail-rate).
+    /// Records failed on purpose (--fail-rate) or over --shard-limits.
     pub records_failed: AtomicU64,
     /// Data bytes of the accepted records.
     pub bytes_accepted: AtomicU64,
@@ -237,6 +259,9 @@ pub struct State {
     fail_below: Option<u64>,
     pub dump: Option<Mutex<BufWriter<File>>>,
     pub started_epoch_s: f64,
+    pub limits: Option<shards::Limits>,
+    /// Records accepted by the first `--tag-bytes` bytes of their data.
+    tags: Mutex<std::collections::BTreeMap<Vec<u8>, u64>>,
 }
 
 impl State {
@@ -261,6 +286,8 @@ impl State {
             fail_below,
             dump,
             started_epoch_s: (now_us() / 1000) as f64 / 1000.0,
+            limits: opts.shard_limits.map(|(r, b)| shards::Limits::new(opts.shards.max(1) as usize, r, b)),
+            tags: Mutex::new(Default::default()),
             opts,
         })
     }
@@ -287,6 +314,13 @@ impl State {
                 let _ = out.write_all(record).and_then(|()| if newline { out.write_all(b"\n") } else { Ok(()) });
             }
         }
+        if self.opts.tag_bytes > 0 && accepted > 0 {
+            let mut tags = self.tags.lock().unwrap_or_else(|e| e.into_inner());
+            for (i, _) in failed.iter().enumerate().filter(|(_, f)| !**f) {
+                let record = data(i);
+                *tags.entry(record[..record.len().min(self.opts.tag_bytes)].to_vec()).or_default() += 1;
+            }
+        }
         self.stats.records_failed.fetch_add((failed.len() - accepted) as u64, Relaxed);
         if accepted > 0 {
             let now = now_us();
@@ -295,6 +329,18 @@ impl State {
             self.stats.bytes_accepted.fetch_add(accepted_bytes as u64, Relaxed);
             self.stats.records_accepted.fetch_add(accepted as u64, Relaxed);
         }
+    }
+
+    /// The counters, and the records accepted by tag (with `--tag-bytes`).
+    fn json(&self) -> serde_json::Value {
+        let mut v = self.stats.json();
+        if self.opts.tag_bytes > 0 {
+            let tags = self.tags.lock().unwrap_or_else(|e| e.into_inner());
+            let by_tag: serde_json::Map<_, _> =
+                tags.iter().map(|(t, n)| (String::from_utf8_lossy(t).into_owned(), (*n).into())).collect();
+            v["by_tag"] = by_tag.into();
+        }
+        v
     }
 
     fn flush_dump(&self) {
@@ -332,10 +378,11 @@ const AMZ_JSON: &str = "application/x-amz-json-1.1";
 fn control(state: &State, path: &str) -> Response<Full<Bytes>> {
     let json = |v: serde_json::Value| respond(200, "application/json", serde_json::to_vec(&v).unwrap_or_default());
     match path {
-        "/stats" => json(state.stats.json()),
+        "/stats" => json(state.json()),
         "/reset" => {
             state.stats.reset();
-            json(state.stats.json())
+            state.tags.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            json(state.json())
         }
         "/flush" => {
             state.flush_dump();
@@ -466,7 +513,7 @@ async fn run(opts: Opts) -> io::Result<()> {
             tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
             state.flush_dump();
             if !state.opts.quiet {
-                eprintln!("bench-sink: {}", state.stats.json());
+                eprintln!("bench-sink: {}", state.json());
             }
             std::process::exit(0);
         });

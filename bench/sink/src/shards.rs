@@ -2,6 +2,9 @@
 //! stream of N shards, and which of them a record lands in (MD5 of its partition key read as a
 //! big-endian number, or its explicit hash key).
 
+use std::sync::Mutex;
+use std::time::Instant;
+
 use md5::{Digest, Md5};
 
 pub struct Shards {
@@ -37,6 +40,44 @@ impl Shards {
         }
         let hash = explicit.unwrap_or_else(|| u128::from_be_bytes(Md5::digest(key.as_bytes()).into()));
         self.starts.partition_point(|&start| start <= hash) - 1
+    }
+}
+
+/// Kinesis's write limits per shard (records and bytes per second): a bucket per shard, empty
+/// at first (as if other producers had just used it) and holding at most a second's worth;
+/// an entry whose shard's bucket cannot pay for it is throttled, one by one, as Kinesis does.
+pub struct Limits {
+    records: f64,
+    bytes: f64,
+    /// (records, bytes) each shard may take now, and when that was computed.
+    buckets: Mutex<Vec<(f64, f64, Instant)>>,
+}
+
+impl Limits {
+    pub fn new(shards: usize, records: f64, bytes: f64) -> Limits {
+        let now = Instant::now();
+        Limits { records, bytes, buckets: Mutex::new(vec![(0.0, 0.0, now); shards]) }
+    }
+
+    /// Marks in `failed` the entries over their shard's limits; `entry(i)` is entry i's
+    /// (shard, size). Entries already failed take nothing.
+    pub fn charge(&self, failed: &mut [bool], entry: impl Fn(usize) -> (usize, usize)) {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        for b in buckets.iter_mut() {
+            let dt = (now - b.2).as_secs_f64();
+            *b = ((b.0 + self.records * dt).min(self.records), (b.1 + self.bytes * dt).min(self.bytes), now);
+        }
+        for (i, f) in failed.iter_mut().enumerate().filter(|(_, f)| !**f) {
+            let (shard, size) = entry(i);
+            let b = &mut buckets[shard];
+            if b.0 >= 1.0 && b.1 >= size as f64 {
+                b.0 -= 1.0;
+                b.1 -= size as f64;
+            } else {
+                *f = true;
+            }
+        }
     }
 }
 
@@ -83,6 +124,20 @@ mod tests {
         assert_eq!(s.shard_of("a", None), 0);
         // MD5("b") = 92eb5ffee6ae2fec3ad71c777531578f: third quarter.
         assert_eq!(s.shard_of("b", None), 2);
+    }
+
+    #[test]
+    fn limits_throttle_what_a_shard_cannot_take_in_the_second() {
+        let limits = Limits::new(2, 10.0, 1000.0);
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        // Shard 0 holds a second's worth (10 records, 1,000 bytes), not more.
+        let mut failed = vec![false; 12];
+        limits.charge(&mut failed, |_| (0, 10));
+        assert_eq!(failed.iter().filter(|f| **f).count(), 2);
+        // Shard 1: the bytes run out first; an entry failed already takes nothing.
+        let mut failed = vec![true, false, false];
+        limits.charge(&mut failed, |_| (1, 600));
+        assert_eq!(failed, [true, false, true]);
     }
 
     #[test]
