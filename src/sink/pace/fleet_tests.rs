@@ -25,9 +25,10 @@ struct FleetRun {
 /// most 16 in flight: a backlog of 8,000 lines), every record goes to a random shard and is
 /// accepted or throttled on its own, and the throttled records of a batch are sent again
 /// after the retry backoff (100 ms doubling to 10 s, full jitter; only the first step while
-/// paced) and the pace; the status lines' tick runs every 5 s. Agents start over 3 s (as the daemons of `tests/it/fleet.rs` do on
-/// a loaded machine). Runs for `secs`; shares are measured from the moment the last agent had
-/// a record accepted (all are sending) to the end, as the issue measures them.
+/// paced) and the pace; the status lines' tick runs every 5 s. Agents start over 3 s (as the
+/// daemons of `tests/it/fleet.rs` do on a loaded machine). Runs for `secs`; shares are
+/// measured from the moment the last agent had a record accepted (all are sending) to the
+/// end, as the issue measures them.
 async fn fleet(flows: usize, shards: usize, seed: u64, secs: u64) -> FleetRun {
     use rand::rngs::SmallRng;
     use rand::{RngExt, SeedableRng};
