@@ -226,10 +226,11 @@ impl Pacer {
             return;
         }
         let _turn = self.turn.lock().await;
-        let jitter: f64 = self.state.lock().unwrap().rng.random();
+        let mut jitter = None;
         loop {
             let wait = {
                 let mut st = self.state.lock().unwrap();
+                let jitter: f64 = *jitter.get_or_insert_with(|| st.rng.random());
                 let now = Instant::now();
                 let Some(p) = st.paced.as_mut() else { return };
                 let rate = p.rate(now);
